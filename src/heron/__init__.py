@@ -1,0 +1,3 @@
+"""Heron: an open, self-hostable LPWAN device cloud."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""HTTP routers: thin, no SQL and no business logic."""

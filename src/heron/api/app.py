@@ -1,0 +1,71 @@
+"""The ASGI application: routers, error handlers, middleware and the per-process context."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from heron import __version__
+from heron.api import errors, ops
+from heron.api.context import AppContext
+from heron.api.middleware import EdgeMiddleware
+from heron.api.v2 import api_users, audit, groups, profiles, users
+from heron.bootstrap import Prepared, prepare
+from heron.config import Settings, get_settings
+from heron.observability import configure_logging
+from heron.tenancy.auth import Authenticator
+from heron.web import auth as web_auth
+
+
+def build_context(settings: Settings, prepared: Prepared) -> AppContext:
+    return AppContext(
+        settings=settings,
+        db=prepared.db,
+        keyring=prepared.keyring,
+        session_secret=prepared.session_secret,
+        authenticator=Authenticator(prepared.db, settings.api_user_last_used_flush_seconds),
+    )
+
+
+def create_app(settings: Settings | None = None, context: AppContext | None = None) -> FastAPI:
+    """Build the app. Without a context (a uvicorn worker), prepare one from the settings:
+    migrations are idempotent, and `heron serve` has already run them before forking."""
+    settings = settings or get_settings()
+    ctx = context or build_context(settings, prepare(settings, announce_password=False))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx.authenticator.start()
+        try:
+            yield
+        finally:
+            ctx.authenticator.stop()
+
+    app = FastAPI(
+        title="Heron API",
+        version=__version__,
+        description="Native API in the Sigfox API v2 layout. Authenticate with HTTP Basic "
+        "(API user id, access token) or an `authorization: <key>` header.",
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False
+    app.state.ctx = ctx
+    errors.install(app)
+    for module in (groups, users, api_users, profiles, audit):
+        app.include_router(module.router)
+    app.include_router(ops.router)
+    app.include_router(web_auth.router)
+    app.add_middleware(EdgeMiddleware, access_log=settings.access_log)
+    return app
+
+
+def worker_app() -> FastAPI:
+    """Entry point for `uvicorn --factory` workers."""
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    return create_app(settings)

@@ -1,0 +1,28 @@
+"""The list envelope: `{"data": [...], "paging": {"next": "<absolute URL>"}}`."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from fastapi import Request
+
+from heron.api.context import AppContext, base_url
+
+
+def page(
+    request: Request,
+    ctx: AppContext,
+    data: list[Any],
+    *,
+    has_more: bool,
+    limit: int,
+    offset: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    paging: dict[str, str] = {}
+    if has_more:
+        query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("offset", "limit")]
+        query += [("limit", str(limit)), ("offset", str(offset + limit))]
+        paging["next"] = f"{base_url(request, ctx)}{request.url.path}?{urlencode(query)}"
+    return {"data": data, "paging": paging, **(extra or {})}

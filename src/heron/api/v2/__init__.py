@@ -1,0 +1,3 @@
+"""The native API, laid out like the Sigfox API v2."""
+
+PREFIX = "/api/v2"

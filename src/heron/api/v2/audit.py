@@ -1,0 +1,60 @@
+"""/api/v2/audit-events: who changed what, for administrators (`audit:read`)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from heron.api.context import Ctx, CurrentActor
+from heron.api.paging import page
+from heron.api.v2 import PREFIX
+from heron.db.base import to_ms
+from heron.tenancy import audit
+
+router = APIRouter(prefix=PREFIX + "/audit-events", tags=["audit"])
+
+
+def _ms(value: int | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
+
+
+@router.get("")
+def list_audit_events(
+    request: Request,
+    actor: CurrentActor,
+    ctx: Ctx,
+    object_type: Annotated[str | None, Query(alias="objectType", max_length=40)] = None,
+    object_id: Annotated[str | None, Query(alias="objectId", max_length=64)] = None,
+    since: Annotated[int | None, Query(ge=0, description="epoch ms")] = None,
+    before: Annotated[int | None, Query(ge=0, description="epoch ms")] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        rows = audit.list_events(
+            session,
+            actor,
+            object_type=object_type,
+            object_id=object_id,
+            since=_ms(since),
+            before=_ms(before),
+            limit=limit,
+            offset=offset,
+        )
+    data = [
+        {
+            "id": str(e.id),
+            "time": to_ms(e.time),
+            "actor": e.actor,
+            "action": e.action,
+            "objectType": e.object_type,
+            "objectId": e.object_id,
+            "requestId": e.request_id,
+            "details": json.loads(e.details),
+        }
+        for e in rows[:limit]
+    ]
+    return page(request, ctx, data, has_more=len(rows) > limit, limit=limit, offset=offset)

@@ -1,0 +1,60 @@
+"""First start and every start: keys, migrations, the root group and the first administrator."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sys
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from heron.config import Settings
+from heron.db import migrate
+from heron.db.engine import Database
+from heron.keys import Keyring, load_keyring, load_session_secret
+from heron.tenancy import groups, users
+from heron.tenancy.access import SYSTEM
+from heron.tenancy.models import User
+
+log = logging.getLogger("heron.bootstrap")
+
+
+@dataclass
+class Prepared:
+    db: Database
+    keyring: Keyring
+    session_secret: bytes
+
+
+def prepare(settings: Settings, *, announce_password: bool = True) -> Prepared:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    keyring = load_keyring(settings)
+    session_secret = load_session_secret(settings)
+    db = Database(settings.resolved_database_url)
+    migrate.upgrade(db)
+    with db.write() as session:
+        root = groups.get_root(session) or groups.create_root(session)
+        if session.scalar(select(User.id).limit(1)) is None:
+            email = settings.admin_email or "admin@heron.local"
+            generated = settings.admin_password is None
+            password = secrets.token_urlsafe(18) if generated else settings.admin_password.get_secret_value()  # type: ignore[union-attr]
+            session.flush()
+            users.create(
+                session,
+                SYSTEM,
+                email=email,
+                first_name="Heron",
+                last_name="Administrator",
+                roles=[users.RoleGrant(root.id, ("ADMIN",))],
+                password=password,
+            )
+            if generated and announce_password:
+                # Printed once, on the console only: it is not stored anywhere in clear.
+                print(
+                    f"\n  Heron administrator created: {email}\n  password (shown once): {password}\n",
+                    file=sys.stderr,
+                    flush=True,
+                )
+            log.info("bootstrap.admin_created", extra={"email": email})
+    return Prepared(db, keyring, session_secret)

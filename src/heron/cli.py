@@ -1,0 +1,198 @@
+"""`heron`: serve, database, keys, API access, users and groups, for operators and scripts.
+Every command uses the same HERON_DATABASE_URL as the server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from heron.bootstrap import prepare
+from heron.config import get_settings
+from heron.errors import HeronError
+from heron.observability import configure_logging
+from heron.tenancy import api_users, groups, users
+from heron.tenancy.access import SYSTEM
+
+app = typer.Typer(help="Heron: an open, self-hostable LPWAN device cloud.", no_args_is_help=True)
+db_app = typer.Typer(help="Database: migrations and backups.", no_args_is_help=True)
+keys_app = typer.Typer(help="Key-encryption keys.", no_args_is_help=True)
+api_access_app = typer.Typer(help="API access (API users).", no_args_is_help=True)
+users_app = typer.Typer(help="Users.", no_args_is_help=True)
+groups_app = typer.Typer(help="Groups.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(keys_app, name="keys")
+app.add_typer(api_access_app, name="api-access")
+app.add_typer(users_app, name="users")
+app.add_typer(groups_app, name="groups")
+
+console = Console(stderr=True)
+
+
+def _fail(exc: HeronError) -> None:
+    console.print(f"[red]error:[/red] {exc.message}")
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="default HERON_HTTP_HOST")] = None,
+    port: Annotated[int | None, typer.Option(help="default HERON_HTTP_PORT")] = None,
+    workers: Annotated[int | None, typer.Option(help="default HERON_WORKERS")] = None,
+) -> None:
+    """Apply migrations, then serve the HTTP API and GUI."""
+    import uvicorn
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    prepare(settings)
+    uvicorn.run(
+        "heron.api.app:worker_app",
+        factory=True,
+        host=host or settings.http_host,
+        port=port or settings.http_port,
+        workers=workers or settings.workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations."""
+    prepare(get_settings())
+    console.print("database is current")
+
+
+@db_app.command("backup")
+def db_backup(file: Path) -> None:
+    """Take a consistent online copy of the database into FILE."""
+    from heron.db.backup import backup
+
+    settings = get_settings()
+    backup(settings.resolved_database_url, file)
+    console.print(f"backup written to {file}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    new_kek: Annotated[
+        str | None, typer.Option(help="base64 of the new 32-byte KEK (required when HERON_KEK is set)")
+    ] = None,
+) -> None:
+    """Generate (or take) a new key-encryption key, re-encrypt every stored secret under it,
+    and drop the old keys."""
+    from heron.keys import rotate_all
+
+    settings = get_settings()
+    prepared = prepare(settings, announce_password=False)
+    count, kid = rotate_all(settings, prepared.db, prepared.keyring, new_kek)
+    console.print(f"re-encrypted {count} secrets under key {kid}")
+    if settings.kek is not None:
+        console.print("set HERON_KEK to the new key before the next start")
+
+
+@api_access_app.command("create")
+def api_access_create(
+    group: Annotated[str, typer.Option(help="group id, or 'root'")],
+    profile: Annotated[list[str], typer.Option(help="profile id (repeatable), e.g. ADMIN")],
+    name: Annotated[str, typer.Option()] = "CLI API access",
+    timezone: Annotated[str, typer.Option()] = "UTC",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Create an API user and print its login, secret and `authorization` header value."""
+    prepared = prepare(get_settings(), announce_password=False)
+    try:
+        with prepared.db.write() as session:
+            g = groups.resolve(session, SYSTEM, group)
+            view, secret = api_users.create(
+                session, SYSTEM, group_id=g.id, name=name, timezone=timezone, profile_ids=profile
+            )
+            login = str(view.api_user.id)
+    except HeronError as exc:
+        _fail(exc)
+    basic = "Basic " + base64.b64encode(f"{login}:{secret}".encode()).decode()
+    if as_json:
+        print(json.dumps({"login": login, "secret": secret, "authorization": secret, "basic": basic}))
+        return
+    print(f"login:         {login}")
+    print(f"secret:        {secret}   (shown once)")
+    print(f"authorization: {secret}")
+    print(f"basic:         {basic}")
+
+
+@users_app.command("create")
+def users_create(
+    email: Annotated[str, typer.Option()],
+    first_name: Annotated[str, typer.Option()],
+    last_name: Annotated[str, typer.Option()],
+    group: Annotated[str, typer.Option(help="group id, or 'root'")] = "root",
+    profile: Annotated[list[str] | None, typer.Option(help="profile id (repeatable)")] = None,
+    password: Annotated[
+        str | None, typer.Option(help="read from stdin when '-'", envvar="HERON_NEW_USER_PASSWORD")
+    ] = None,
+    timezone: Annotated[str, typer.Option()] = "UTC",
+) -> None:
+    """Create a user holding PROFILEs on GROUP."""
+    prepared = prepare(get_settings(), announce_password=False)
+    if password == "-":  # noqa: S105 - "-" means read stdin
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        with prepared.db.write() as session:
+            g = groups.resolve(session, SYSTEM, group)
+            user = users.create(
+                session,
+                SYSTEM,
+                email=email,
+                first_name=first_name,
+                last_name=last_name,
+                timezone=timezone,
+                roles=[users.RoleGrant(g.id, tuple(profile or ["DEVICE_MANAGER_R"]))],
+                password=password,
+            )
+            print(user.id)
+    except HeronError as exc:
+        _fail(exc)
+
+
+@groups_app.command("list")
+def groups_list(
+    parent: Annotated[str | None, typer.Option(help="list the subtree of this group id")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List groups in tree order."""
+    prepared = prepare(get_settings(), announce_password=False)
+    with prepared.db.read() as session:
+        rows = []
+        offset = 0
+        while True:
+            page = groups.list_groups(
+                session,
+                SYSTEM,
+                parent_ids=[int(parent)] if parent else None,
+                deep=True,
+                limit=100,
+                offset=offset,
+            )
+            rows += page.groups
+            if not page.has_more:
+                break
+            offset += 100
+    if as_json:
+        print(json.dumps([{"id": str(g.id), "name": g.name, "path": g.path, "level": g.depth} for g in rows]))
+        return
+    table = Table("id", "name", "type", "timezone")
+    for g in rows:
+        table.add_row(str(g.id), "  " * g.depth + g.name, str(g.type), g.timezone)
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,58 @@
+"""Settings, read once from `HERON_*` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="HERON_", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    database_url: str = ""  # empty = SQLite file `<data_dir>/heron.db`
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    workers: int = 1
+    public_url: str | None = None  # base of every absolute URL Heron writes; default: from the request
+
+    admin_email: str | None = None
+    admin_password: SecretStr | None = None
+
+    # Key-encryption key for root keys and callback secrets: base64 of 32 bytes, or a
+    # comma-separated keyring of them (the last one encrypts). Else read from kek_file.
+    kek: SecretStr | None = None
+    kek_file: Path | None = None  # default `<data_dir>/keys/kek`
+    session_secret_file: Path | None = None  # default `<data_dir>/keys/session`
+
+    # Per-credential rate limit on the APIs, requests per second (0 = off) and burst size.
+    rate_limit_per_second: float = 0.0
+    rate_limit_burst: int = 0
+
+    login_max_failures: int = Field(default=5, ge=1)
+    login_lockout_seconds: int = Field(default=900, ge=1)
+    session_max_age_seconds: int = 12 * 3600
+    api_user_last_used_flush_seconds: float = 30.0
+
+    log_level: str = "INFO"
+    access_log: bool = True
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'heron.db').as_posix()}"
+
+    @property
+    def resolved_kek_file(self) -> Path:
+        return self.kek_file or self.data_dir / "keys" / "kek"
+
+    @property
+    def resolved_session_secret_file(self) -> Path:
+        return self.session_secret_file or self.data_dir / "keys" / "session"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""Tenancy: groups, users, profiles, API access and the one permission check."""

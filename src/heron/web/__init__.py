@@ -1,0 +1,1 @@
+"""The web GUI (server-rendered). For now: sign-in and sign-out."""

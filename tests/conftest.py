@@ -1,0 +1,187 @@
+"""Shared fixtures. Database tests run twice, on SQLite and on a throwaway PostgreSQL cluster,
+with the same test ids but for the `[sqlite]` / `[postgresql]` suffix."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import create_engine, text
+
+from heron.api.app import build_context, create_app
+from heron.api.context import AppContext
+from heron.bootstrap import prepare
+from heron.config import Settings
+from heron.db import migrate
+from heron.db.engine import Database
+from heron.tenancy import api_users, groups
+from heron.tenancy.access import SYSTEM
+from tests.support.postgres import Cluster, start_cluster
+
+REQUIRE_ALL = os.environ.get("HERON_REQUIRE_ALL") == "1"
+ADMIN_EMAIL = "admin@example.com"
+ADMIN_PASSWORD = "correct horse battery"
+TEST_KEK = base64.b64encode(bytes(range(32))).decode()
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster | None]:
+    try:
+        cluster = start_cluster()
+    except FileNotFoundError:
+        if REQUIRE_ALL:
+            raise
+        yield None
+        return
+    template = cluster.url("heron_template")
+    admin = create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text("CREATE DATABASE heron_template"))
+    db = Database(template)
+    migrate.upgrade(db)
+    db.dispose()
+    admin.dispose()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("sqlite-template") / "heron.db"
+    db = Database(f"sqlite:///{path}")
+    migrate.upgrade(db)
+    with db.engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.dispose()
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    if request.param == "sqlite":
+        target = tmp_path / "heron.db"
+        shutil.copy(sqlite_template, target)
+        yield f"sqlite:///{target}"
+        return
+    cluster: Cluster | None = request.getfixturevalue("pg_cluster")
+    if cluster is None:
+        pytest.skip("PostgreSQL binaries not installed (HERON_REQUIRE_ALL=1 makes this a failure)")
+    name = f"t{os.getpid()}_{next(_counter)}"
+    admin = create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE heron_template'))
+    yield cluster.url(name)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return Settings(
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        admin_email=ADMIN_EMAIL,
+        admin_password=ADMIN_PASSWORD,  # type: ignore[arg-type]
+        kek=TEST_KEK,  # type: ignore[arg-type]
+        access_log=False,
+    )
+
+
+@pytest.fixture
+def ctx(settings: Settings) -> Iterator[AppContext]:
+    context = build_context(settings, prepare(settings, announce_password=False))
+    yield context
+    context.db.dispose()
+
+
+@pytest.fixture
+def db(ctx: AppContext) -> Database:
+    return ctx.db
+
+
+@pytest.fixture
+def client(settings: Settings, ctx: AppContext) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, ctx)) as c:
+        yield c
+
+
+@dataclass
+class Credential:
+    id: str
+    secret: str
+    group_id: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"authorization": self.secret}
+
+    @property
+    def basic(self) -> dict[str, str]:
+        return {"authorization": "Basic " + base64.b64encode(f"{self.id}:{self.secret}".encode()).decode()}
+
+
+@dataclass
+class Tenants:
+    """A small tree: root > operator > {customer_a > site_a, customer_b}, with credentials."""
+
+    root: int
+    operator: int
+    customer_a: int
+    site_a: int
+    customer_b: int
+    root_admin: Credential
+    a_admin: Credential
+    a_reader: Credential
+    b_admin: Credential
+
+
+def make_credential(db: Database, group_id: int, *profiles: str) -> Credential:
+    with db.write() as session:
+        view, secret = api_users.create(
+            session, SYSTEM, group_id=group_id, name="-".join(profiles), timezone="UTC", profile_ids=list(profiles)
+        )
+        return Credential(str(view.api_user.id), secret, group_id)
+
+
+@pytest.fixture
+def tenants(db: Database) -> Tenants:
+    with db.write() as session:
+        root = groups.get_root(session)
+        assert root is not None
+        op = groups.create(session, SYSTEM, parent_id=root.id, name="Operator", type_=0)
+        a = groups.create(session, SYSTEM, parent_id=op.id, name="Customer A", type_=8)
+        site = groups.create(session, SYSTEM, parent_id=a.id, name="Site A1", type_=2)
+        b = groups.create(session, SYSTEM, parent_id=op.id, name="Customer B", type_=8)
+        ids = (root.id, op.id, a.id, site.id, b.id)
+    return Tenants(
+        *ids,
+        root_admin=make_credential(db, ids[0], "ADMIN"),
+        a_admin=make_credential(db, ids[2], "ADMIN"),
+        a_reader=make_credential(db, ids[2], "OBSERVER"),
+        b_admin=make_credential(db, ids[4], "ADMIN"),
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print how many tests passed on each database, so CI shows the two runs are equal."""
+    counts: dict[str, dict[str, int]] = {"sqlite": {}, "postgresql": {}}
+    for outcome in ("passed", "failed", "skipped", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            for backend in counts:
+                if f"[{backend}" in nodeid or f"-{backend}]" in nodeid or f"-{backend}-" in nodeid:
+                    counts[backend][outcome] = counts[backend].get(outcome, 0) + 1
+    terminalreporter.write_line("")
+    for backend, c in counts.items():
+        summary = ", ".join(f"{n} {o}" for o, n in sorted(c.items())) or "none"
+        terminalreporter.write_line(f"database {backend}: {summary}")
