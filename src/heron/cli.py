@@ -32,6 +32,9 @@ app.add_typer(api_access_app, name="api-access")
 app.add_typer(users_app, name="users")
 app.add_typer(groups_app, name="groups")
 
+# Messages go to stderr, so --json output on stdout stays parseable. Every command prepares with
+# the default announce_password=True: whichever command first meets an empty database creates the
+# administrator, and a generated password nobody is shown would be lost for good.
 console = Console(stderr=True)
 
 
@@ -74,10 +77,14 @@ def db_upgrade() -> None:
 @db_app.command("backup")
 def db_backup(file: Path) -> None:
     """Take a consistent online copy of the database into FILE."""
-    from heron.db.backup import backup
+    from heron.db.backup import BackupFailed, backup
 
     settings = get_settings()
-    backup(settings.resolved_database_url, file)
+    try:
+        backup(settings.resolved_database_url, file)
+    except BackupFailed as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     console.print(f"backup written to {file}")
 
 
@@ -89,11 +96,15 @@ def keys_rotate(
 ) -> None:
     """Generate (or take) a new key-encryption key, re-encrypt every stored secret under it,
     and drop the old keys."""
-    from heron.keys import rotate_all
+    from heron.keys import UndecryptableSecret, rotate_all
 
     settings = get_settings()
-    prepared = prepare(settings, announce_password=False)
-    count, kid = rotate_all(settings, prepared.db, prepared.keyring, new_kek)
+    prepared = prepare(settings)
+    try:
+        count, kid = rotate_all(settings, prepared.db, prepared.keyring, new_kek)
+    except (ValueError, UndecryptableSecret) as exc:  # no or malformed --new-kek; a secret under a lost key
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
     console.print(f"re-encrypted {count} secrets under key {kid}")
     if settings.kek is not None:
         console.print("set HERON_KEK to the new key before the next start")
@@ -108,7 +119,7 @@ def api_access_create(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Create an API user and print its login, secret and `authorization` header value."""
-    prepared = prepare(get_settings(), announce_password=False)
+    prepared = prepare(get_settings())
     try:
         with prepared.db.write() as session:
             g = groups.resolve(session, SYSTEM, group)
@@ -141,7 +152,7 @@ def users_create(
     timezone: Annotated[str, typer.Option()] = "UTC",
 ) -> None:
     """Create a user holding PROFILEs on GROUP."""
-    prepared = prepare(get_settings(), announce_password=False)
+    prepared = prepare(get_settings())
     if password == "-":  # noqa: S105 - "-" means read stdin
         password = sys.stdin.readline().rstrip("\n")
     try:
@@ -168,7 +179,7 @@ def groups_list(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List groups in tree order."""
-    prepared = prepare(get_settings(), announce_password=False)
+    prepared = prepare(get_settings())
     with prepared.db.read() as session:
         rows = []
         offset = 0

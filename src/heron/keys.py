@@ -69,8 +69,8 @@ class Keyring:
             raise UndecryptableSecret("not a Heron ciphertext") from exc
         if fmt != _FORMAT or kid not in self.keys:
             raise UndecryptableSecret(f"ciphertext under unknown key id {kid!r}")
-        raw = base64.b64decode(blob)
         try:
+            raw = base64.b64decode(blob, validate=True)
             return AESGCM(self.keys[kid]).decrypt(raw[:12], raw[12:], purpose.encode())
         except Exception as exc:
             raise UndecryptableSecret("ciphertext does not authenticate") from exc
@@ -86,11 +86,27 @@ class Keyring:
 
 
 def _write_secret_file(path: Path, content: str) -> None:
+    """Write a 0600 file atomically: a crash mid-write (say, during a rotation) leaves the old
+    file whole, never an empty or partial key file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(content)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to a leftover file
+        with os.fdopen(fd, "w") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def load_keyring(settings: Settings, create: bool = True) -> Keyring:

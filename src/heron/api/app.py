@@ -30,8 +30,11 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
 
 
 def create_app(settings: Settings | None = None, context: AppContext | None = None) -> FastAPI:
-    """Build the app. Without a context (a uvicorn worker), prepare one from the settings:
+    """Build the app. With a context, its settings rule. Without one (a uvicorn worker), prepare
+    one from the settings:
     migrations are idempotent, and `heron serve` has already run them before forking."""
+    if context is not None:
+        settings = context.settings  # one source of settings for the app and its context
     settings = settings or get_settings()
     ctx = context or build_context(settings, prepare(settings, announce_password=False))
 

@@ -11,12 +11,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.routing import Match
 
+from heron.api.context import AppContext, authenticate
 from heron.errors import HeronError, InvalidInput, NotAuthenticated, RateLimited
 
 log = logging.getLogger("heron.api")
 
 SENET_PREFIX = "/rest/integration"
+NATIVE_PREFIX = "/api/v2"
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
 def json_body(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -51,17 +55,52 @@ _PYDANTIC_MESSAGES = {
 }
 
 
+def _field_name(parts: Any) -> str:
+    """`userRoles[0].groupId`: list positions in brackets, as the services name fields."""
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else f".{p}" if out else str(p)
+    return out
+
+
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
+        raw = tuple(err.get("loc", ()))
+        loc = [str(p) for p in raw]
         where = loc[0] if loc and loc[0] in ("body", "query", "path", "header") else "body"
-        field = ".".join(loc[1:]) if len(loc) > 1 else where
+        field = _field_name(raw[1:]) if len(loc) > 1 else where
         if err.get("type") == "json_invalid":
             field = "body"
         message = _PYDANTIC_MESSAGES.get(str(err.get("type")), str(err.get("msg", "invalid value")))
         out.append({"type": where, "field": field, "message": message})
     return out
+
+
+def _allowed_methods(request: Request, fallback: str) -> list[str]:
+    """Every method some route serves at this path. Starlette's own `Allow` names only the
+    first route that matched the path (GET for `/groups`, forgetting POST)."""
+    allowed = [
+        method
+        for method in _METHODS
+        if any(route.matches({**request.scope, "method": method})[0] == Match.FULL for route in request.app.routes)
+    ]
+    return allowed or [m.strip() for m in fallback.split(",") if m.strip()]
+
+
+def _unauthenticated(request: Request) -> HeronError | None:
+    """The body is parsed before the credential is checked (malformed JSON fails first); an
+    unauthenticated caller must still get the family's 401/403, not a 400 about its input."""
+    if getattr(request.state, "actor", None) is not None or not request.url.path.startswith(
+        (NATIVE_PREFIX, SENET_PREFIX)
+    ):
+        return None
+    ctx: AppContext = request.app.state.ctx
+    try:
+        actor = authenticate(request, ctx)
+    except HeronError as exc:  # rate-limited
+        return exc
+    return NotAuthenticated("authentication required") if actor is None else None
 
 
 def install(app: FastAPI) -> None:
@@ -71,6 +110,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
+        refused = _unauthenticated(request)
+        if refused is not None:
+            return error_response(request, refused)
         errors = _field_errors(exc)
         if _is_senet(request):
             return json_body(400, {"message": f"Invalid parameter: {errors[0]['field']} ({errors[0]['message']})"})
@@ -80,7 +122,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 405:
-            allowed = [m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()]
+            allowed = _allowed_methods(request, (exc.headers or {}).get("Allow", ""))
             return json_body(
                 405,
                 {"message": "method not allowed", "allowedMethods": allowed},
@@ -88,6 +130,10 @@ def install(app: FastAPI) -> None:
             )
         if exc.status_code == 404:
             return json_body(404, {"message": "not found"})
+        if exc.status_code == 400:
+            # FastAPI's own 400 for a body it cannot decode (invalid UTF-8, a broken form).
+            refused = _unauthenticated(request)
+            return error_response(request, refused or InvalidInput.field("body", str(exc.detail)))
         return json_body(exc.status_code, {"message": str(exc.detail)})
 
     @app.exception_handler(Exception)

@@ -23,7 +23,7 @@ async def health() -> dict[str, Any]:
 
 
 @router.get("/api/ready")
-def ready(ctx: Ctx) -> Response:
+async def ready(ctx: Ctx) -> Response:
     try:
         with ctx.db.engine.connect() as conn:
             conn.execute(text("SELECT 1"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 # Fields of the Sigfox v2 document (group, user and API-user bodies) that Heron accepts and ignores.
@@ -33,6 +33,25 @@ SIGFOX_IGNORED = frozenset(
 )
 
 
+# `offset` above this is refused with 400 (a larger one overflows the databases' 64-bit OFFSET: 500).
+MAX_OFFSET = 2**31 - 1
+
+
+def reject_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL: refuse it at the edge with 400 naming the field, not in
+    SQL with a 500 (SQLite would store it, so both databases would disagree)."""
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if isinstance(value, list):
+        for item in value:
+            reject_nul(item)
+    return value
+
+
+# For free-text query parameters: `Annotated[str | None, Query(...), NoNul]`.
+NoNul = AfterValidator(reject_nul)
+
+
 class ApiModel(BaseModel):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, str_strip_whitespace=False
@@ -45,6 +64,11 @@ class ApiModel(BaseModel):
         if isinstance(data, dict):
             return {k: v for k, v in data.items() if k not in cls.ignored_fields}
         return data
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return reject_nul(value)
 
 
 def id_list(values: list[str] | None) -> list[str]:

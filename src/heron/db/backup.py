@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sqlite3
@@ -11,12 +12,33 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 
+class BackupFailed(RuntimeError):
+    """The backup could not be taken; the message says why."""
+
+
+def find_pg_tool(name: str) -> str | None:
+    """`name` (pg_dump, pg_restore) from PATH, else from the newest Debian server install
+    (/usr/lib/postgresql/<version>/bin), which is not on PATH without postgresql-client-common."""
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(p.split("/")[-3]) if p.split("/")[-3].isdigit() else 0,
+        reverse=True,
+    )
+    return candidates[0] if candidates else None
+
+
 def backup(url: str, target: Path) -> None:
     parsed = make_url(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     if parsed.get_backend_name() == "sqlite":
-        if not parsed.database:
-            raise ValueError("an in-memory database cannot be backed up")
+        if not parsed.database or parsed.database == ":memory:":
+            raise BackupFailed("an in-memory database cannot be backed up")
+        if not Path(parsed.database).is_file():
+            # sqlite3.connect would create an empty database and "back up" that.
+            raise BackupFailed(f"no SQLite database at {parsed.database}")
         source = sqlite3.connect(parsed.database)
         dest = sqlite3.connect(str(target))
         try:
@@ -26,9 +48,9 @@ def backup(url: str, target: Path) -> None:
             dest.close()
             source.close()
         return
-    pg_dump = shutil.which("pg_dump")
+    pg_dump = find_pg_tool("pg_dump")
     if pg_dump is None:
-        raise FileNotFoundError("pg_dump not found (install the postgresql-client package)")
+        raise BackupFailed("pg_dump not found (install the postgresql-client package)")
     env = dict(os.environ)
     if parsed.password:
         env["PGPASSWORD"] = parsed.password
@@ -43,4 +65,6 @@ def backup(url: str, target: Path) -> None:
     if host_query:
         args.append(f"--host={host_query}")
     args.append(str(parsed.database))
-    subprocess.run(args, check=True, env=env, capture_output=True)
+    result = subprocess.run(args, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise BackupFailed(f"pg_dump failed: {result.stderr.strip() or f'exit status {result.returncode}'}")

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
@@ -63,12 +65,14 @@ class Authenticator:
                 if len(self._profiles) > 10_000:
                     self._profiles.clear()
                 self._profiles[(api_user_id, version)] = profiles
-        self._last_used[api_user_id] = time.time()
+        with self._lock:  # flush() swaps the dict under this lock
+            self._last_used[api_user_id] = time.time()
         return Actor("api_user", api_user_id, name, (Role(group_id, path, profiles),))
 
     # -- last-used coalescing -------------------------------------------------------------
     def start(self) -> None:
         if self._thread is None:
+            self._stop.clear()  # a previous stop() must not end the new flusher at once
             self._thread = threading.Thread(target=self._run, name="heron-last-used", daemon=True)
             self._thread.start()
 
@@ -196,12 +200,32 @@ def sign_in(
                 session.delete(row)
         return user
     window = timedelta(seconds=lockout_seconds)
-    for key in keys:
-        row = rows.get(key) or LoginThrottle(key=key, failures=0, window_start=now)
-        session.add(row)
+    for row in _lock_throttle_rows(session, keys, now):
         if now - row.window_start > window:
             row.failures, row.window_start, row.locked_until = 0, now, None
         row.failures += 1
         if row.failures >= max_failures:
             row.locked_until = now + window
     return None
+
+
+def _lock_throttle_rows(session: Session, keys: list[str], now: datetime) -> list[LoginThrottle]:
+    """The throttle rows of `keys`, created if missing and locked (in key order) until commit, so
+    concurrent failures neither collide on insert nor overwrite each other's counts (PostgreSQL;
+    SQLite writers are serialized by BEGIN IMMEDIATE)."""
+    keys = sorted(keys)
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    session.execute(
+        insert(LoginThrottle)
+        .values([{"key": k, "failures": 0, "window_start": now} for k in keys])
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+    return list(
+        session.scalars(
+            select(LoginThrottle)
+            .where(LoginThrottle.key.in_(keys))
+            .order_by(LoginThrottle.key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
+        )
+    )

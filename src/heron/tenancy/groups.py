@@ -83,15 +83,30 @@ def resolve(session: Session, actor: Actor, ref: str) -> Group:
 
 def ancestors(session: Session, actor: Actor, group: Group) -> list[Group]:
     """The group's ancestors visible to the caller, nearest first (the Sigfox `path` field)."""
-    ids = [int(x) for x in group.path.strip("/").split("/")[:-1]]
-    if not ids:
-        return []
-    rows = {g.id: g for g in session.scalars(select(Group).where(Group.id.in_(ids)))}
-    return [rows[i] for i in reversed(ids) if i in rows and actor.actions_on(rows[i].path)]
+    return ancestors_of_many(session, actor, [group])[group.id]
 
 
-def is_leaf(session: Session, group_id: int) -> bool:
-    return not session.scalar(select(exists().where(Group.parent_id == group_id)))
+def ancestors_of_many(session: Session, actor: Actor, members: list[Group]) -> dict[int, list[Group]]:
+    """`ancestors` for a whole page of groups in one query."""
+    chains = {g.id: [int(x) for x in g.path.strip("/").split("/")[:-1]] for g in members}
+    wanted = {i for chain in chains.values() for i in chain}
+    if not wanted:
+        return {gid: [] for gid in chains}
+    rows = {g.id: g for g in session.scalars(select(Group).where(Group.id.in_(wanted)))}
+    visible = {i: g for i, g in rows.items() if actor.actions_on(g.path)}
+    return {gid: [visible[i] for i in reversed(chain) if i in visible] for gid, chain in chains.items()}
+
+
+def get_with_ancestors(session: Session, actor: Actor, group_id: int) -> tuple[Group, list[Group], bool]:
+    """A group, its visible ancestors and whether it is a leaf, in two queries: the group with
+    a child-exists flag, then its ancestors (ids read off its path)."""
+    children = select(Group.id).where(Group.parent_id == group_id).exists()
+    row = session.execute(select(Group, children).where(Group.id == group_id)).first()
+    if row is None:
+        raise NotFound("group not found")
+    group, has_children = row
+    actor.require("group:read", group.path, "group")
+    return group, ancestors(session, actor, group), not has_children
 
 
 @dataclass
@@ -116,14 +131,18 @@ def list_groups(
 ) -> GroupPage:
     """Visible groups in tree order (by path, an index scan). With `parent_ids`, their children
     (or whole subtrees with `deep`), else every group the caller can see."""
-    conds = [actor.visible_filter(Group.path, "group:read")]
+    conds = []
     if parent_ids:
+        # Rights inherit down the tree, so a visible parent's whole subtree is visible: no
+        # second range on the path (SQLite would pick one of the two and filter by the other).
         parents = [get(session, actor, pid) for pid in parent_ids]
         if deep:
             conds.append(in_any_subtree(Group.path, [p.path for p in parents]))
             conds.append(Group.id.not_in([p.id for p in parents]))
         else:
             conds.append(Group.parent_id.in_([p.id for p in parents]))
+    else:
+        conds.append(actor.visible_filter(Group.path, "group:read"))
     if name:
         conds.append(Group.name_ci.contains(name.lower(), autoescape=True))
     if types:

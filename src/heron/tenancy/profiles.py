@@ -75,7 +75,7 @@ PROFILES: dict[str, Profile] = {
         Profile(
             "API_ONLY",
             "API only (data)",
-            "For integration servers: read devices and messages, send downlinks; no GUI sign-in.",
+            "For integration servers: read devices and messages, send downlinks.",
             frozenset({"group:read", "device_type:read", "device:read", "message:read", "message:write"}),
         ),
         Profile(

@@ -19,9 +19,12 @@ def check_timezone(value: str, field: str = "timezone") -> str:
     return value
 
 
+MAX_ID = 2**31 - 1  # ids are 32-bit integers on every database
+
+
 def parse_id(value: str | int, field: str = "id", where: str = "path") -> int:
     """Heron's object ids are decimal strings on the wire."""
     text = str(value)
-    if not text.isascii() or not text.isdigit() or len(text) > 18:
+    if not text.isascii() or not text.isdigit() or len(text) > 10 or int(text) > MAX_ID:
         raise InvalidInput.field(field, f"not a valid id: {text[:40]!r}", where)
     return int(text)

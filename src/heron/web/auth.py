@@ -32,7 +32,9 @@ def _secure(request: Request, public_url: str | None) -> bool:
     return request.url.scheme == "https" or bool(public_url and public_url.startswith("https://"))
 
 
-def _login_page(request: Request, ctx_secret: bytes, error: str | None, status: int = 200) -> Response:
+def _login_page(
+    request: Request, ctx_secret: bytes, error: str | None, status: int = 200, public_url: str | None = None
+) -> Response:
     token = secrets.token_urlsafe(24)
     response = templates.TemplateResponse(
         request, "login.html", {"csrf_token": token, "error": error}, status_code=status
@@ -42,7 +44,7 @@ def _login_page(request: Request, ctx_secret: bytes, error: str | None, status: 
         sign_token(ctx_secret, token),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request, public_url),
         path="/",
     )
     return response
@@ -50,7 +52,7 @@ def _login_page(request: Request, ctx_secret: bytes, error: str | None, status: 
 
 @router.get("/login")
 def login_form(request: Request, ctx: Ctx) -> Response:
-    return _login_page(request, ctx.session_secret, None)
+    return _login_page(request, ctx.session_secret, None, public_url=ctx.settings.public_url)
 
 
 @router.post("/login")
@@ -63,7 +65,9 @@ def login(
 ) -> Response:
     cookie = unsign_token(ctx.session_secret, request.cookies.get(CSRF_COOKIE, ""))
     if cookie is None or not hmac.compare_digest(cookie, csrf_token):
-        return _login_page(request, ctx.session_secret, "Your form expired; please try again.", 403)
+        return _login_page(
+            request, ctx.session_secret, "Your form expired; please try again.", 403, ctx.settings.public_url
+        )
     address = request.client.host if request.client else "unknown"
     s = ctx.settings
     try:
@@ -72,11 +76,13 @@ def login(
             if user is not None:
                 sid, _csrf = create_session(session, user, s.session_max_age_seconds)
     except LoginLocked as exc:
-        response = _login_page(request, ctx.session_secret, "Too many failed sign-ins; try again later.", 429)
+        response = _login_page(
+            request, ctx.session_secret, "Too many failed sign-ins; try again later.", 429, s.public_url
+        )
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
     if user is None:
-        return _login_page(request, ctx.session_secret, "Wrong email or password.", 401)
+        return _login_page(request, ctx.session_secret, "Wrong email or password.", 401, s.public_url)
     response = RedirectResponse("/", status_code=303)
     response.set_cookie(
         SESSION_COOKIE,

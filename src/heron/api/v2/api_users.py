@@ -9,7 +9,7 @@ from pydantic import Field
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import ApiModel, id_list
+from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.db.base import to_ms
 from heron.tenancy import api_users
@@ -54,14 +54,14 @@ def _api_user(view: api_users.ApiUserView) -> dict[str, Any]:
 
 
 @router.get("")
-def list_api_users(
+async def list_api_users(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
     group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
-    profile_id: Annotated[str | None, Query(alias="profileId", max_length=32)] = None,
+    profile_id: Annotated[str | None, Query(alias="profileId", max_length=32), NoNul] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     fields: str | None = None,
     authorizations: bool | None = None,
 ) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def list_api_users(
 
 
 @router.post("", status_code=201)
-def create_api_user(body: ApiUserCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
+async def create_api_user(body: ApiUserCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
     with ctx.db.write() as session:
         view, secret = api_users.create(
             session,
@@ -88,13 +88,13 @@ def create_api_user(body: ApiUserCreate, actor: CurrentActor, ctx: Ctx) -> dict[
 
 
 @router.get("/{api_user_id}")
-def get_api_user(api_user_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+async def get_api_user(api_user_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
     with ctx.db.read() as session:
         return _api_user(api_users.get(session, actor, parse_id(api_user_id)))
 
 
 @router.put("/{api_user_id}", status_code=204)
-def update_api_user(api_user_id: str, body: ApiUserUpdate, actor: CurrentActor, ctx: Ctx) -> Response:
+async def update_api_user(api_user_id: str, body: ApiUserUpdate, actor: CurrentActor, ctx: Ctx) -> Response:
     with ctx.db.write() as session:
         api_users.update(
             session,
@@ -108,27 +108,27 @@ def update_api_user(api_user_id: str, body: ApiUserUpdate, actor: CurrentActor, 
 
 
 @router.delete("/{api_user_id}", status_code=204)
-def delete_api_user(api_user_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
+async def delete_api_user(api_user_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
     with ctx.db.write() as session:
         api_users.delete(session, actor, parse_id(api_user_id))
     return Response(status_code=204)
 
 
 @router.put("/{api_user_id}/profiles", status_code=204)
-def add_profiles(api_user_id: str, body: ProfileIds, actor: CurrentActor, ctx: Ctx) -> Response:
+async def add_profiles(api_user_id: str, body: ProfileIds, actor: CurrentActor, ctx: Ctx) -> Response:
     with ctx.db.write() as session:
         api_users.add_profiles(session, actor, parse_id(api_user_id), body.profile_ids)
     return Response(status_code=204)
 
 
 @router.delete("/{api_user_id}/profiles/{profile_id}", status_code=204)
-def remove_profile(api_user_id: str, profile_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
+async def remove_profile(api_user_id: str, profile_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
     with ctx.db.write() as session:
         api_users.remove_profile(session, actor, parse_id(api_user_id), profile_id)
     return Response(status_code=204)
 
 
 @router.put("/{api_user_id}/renew-credential")
-def renew_credential(api_user_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
+async def renew_credential(api_user_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
     with ctx.db.write() as session:
         return {"accessToken": api_users.renew_credential(session, actor, parse_id(api_user_id))}

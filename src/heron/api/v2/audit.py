@@ -10,11 +10,13 @@ from fastapi import APIRouter, Query, Request
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
+from heron.api.schemas import MAX_OFFSET, NoNul
 from heron.api.v2 import PREFIX
 from heron.db.base import to_ms
 from heron.tenancy import audit
 
 router = APIRouter(prefix=PREFIX + "/audit-events", tags=["audit"])
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time Python can represent
 
 
 def _ms(value: int | None) -> datetime | None:
@@ -22,16 +24,16 @@ def _ms(value: int | None) -> datetime | None:
 
 
 @router.get("")
-def list_audit_events(
+async def list_audit_events(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
-    object_type: Annotated[str | None, Query(alias="objectType", max_length=40)] = None,
-    object_id: Annotated[str | None, Query(alias="objectId", max_length=64)] = None,
-    since: Annotated[int | None, Query(ge=0, description="epoch ms")] = None,
-    before: Annotated[int | None, Query(ge=0, description="epoch ms")] = None,
+    object_type: Annotated[str | None, Query(alias="objectType", max_length=40), NoNul] = None,
+    object_id: Annotated[str | None, Query(alias="objectId", max_length=64), NoNul] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch ms")] = None,
+    before: Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch ms")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
         rows = audit.list_events(

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import ApiModel, id_list
+from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.tenancy import groups
 from heron.tenancy.validation import parse_id
@@ -34,16 +34,16 @@ class GroupUpdate(ApiModel):
 
 
 @router.get("")
-def list_groups(
+async def list_groups(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
     parent_ids: Annotated[list[str] | None, Query(alias="parentIds")] = None,
     deep: bool = False,
-    name: Annotated[str | None, Query(max_length=100)] = None,
+    name: Annotated[str | None, Query(max_length=100), NoNul] = None,
     types: Annotated[list[str] | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     with_total: Annotated[bool, Query(alias="withTotal")] = False,
     fields: str | None = None,
     sort: str | None = None,
@@ -65,15 +65,14 @@ def list_groups(
             offset=offset,
             with_total=with_total,
         )
-        data = [
-            wire.group(g, path=groups.ancestors(session, actor, g), leaf=g.id in result.leaves) for g in result.groups
-        ]
+        paths = groups.ancestors_of_many(session, actor, result.groups)
+        data = wire.group_page(result.groups, paths, result.leaves)
     extra = {"total": result.total} if with_total else None
     return page(request, ctx, data, has_more=result.has_more, limit=limit, offset=offset, extra=extra)
 
 
 @router.post("", status_code=201)
-def create_group(body: GroupCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
+async def create_group(body: GroupCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
     with ctx.db.write() as session:
         group = groups.create(
             session,
@@ -88,14 +87,14 @@ def create_group(body: GroupCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, 
 
 
 @router.get("/{group_id}")
-def get_group(group_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+async def get_group(group_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
     with ctx.db.read() as session:
-        group = groups.get(session, actor, parse_id(group_id))
-        return wire.group(group, path=groups.ancestors(session, actor, group), leaf=groups.is_leaf(session, group.id))
+        group, ancestors, leaf = groups.get_with_ancestors(session, actor, parse_id(group_id))
+        return wire.group(group, path=ancestors, leaf=leaf)
 
 
 @router.put("/{group_id}", status_code=204)
-def update_group(group_id: str, body: GroupUpdate, actor: CurrentActor, ctx: Ctx) -> Response:
+async def update_group(group_id: str, body: GroupUpdate, actor: CurrentActor, ctx: Ctx) -> Response:
     with ctx.db.write() as session:
         groups.update(
             session,
@@ -111,7 +110,7 @@ def update_group(group_id: str, body: GroupUpdate, actor: CurrentActor, ctx: Ctx
 
 
 @router.delete("/{group_id}", status_code=204)
-def delete_group(group_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
+async def delete_group(group_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
     with ctx.db.write() as session:
         groups.delete(session, actor, parse_id(group_id))
     return Response(status_code=204)

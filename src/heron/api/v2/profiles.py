@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
+from heron.api.schemas import MAX_OFFSET
 from heron.api.v2 import PREFIX, wire
 from heron.errors import NotFound
 from heron.tenancy import groups
@@ -32,7 +33,7 @@ def _profile(pid: str, group: Group | None) -> dict[str, Any]:
 
 
 @router.get("")
-def list_profiles(
+async def list_profiles(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
@@ -40,7 +41,7 @@ def list_profiles(
     inherit: bool | None = None,
     fields: str | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     authorizations: bool | None = None,
 ) -> dict[str, Any]:
     group = None
@@ -53,7 +54,7 @@ def list_profiles(
 
 
 @router.get("/{profile_id}")
-def get_profile(profile_id: str, actor: CurrentActor) -> dict[str, Any]:
+async def get_profile(profile_id: str, actor: CurrentActor) -> dict[str, Any]:
     if profile_id not in PROFILES:
         raise NotFound("profile not found")
     return _profile(profile_id, None)

@@ -6,15 +6,15 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field, model_validator
-from sqlalchemy.orm import Session
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import ApiModel, id_list
+from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.db.base import to_ms
 from heron.tenancy import users
-from heron.tenancy.models import User
+from heron.tenancy.access import Actor
+from heron.tenancy.models import Group, User
 from heron.tenancy.validation import parse_id
 
 router = APIRouter(prefix=PREFIX + "/users", tags=["users"])
@@ -58,7 +58,9 @@ class UserUpdate(ApiModel):
     password: str | None = Field(default=None, max_length=256)
 
 
-def _user(session: Session, user: User, roles: list[Any]) -> dict[str, Any]:
+def _user(actor: Actor, user: User, roles: list[tuple[Group, str]]) -> dict[str, Any]:
+    # Roles on groups the caller cannot see stay hidden: they would name another tenant's group.
+    roles = [(g, p) for g, p in roles if actor.actions_on(g.path)]
     return {
         "id": str(user.id),
         "firstName": user.first_name,
@@ -77,16 +79,16 @@ def _user(session: Session, user: User, roles: list[Any]) -> dict[str, Any]:
 
 
 @router.get("")
-def list_users(
+async def list_users(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
     group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
     deep: bool = False,
-    text: Annotated[str | None, Query(max_length=100)] = None,
-    profile_id: Annotated[str | None, Query(alias="profileId", max_length=32)] = None,
+    text: Annotated[str | None, Query(max_length=100), NoNul] = None,
+    profile_id: Annotated[str | None, Query(alias="profileId", max_length=32), NoNul] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     fields: str | None = None,
     sort: str | None = None,
     authorizations: bool | None = None,
@@ -105,12 +107,12 @@ def list_users(
             offset=offset,
         )
         roles = users.roles_of(session, [u.id for u in rows])
-        data = [_user(session, u, roles[u.id]) for u in rows]
+        data = [_user(actor, u, roles[u.id]) for u in rows]
     return page(request, ctx, data, has_more=has_more, limit=limit, offset=offset)
 
 
 @router.post("", status_code=201)
-def create_user(body: UserCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
+async def create_user(body: UserCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
     with ctx.db.write() as session:
         user = users.create(
             session,
@@ -127,14 +129,14 @@ def create_user(body: UserCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, st
 
 
 @router.get("/{user_id}")
-def get_user(user_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+async def get_user(user_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
     with ctx.db.read() as session:
         user = users.get(session, actor, parse_id(user_id))
-        return _user(session, user, users.roles_of(session, [user.id])[user.id])
+        return _user(actor, user, users.roles_of(session, [user.id])[user.id])
 
 
 @router.put("/{user_id}", status_code=204)
-def update_user(user_id: str, body: UserUpdate, actor: CurrentActor, ctx: Ctx) -> Response:
+async def update_user(user_id: str, body: UserUpdate, actor: CurrentActor, ctx: Ctx) -> Response:
     with ctx.db.write() as session:
         users.update(
             session,
@@ -152,7 +154,7 @@ def update_user(user_id: str, body: UserUpdate, actor: CurrentActor, ctx: Ctx) -
 
 
 @router.delete("/{user_id}", status_code=204)
-def delete_user(user_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
+async def delete_user(user_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
     with ctx.db.write() as session:
         users.delete(session, actor, parse_id(user_id))
     return Response(status_code=204)

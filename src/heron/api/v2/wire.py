@@ -17,7 +17,21 @@ def min_profile(profile_id: str) -> dict[str, Any]:
     return {"id": profile_id, "name": PROFILES[profile_id].name}
 
 
-def group(g: Group, *, path: list[Group], leaf: bool) -> dict[str, Any]:
+def group_page(members: list[Group], paths: dict[int, list[Group]], leaves: set[int]) -> list[dict[str, Any]]:
+    """A page of groups; ancestors shared by the page are rendered once."""
+    rendered: dict[int, dict[str, Any]] = {}
+    out = []
+    for g in members:
+        path = []
+        for a in paths[g.id]:
+            if a.id not in rendered:
+                rendered[a.id] = min_group(a)
+            path.append(rendered[a.id])
+        out.append(group(g, path=path, leaf=g.id in leaves))
+    return out
+
+
+def group(g: Group, *, path: list[Group] | list[dict[str, Any]], leaf: bool) -> dict[str, Any]:
     return {
         "id": str(g.id),
         "name": g.name,
@@ -26,7 +40,7 @@ def group(g: Group, *, path: list[Group], leaf: bool) -> dict[str, Any]:
         "type": g.type,
         "timezone": g.timezone,
         "level": g.depth,
-        "path": [min_group(a) for a in path],
+        "path": [a if isinstance(a, dict) else min_group(a) for a in path],
         "leaf": leaf,
         "createdBy": g.created_by,
         "creationTime": to_ms(g.created_at),

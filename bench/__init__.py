@@ -1,0 +1,1 @@
+"""Benchmarks printed by `make bench`. Each module's `main()` prints figures beside their targets."""

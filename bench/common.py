@@ -1,0 +1,88 @@
+"""Helpers shared by the benchmarks: percentiles, a throwaway Heron server, target lines."""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def describe_ms(values: list[float]) -> str:
+    return (
+        f"p50 {percentile(values, 50) * 1000:.2f} ms, p95 {percentile(values, 95) * 1000:.2f} ms, "
+        f"p99 {percentile(values, 99) * 1000:.2f} ms, mean {statistics.fmean(values) * 1000:.2f} ms (n={len(values)})"
+    )
+
+
+def target(label: str, value: float, limit: float, unit: str, higher_is_better: bool = False) -> None:
+    ok = value >= limit if higher_is_better else value < limit
+    rel = ">=" if higher_is_better else "<"
+    print(f"  {label}: {value:,.3f} {unit}   target {rel} {limit:,} {unit}   {'MET' if ok else 'MISSED'}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def heron_server(data_dir: Path, workers: int = 1, extra_env: dict[str, str] | None = None) -> Iterator[str]:
+    """`heron serve` on a free loopback port with SQLite in `data_dir`; yields the base URL."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HERON_DATA_DIR": str(data_dir),
+        "HERON_HTTP_PORT": str(port),
+        "HERON_WORKERS": str(workers),
+        "HERON_ACCESS_LOG": "false",
+        "HERON_LOG_LEVEL": "WARNING",
+        **(extra_env or {}),
+    }
+    log = open(data_dir / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "heron.cli", "serve"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(base + "/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("heron serve did not start: " + (data_dir / "server.log").read_text()[-2000:])
+            time.sleep(0.1)
+        yield base
+    finally:
+        os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+        log.close()
+
+
+def temp_dir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))

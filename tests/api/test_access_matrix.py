@@ -1,0 +1,444 @@
+"""The access matrix (NetBox style): every route of the native and Senet APIs, called with an
+authorized key, a read-only key (OBSERVER) of the same group, a key of a sibling group and no key.
+
+The routes are enumerated from the application itself: a route missing from `MATRIX` fails
+`test_every_api_route_is_declared_in_the_matrix`, so a new endpoint cannot ship without a row.
+Each row says how to build the request and which status each kind of caller gets; the checks
+that follow from a status (error shapes, no foreign object in lists or totals, a refused call
+changes nothing) are the same for every row."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+from httpx import Response
+from sqlalchemy import select
+
+from heron.db.engine import Database
+from heron.db.models import Base
+from heron.tenancy import api_users, groups, users
+from heron.tenancy.access import SYSTEM
+from heron.tenancy.models import AuditEvent, Group
+from tests.conftest import Credential, Tenants
+
+NATIVE = "/api/v2"
+SENET = "/rest/integration"
+FAMILIES = (NATIVE, SENET)
+HTTP_METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE"})
+
+# Tables and columns that legitimately change on a read (sessions, sign-in throttling, the
+# coalesced last-used time of a key): everything else must be identical after a refused call.
+VOLATILE_TABLES = frozenset({"web_sessions", "login_throttle", "alembic_version"})
+VOLATILE_COLUMNS = frozenset({"last_used_at", "last_login_at"})
+
+
+def db_snapshot(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table (volatile columns aside), to prove a call changed nothing."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
+    with db.read() as session:
+        for table in Base.metadata.sorted_tables:
+            if table.name in VOLATILE_TABLES:
+                continue
+            cols = [c for c in table.columns if c.name not in VOLATILE_COLUMNS]
+            rows = session.execute(select(*cols)).all()
+            out[table.name] = sorted((tuple(r) for r in rows), key=repr)
+    return out
+
+
+# -- the world every row runs in ----------------------------------------------------------------
+@dataclass
+class World:
+    """The `tenants` tree plus objects in Customer A (the targets of path parameters) and in
+    Customer B (bait: they must never show up for Customer A's keys, and the reverse)."""
+
+    tenants: Tenants
+    params: dict[str, str]
+    paths: dict[int, str]  # group id -> materialized path, for every group
+    creds: dict[str, Credential | None] = field(default_factory=dict)
+
+    def group_path(self, group_id: str | int) -> str:
+        return self.paths[int(group_id)]
+
+
+@pytest.fixture
+def world(db: Database, tenants: Tenants) -> World:
+    with db.write() as s:
+        target = groups.create(s, SYSTEM, parent_id=tenants.customer_a, name="Matrix group A", type_=2)
+        groups.create(s, SYSTEM, parent_id=tenants.customer_b, name="Secret group B", type_=2)
+        user = users.create(
+            s,
+            SYSTEM,
+            email="user.a@example.com",
+            first_name="Ada",
+            last_name="A",
+            roles=[users.RoleGrant(tenants.customer_a, ("OBSERVER",))],
+        )
+        users.create(
+            s,
+            SYSTEM,
+            email="user.b@example.com",
+            first_name="Bob",
+            last_name="B",
+            roles=[users.RoleGrant(tenants.customer_b, ("OBSERVER",))],
+        )
+        # An operator person with roles in both customers: each customer may see the person,
+        # but never the other customer's group through the person's roles.
+        users.create(
+            s,
+            SYSTEM,
+            email="shared@example.com",
+            first_name="Sam",
+            last_name="Shared",
+            roles=[
+                users.RoleGrant(tenants.customer_a, ("OBSERVER",)),
+                users.RoleGrant(tenants.customer_b, ("OBSERVER",)),
+            ],
+        )
+        key, _ = api_users.create(
+            s,
+            SYSTEM,
+            group_id=tenants.customer_a,
+            name="matrix key A",
+            timezone="UTC",
+            profile_ids=["OBSERVER", "DEVICE_MANAGER_R"],
+        )
+        api_users.create(s, SYSTEM, group_id=tenants.customer_b, name="key B", timezone="UTC", profile_ids=["OBSERVER"])
+        params = {
+            "group_id": str(target.id),
+            "user_id": str(user.id),
+            "api_user_id": str(key.api_user.id),
+            "profile_id": "DEVICE_MANAGER_R",
+            "customer_a": str(tenants.customer_a),
+        }
+    with db.read() as s:
+        paths = {g.id: g.path for g in s.scalars(select(Group))}
+    return World(
+        tenants,
+        params,
+        paths,
+        {"admin": tenants.a_admin, "reader": tenants.a_reader, "sibling": tenants.b_admin, "none": None},
+    )
+
+
+# -- the matrix ---------------------------------------------------------------------------------
+# Kinds of caller, in the order each row calls them: refused callers first, so that the
+# authorized call (which may delete the object) comes last; the value is how the key is presented.
+KINDS: dict[str, str] = {"none": "", "sibling": "basic", "reader": "bare", "admin": "basic"}
+
+Body = Callable[[World], dict[str, Any]]
+# What a list item says about where it lives: the group paths it mentions (all must be visible).
+Owners = Callable[[dict[str, Any], World, Database], list[str]]
+
+
+def _group_owners(item: dict[str, Any], w: World, db: Database) -> list[str]:
+    return [w.group_path(item["id"])] + [w.group_path(g["id"]) for g in item["path"]]
+
+
+def _user_owners(item: dict[str, Any], w: World, db: Database) -> list[str]:
+    return [w.group_path(r["group"]["id"]) for r in item["userRoles"]] or ["<no role shown>"]
+
+
+def _api_user_owners(item: dict[str, Any], w: World, db: Database) -> list[str]:
+    return [w.group_path(item["group"]["id"])]
+
+
+def _profile_owners(item: dict[str, Any], w: World, db: Database) -> list[str]:
+    return [w.group_path(item["group"]["id"])] if "group" in item else []
+
+
+def _audit_owners(item: dict[str, Any], w: World, db: Database) -> list[str]:
+    with db.read() as s:
+        event = s.get(AuditEvent, int(item["id"]))
+        assert event is not None
+        return [event.group_path]
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    template: str  # the route exactly as the app declares it
+    expect: dict[str, int | None]  # kind of caller -> status; None: the family's answer to no key
+    query: str = ""  # may use {placeholders} from World.params
+    body: Body | None = None
+    owners: Owners | None = None  # set for list routes
+
+    @property
+    def id(self) -> str:
+        return f"{self.method} {self.template}{'?' + self.query if self.query else ''}"
+
+    def status(self, kind: str) -> int:
+        wanted = self.expect[kind]
+        return wanted if wanted is not None else _no_key_status(self.template)
+
+    def url(self, w: World) -> str:
+        path = self.template.format(**w.params)
+        return f"{path}?{self.query.format(**w.params)}" if self.query else path
+
+
+def expect(admin: int, reader: int, sibling: int, none: int | None = None) -> dict[str, int | None]:
+    """Statuses for (authorized, read-only, sibling group, no key); `none` defaults per family.
+    A sibling naming Customer A's group in a body gets the 400 an unknown id gets (a reference
+    in a body is input); in a path, the 404 of a missing object."""
+    return {"admin": admin, "reader": reader, "sibling": sibling, "none": none}
+
+
+def _group_body(parent_id: str) -> dict[str, Any]:
+    return {"name": "Created by matrix", "description": "", "type": 2, "timezone": "UTC", "parentId": parent_id}
+
+
+def _user_body(group_id: str) -> dict[str, Any]:
+    return {
+        "firstName": "New",
+        "lastName": "Person",
+        "email": "new.person@example.com",
+        "userRoles": [{"groupId": group_id, "profileIds": ["OBSERVER"]}],
+    }
+
+
+def _api_user_body(group_id: str) -> dict[str, Any]:
+    return {"groupId": group_id, "name": "new key", "timezone": "UTC", "profileIds": ["OBSERVER"]}
+
+
+CREATE_BODIES: dict[str, Callable[[str], dict[str, Any]]] = {
+    NATIVE + "/groups": _group_body,
+    NATIVE + "/users": _user_body,
+    NATIVE + "/api-users": _api_user_body,
+}
+
+
+def _create_in_a(template: str) -> Body:
+    return lambda w: CREATE_BODIES[template](w.params["customer_a"])
+
+
+G, U, K = NATIVE + "/groups", NATIVE + "/users", NATIVE + "/api-users"
+MATRIX: list[Row] = [
+    Row("GET", G, expect(200, 200, 200), "withTotal=true", owners=_group_owners),
+    Row("GET", G, expect(200, 200, 404), "parentIds={customer_a}&deep=true&withTotal=true", owners=_group_owners),
+    Row("POST", G, expect(201, 403, 400), body=_create_in_a(G)),
+    Row("GET", G + "/{group_id}", expect(200, 200, 404)),
+    Row("PUT", G + "/{group_id}", expect(204, 403, 404), body=lambda w: {"name": "Renamed"}),
+    Row("DELETE", G + "/{group_id}", expect(204, 403, 404)),
+    Row("GET", U, expect(200, 200, 200), owners=_user_owners),
+    Row("GET", U, expect(200, 200, 404), "groupIds={customer_a}&deep=true", owners=_user_owners),
+    Row("POST", U, expect(201, 403, 400), body=_create_in_a(U)),
+    Row("GET", U + "/{user_id}", expect(200, 404, 404)),
+    Row("PUT", U + "/{user_id}", expect(204, 404, 404), body=lambda w: {"firstName": "Renamed"}),
+    Row("DELETE", U + "/{user_id}", expect(204, 404, 404)),
+    Row("GET", K, expect(200, 200, 200), owners=_api_user_owners),
+    Row("GET", K, expect(200, 200, 404), "groupIds={customer_a}", owners=_api_user_owners),
+    Row("POST", K, expect(201, 403, 400), body=_create_in_a(K)),
+    Row("GET", K + "/{api_user_id}", expect(200, 404, 404)),
+    Row("PUT", K + "/{api_user_id}", expect(204, 404, 404), body=lambda w: {"name": "renamed key"}),
+    Row("DELETE", K + "/{api_user_id}", expect(204, 404, 404)),
+    Row("PUT", K + "/{api_user_id}/profiles", expect(204, 404, 404), body=lambda w: {"profileIds": ["API_ONLY"]}),
+    Row("DELETE", K + "/{api_user_id}/profiles/{profile_id}", expect(204, 404, 404)),
+    Row("PUT", K + "/{api_user_id}/renew-credential", expect(200, 404, 404)),
+    Row("GET", NATIVE + "/profiles", expect(200, 200, 200), owners=_profile_owners),
+    Row("GET", NATIVE + "/profiles", expect(200, 200, 404), "groupId={customer_a}", owners=_profile_owners),
+    Row("GET", NATIVE + "/profiles/{profile_id}", expect(200, 200, 200)),
+    Row("GET", NATIVE + "/audit-events", expect(200, 403, 200), owners=_audit_owners),
+]
+
+
+def _family(template: str) -> str:
+    return next(f for f in FAMILIES if template.startswith(f))
+
+
+def _no_key_status(template: str) -> int:
+    return 403 if _family(template) == SENET else 401
+
+
+def _walk(routes: list[Any]) -> Iterator[Any]:
+    """Routes, looking into included routers where FastAPI keeps them (`original_router`)."""
+    for route in routes:
+        inner = getattr(getattr(route, "original_router", None), "routes", None)
+        if isinstance(inner, list):
+            yield from _walk(inner)
+        else:
+            yield route
+
+
+def _served_routes(client: TestClient) -> set[tuple[str, str]]:
+    """(method, template) of every API route: those `app.routes` lists flat, and those of the
+    OpenAPI document the app publishes (recent FastAPI nests included routers in `app.routes`
+    behind internal objects; the document lists them all)."""
+    app: FastAPI = client.app  # type: ignore[assignment]
+    out: set[tuple[str, str]] = set()
+    for route in _walk(app.routes):
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None) or set()
+        if isinstance(path, str) and path.startswith(FAMILIES):
+            out |= {(m, path) for m in methods if m in HTTP_METHODS}
+    for path, operations in app.openapi()["paths"].items():
+        if path.startswith(FAMILIES):
+            out |= {(m.upper(), path) for m in operations if m.upper() in HTTP_METHODS}
+    return out
+
+
+def _call(client: TestClient, row: Row, w: World, kind: str) -> Response:
+    cred = w.creds[kind]
+    headers = {} if cred is None else (cred.basic if KINDS[kind] == "basic" else cred.headers)
+    body = row.body(w) if row.body else None
+    r: Response = client.request(row.method, row.url(w), headers=headers, json=body)
+    return r
+
+
+def _check_shape(r: Response, row: Row, w: World, kind: str, db: Database) -> list[str]:
+    """The body a status implies (api.md), and for lists: nothing from outside the caller's subtree."""
+    problems: list[str] = []
+    native = _family(row.template) == NATIVE
+    if r.status_code == 401:
+        if r.content != b"":
+            problems.append(f"401 must have no body, got {r.text!r}")
+        if r.headers.get("www-authenticate") != 'Basic realm="heron"':
+            problems.append(f"401 without WWW-Authenticate: {r.headers.get('www-authenticate')!r}")
+        return problems
+    if r.status_code == 204:
+        if r.content != b"":
+            problems.append(f"204 with a body: {r.text!r}")
+        return problems
+    body = r.json()
+    if r.status_code == 201 and native and not (isinstance(body.get("id"), str) and body["id"]):
+        problems.append(f"201 must answer {{id}}, got {body!r}")
+    only_message = r.status_code in (403, 404, 409) or (r.status_code == 405 and not native)
+    if only_message and (set(body) != {"message"} or not isinstance(body["message"], str) or not body["message"]):
+        problems.append(f"{r.status_code} body must be exactly {{message}}, got {body!r}")
+    if r.status_code == 400 and native:
+        if set(body) != {"message", "errors"} or not body["errors"]:
+            problems.append(f"400 body must be {{message, errors}}, got {body!r}")
+        elif any(set(e) != {"type", "field", "message"} for e in body["errors"]):
+            problems.append(f"400 errors must be {{type, field, message}}, got {body['errors']!r}")
+    if isinstance(body, dict) and "detail" in body:
+        problems.append(f"framework body leaked: {body!r}")
+    if r.status_code == 200 and row.owners is not None:
+        problems += _check_list(body, row, w, kind, db)
+    return problems
+
+
+def _check_list(body: dict[str, Any], row: Row, w: World, kind: str, db: Database) -> list[str]:
+    problems: list[str] = []
+    cred = w.creds[kind]
+    assert cred is not None and row.owners is not None
+    home = w.group_path(cred.group_id)
+    if body.get("paging") != {}:
+        problems.append(f"expected one complete page, got paging={body.get('paging')!r}")
+    for item in body["data"]:
+        foreign = [p for p in row.owners(item, w, db) if not p.startswith(home)]
+        if foreign:
+            problems.append(f"foreign object listed for {kind} (home {home}): {item!r} mentions {foreign}")
+    if "total" in body and body["total"] != len(body["data"]):
+        problems.append(f"total {body['total']} counts objects not listed ({len(body['data'])} listed)")
+    return problems
+
+
+@pytest.mark.parametrize("row", MATRIX, ids=[r.id for r in MATRIX])
+def test_route_answers_each_kind_of_caller_as_declared(
+    client: TestClient, world: World, db: Database, row: Row
+) -> None:
+    """One row: every kind of caller gets its declared status and body; refused calls and reads
+    change nothing in the database, accepted writes do."""
+    problems: list[str] = []
+    for kind in KINDS:
+        wanted = row.status(kind)
+        before = db_snapshot(db)
+        r = _call(client, row, world, kind)
+        if r.status_code != wanted:
+            problems.append(f"{kind}: expected {wanted}, got {r.status_code} {r.text[:300]}")
+            continue
+        problems += [f"{kind}: {p}" for p in _check_shape(r, row, world, kind, db)]
+        changed = db_snapshot(db) != before
+        if r.status_code >= 300 or row.method == "GET":
+            if changed:
+                problems.append(f"{kind}: a {r.status_code} answer to {row.method} changed the database")
+        elif not changed:
+            problems.append(f"{kind}: an accepted {row.method} changed nothing")
+    assert not problems, "\n".join(problems)
+
+
+def test_every_api_route_is_declared_in_the_matrix(client: TestClient) -> None:
+    served = _served_routes(client)
+    declared = {(r.method, r.template) for r in MATRIX}
+    missing = sorted(served - declared)
+    assert not missing, f"routes without a row in MATRIX (add them): {missing}"
+    stale = sorted(declared - served)
+    assert not stale, f"MATRIX rows for routes the app no longer serves: {stale}"
+
+
+def test_matrix_rows_cover_every_kind_of_caller() -> None:
+    for row in MATRIX:
+        assert set(row.expect) == set(KINDS), row.id
+        assert row.method in HTTP_METHODS, row.id
+        if row.method in {"POST", "PUT"} and "renew-credential" not in row.template:
+            assert row.body is not None, f"{row.id}: writes need a body"
+
+
+def test_basic_auth_and_bare_key_reach_every_read_route_alike(client: TestClient, world: World) -> None:
+    """The same key presented either way gets the same answer on every GET row."""
+    key = world.tenants.a_admin
+    for row in (r for r in MATRIX if r.method == "GET"):
+        basic = client.get(row.url(world), headers=key.basic)
+        bare = client.get(row.url(world), headers=key.headers)
+        assert basic.status_code == bare.status_code == 200, (row.id, basic.text, bare.text)
+        if row.owners is not None:
+            assert basic.json()["data"] == bare.json()["data"], row.id
+
+
+BAD_AUTHORIZATIONS = {
+    "basic-login-of-another-api-user": "Basic {other_id}:{secret}",
+    "basic-empty-login": "Basic :{secret}",
+    "basic-wrong-secret": "Basic {id}:wrong",
+    "basic-without-colon": "Basic {id}{secret}",
+    "basic-not-base64": "Basic !!not-base64!!",
+    "bearer-scheme": "Bearer {secret}",
+    "bare-wrong-key": "{secret}x",
+    "bare-key-with-space": "{secret} {secret}",
+    "empty-header": "",
+}
+
+
+def test_bad_credential_answers_401_with_basic_challenge_on_every_native_route(
+    client: TestClient, world: World, db: Database
+) -> None:
+    key, other = world.tenants.a_admin, world.tenants.b_admin
+    before = db_snapshot(db)
+    problems = []
+    for name, template in BAD_AUTHORIZATIONS.items():
+        value = template.format(id=key.id, other_id=other.id, secret=key.secret)
+        if value.startswith("Basic ") and "!!" not in value:
+            value = "Basic " + base64.b64encode(value[6:].encode()).decode()
+        for row in (r for r in MATRIX if _family(r.template) == NATIVE):
+            body = row.body(world) if row.body else None
+            r = client.request(row.method, row.url(world), headers={"authorization": value}, json=body)
+            if (r.status_code, r.content, r.headers.get("www-authenticate")) != (401, b"", 'Basic realm="heron"'):
+                problems.append(f"{name} on {row.id}: {r.status_code} {r.text[:200]}")
+    assert not problems, "\n".join(problems)
+    assert db_snapshot(db) == before
+
+
+def test_sibling_reference_to_foreign_object_is_indistinguishable_from_unknown_id(
+    client: TestClient, world: World
+) -> None:
+    """A key of Customer B learns nothing by naming Customer A's objects: the same status and
+    body as for an id that does not exist, in a body or in a path."""
+    b = world.tenants.b_admin
+    unknown = "999999"
+    for template, make in CREATE_BODIES.items():
+        foreign = client.post(template, json=make(world.params["customer_a"]), headers=b.headers)
+        missing = client.post(template, json=make(unknown), headers=b.headers)
+        assert foreign.status_code == 400, (template, foreign.text)
+        assert foreign.json() == missing.json(), template
+    for row in MATRIX:
+        names = [n for n in ("group_id", "user_id", "api_user_id") if "{" + n + "}" in row.template]
+        if not names:
+            continue
+        params = dict(world.params) | {names[0]: unknown}
+        body = row.body(world) if row.body else None
+        foreign = client.request(row.method, row.url(world), json=body, headers=b.headers)
+        missing = client.request(row.method, row.template.format(**params), json=body, headers=b.headers)
+        assert foreign.status_code == missing.status_code == 404, (row.id, foreign.text, missing.text)
+        assert foreign.json() == missing.json(), row.id
