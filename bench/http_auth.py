@@ -57,22 +57,23 @@ def main() -> None:
     per_auth_ms = (time.perf_counter() - start) / n * 1000
     ctx.db.dispose()
 
-    workers = int(os.environ.get("HERON_BENCH_WORKERS", "1"))
-    print(
-        f"SQLite, {CONNECTIONS} concurrent keep-alive clients, {SECONDS:.0f} s per run, {workers} worker process(es);"
-    )
+    worker_counts = [int(w) for w in os.environ.get("HERON_BENCH_WORKERS", "1,2").split(",")]
+    print(f"SQLite, {CONNECTIONS} concurrent keep-alive clients, {SECONDS:.0f} s per run;")
     print(f"load generator: one asyncio+uvloop process on the same {os.cpu_count()}-core machine")
-    with heron_server(data_dir, workers=workers) as base:
-        auth_header = f"authorization: {secret}"
-        _load(base + "/api/health", [])  # warm-up
-        health = _load(base + "/api/health", [])
-        groups_run = _load(f"{base}/api/v2/groups/{site_id}", [auth_header])
-    for label, r in (("GET /api/health (no auth)", health), ("GET /api/v2/groups/{id} (auth)", groups_run)):
-        print(
-            f"  {label}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
-            f"statuses {r['statuses']}, load generator CPU {r['loadgen_cpu_pct']:.0f}%"
-        )
-    target("authenticated GET /api/v2/groups/{id}", float(groups_run["rps"]), 2000, "req/s", higher_is_better=True)  # type: ignore[arg-type]
-    target("authentication per request (in-process)", per_auth_ms, 0.2, "ms")
-    ratio = float(groups_run["rps"]) / float(health["rps"])  # type: ignore[arg-type]
-    print(f"  authenticated group read / health throughput ratio: {ratio:.2f}")
+    best = 0.0
+    for workers in worker_counts:
+        print(f" {workers} worker process(es):")
+        with heron_server(data_dir, workers=workers) as base:
+            _load(base + "/api/health", [])  # warm-up
+            health = _load(base + "/api/health", [])
+            group_read = _load(f"{base}/api/v2/groups/{site_id}", [f"authorization: {secret}"])
+        for label, r in (("GET /api/health (no auth)", health), ("GET /api/v2/groups/{id} (auth)", group_read)):
+            print(
+                f"  {label}: {r['rps']:,.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, "
+                f"statuses {r['statuses']}, load generator CPU {r['loadgen_cpu_pct']:.0f}%"
+            )
+        rps = float(group_read["rps"])  # type: ignore[arg-type]
+        print(f"  authenticated group read / health throughput: {rps / float(health['rps']):.2f}")  # type: ignore[arg-type]
+        best = max(best, rps)
+    target("best authenticated GET /api/v2/groups/{id}", best, 2000, "req/s", higher_is_better=True)
+    target("authentication per request (in-process, one indexed query)", per_auth_ms, 0.2, "ms")

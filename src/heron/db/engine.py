@@ -27,8 +27,10 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 def _sqlite_on_begin(conn: Any) -> None:
     # Writers take the write lock up front (BEGIN IMMEDIATE) so that a read that later writes
     # never fails with SQLITE_BUSY on lock upgrade; readers stay deferred and never block.
-    mode = "IMMEDIATE" if conn.get_execution_options().get("heron_write") else "DEFERRED"
-    conn.exec_driver_sql(f"BEGIN {mode}")
+    # Straight to the driver: this runs for every transaction, and SQLAlchemy's execution path
+    # would cost more than the BEGIN itself.
+    mode = "BEGIN IMMEDIATE" if conn.get_execution_options().get("heron_write") else "BEGIN"
+    conn.connection.driver_connection.execute(mode)
 
 
 class Database:

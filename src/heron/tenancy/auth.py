@@ -12,13 +12,14 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import bindparam, select, text, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
 from heron.db.engine import Database
+from heron.db.fastpath import FastQuery
 from heron.tenancy.access import Actor, Role
 from heron.tenancy.api_users import hash_secret
 from heron.tenancy.models import ApiUser, LoginThrottle, User, WebSession
@@ -29,11 +30,15 @@ log = logging.getLogger("heron.auth")
 
 # The one query on every authenticated API request: the credential, its group path and the
 # version of its profile list (profiles are cached per version).
-_API_AUTH = text(
+_API_AUTH = FastQuery(
     "SELECT a.id, a.name, a.roles_version, g.id, g.path FROM api_users a "
     "JOIN groups g ON g.id = a.group_id WHERE a.secret_hash = :h"
 )
-_API_PROFILES = text("SELECT profile_id FROM api_user_profiles WHERE api_user_id = :id")
+# Profiles with the version they belong to, read together so the cache is never mislabelled.
+_API_PROFILES = FastQuery(
+    "SELECT a.roles_version, p.profile_id FROM api_users a "
+    "LEFT JOIN api_user_profiles p ON p.api_user_id = a.id WHERE a.id = :id"
+)
 
 
 class Authenticator:
@@ -52,19 +57,21 @@ class Authenticator:
     def authenticate_secret(self, secret: str, login: str | None = None) -> Actor | None:
         if not secret or len(secret) > 200:
             return None
-        with self.db.engine.connect() as conn:
-            row = conn.execute(_API_AUTH, {"h": hash_secret(secret)}).first()
-            if row is None:
-                return None
-            api_user_id, name, version, group_id, path = row
-            if login is not None and login != str(api_user_id):
-                return None
-            profiles = self._profiles.get((api_user_id, version))
-            if profiles is None:
-                profiles = frozenset(conn.execute(_API_PROFILES, {"id": api_user_id}).scalars())
-                if len(self._profiles) > 10_000:
-                    self._profiles.clear()
-                self._profiles[(api_user_id, version)] = profiles
+        row = _API_AUTH.first(self.db, {"h": hash_secret(secret)})
+        if row is None:
+            return None
+        api_user_id, name, version, group_id, path = row
+        if login is not None and login != str(api_user_id):
+            return None
+        profiles = self._profiles.get((api_user_id, version))
+        if profiles is None:
+            rows = _API_PROFILES.all(self.db, {"id": api_user_id})
+            if not rows:
+                return None  # revoked between the two reads
+            profiles = frozenset(pid for _v, pid in rows if pid is not None)
+            if len(self._profiles) > 10_000:
+                self._profiles.clear()
+            self._profiles[(api_user_id, rows[0][0])] = profiles
         with self._lock:  # flush() swaps the dict under this lock
             self._last_used[api_user_id] = time.time()
         return Actor("api_user", api_user_id, name, (Role(group_id, path, profiles),))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import Select, exists, func, literal, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
+from heron.db.engine import Database
+from heron.db.fastpath import FastQuery, utc
 from heron.errors import Conflict, Forbidden, InvalidInput, NotFound
 from heron.tenancy import audit
 from heron.tenancy.access import Actor, in_any_subtree, in_subtree
@@ -18,6 +21,36 @@ from heron.tenancy.models import ApiUser, Group, UserRole
 from heron.tenancy.validation import check_timezone, parse_id
 
 GROUP_TYPES = {0, 2, 5, 6, 7, 8, 9, 10, 11}
+
+
+class GroupRecord(Protocol):
+    """What readers of a group need: an ORM `Group` or a fast-path `GroupRow`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def path(self) -> str: ...
+    @property
+    def depth(self) -> int: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def name_ci(self) -> str: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def type(self) -> int: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def created_by(self) -> str | None: ...
+    @property
+    def updated_at(self) -> datetime | None: ...
+    @property
+    def updated_by(self) -> str | None: ...
+
 
 # What makes a group "not empty": (label, function returning a select of one row that exists
 # when the group holds such a thing). Later domains (device types, contracts...) register theirs.
@@ -97,16 +130,56 @@ def ancestors_of_many(session: Session, actor: Actor, members: list[Group]) -> d
     return {gid: [visible[i] for i in reversed(chain) if i in visible] for gid, chain in chains.items()}
 
 
-def get_with_ancestors(session: Session, actor: Actor, group_id: int) -> tuple[Group, list[Group], bool]:
-    """A group, its visible ancestors and whether it is a leaf, in two queries: the group with
-    a child-exists flag, then its ancestors (ids read off its path)."""
-    children = select(Group.id).where(Group.parent_id == group_id).exists()
-    row = session.execute(select(Group, children).where(Group.id == group_id)).first()
-    if row is None:
+# A group and its whole ancestor chain in one statement: a recursive walk up `parent_id` (one
+# primary-key lookup per level), each row with a child-exists flag. It runs on every
+# `GET /groups/{id}`, so it goes through the fast path (see heron.db.fastpath).
+_GROUP_CHAIN = FastQuery(
+    "WITH RECURSIVE chain(id) AS ("
+    " SELECT CAST(:gid AS INTEGER) UNION ALL"
+    " SELECT g.parent_id FROM groups g JOIN chain ON g.id = chain.id WHERE g.parent_id IS NOT NULL)"
+    " SELECT g.id, g.path, g.depth, g.name, g.name_ci, g.description, g.type, g.timezone,"
+    " g.created_at, g.created_by, g.updated_at, g.updated_by,"
+    " EXISTS (SELECT 1 FROM groups c WHERE c.parent_id = g.id)"
+    " FROM groups g WHERE g.id IN (SELECT id FROM chain)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupRow:
+    """A group read through the fast path (same attributes as the ORM `Group` readers use)."""
+
+    id: int
+    path: str
+    depth: int
+    name: str
+    name_ci: str
+    description: str
+    type: int
+    timezone: str
+    created_at: datetime
+    created_by: str | None
+    updated_at: datetime | None
+    updated_by: str | None
+    has_children: bool
+
+
+def get_with_ancestors(db: Database, actor: Actor, group_id: int) -> tuple[GroupRow, list[GroupRow], bool]:
+    """A group, its ancestors visible to the caller (nearest first) and whether it is a leaf."""
+    rows: dict[int, GroupRow] = {}
+    for gid, path, depth, name, name_ci, description, type_, tz, created, by, updated, up_by, kids in _GROUP_CHAIN.all(
+        db, {"gid": group_id}
+    ):
+        created_at = utc(created)
+        assert created_at is not None
+        rows[gid] = GroupRow(
+            gid, path, depth, name, name_ci, description, type_, tz, created_at, by, utc(updated), up_by, bool(kids)
+        )
+    group = rows.get(group_id)
+    if group is None:
         raise NotFound("group not found")
-    group, has_children = row
     actor.require("group:read", group.path, "group")
-    return group, ancestors(session, actor, group), not has_children
+    chain = sorted((r for r in rows.values() if r.id != group_id), key=lambda r: -r.depth)
+    return group, [a for a in chain if actor.actions_on(a.path)], not group.has_children
 
 
 @dataclass

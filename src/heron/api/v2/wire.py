@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from heron.db.base import to_ms
+from heron.tenancy.groups import GroupRecord
 from heron.tenancy.models import Group
 from heron.tenancy.profiles import PROFILES
 
 
-def min_group(group: Group) -> dict[str, Any]:
+def min_group(group: GroupRecord) -> dict[str, Any]:
     return {"id": str(group.id), "name": group.name, "type": group.type, "level": group.depth}
 
 
@@ -31,7 +33,7 @@ def group_page(members: list[Group], paths: dict[int, list[Group]], leaves: set[
     return out
 
 
-def group(g: Group, *, path: list[Group] | list[dict[str, Any]], leaf: bool) -> dict[str, Any]:
+def group(g: GroupRecord, *, path: Sequence[GroupRecord | dict[str, Any]], leaf: bool) -> dict[str, Any]:
     return {
         "id": str(g.id),
         "name": g.name,
