@@ -759,3 +759,19 @@ def test_paging_parameters_out_of_range_answer_400_naming_the_query_field(
                 if r.status_code != 200:
                     problems.append(f"{path}?{query}: {r.status_code} {r.text[:200]}")
     assert not problems, "\n".join(problems)
+
+
+def test_put_null_unsets_optional_fields_and_is_refused_for_required_ones(
+    client: TestClient, db: Database, tenants: Tenants
+) -> None:
+    h = tenants.a_admin.headers
+    r = client.put(f"{API}/groups/{tenants.site_a}", json={"description": "kept"}, headers=h)
+    assert r.status_code == 204
+    r = client.put(f"{API}/groups/{tenants.site_a}", json={"description": None}, headers=h)
+    assert r.status_code == 204
+    assert client.get(f"{API}/groups/{tenants.site_a}", headers=h).json()["description"] == ""
+    with unchanged(db):
+        assert_invalid(client.put(f"{API}/groups/{tenants.site_a}", json={"name": None}, headers=h), "name")
+        assert_invalid(
+            client.put(f"{API}/api-users/{tenants.a_reader.id}", json={"timezone": None}, headers=h), "timezone"
+        )

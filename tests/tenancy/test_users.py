@@ -452,3 +452,21 @@ def test_person_seeing_a_parent_group_cannot_grant_on_it(client: TestClient, ten
             roles=[users.RoleGrant(tenants.site_a, ("ADMIN",))],
         )
         assert created.created_by == f"user:{uid}"
+
+
+def test_text_filter_matches_percent_and_underscore_literally(client: TestClient, tenants: Tenants) -> None:
+    h = tenants.root_admin.headers
+    for email, first in (("pct@example.com", "100%"), ("under@example.com", "a_b"), ("plain@example.com", "axb")):
+        r = client.post(
+            "/api/v2/users",
+            json={
+                "firstName": first,
+                "lastName": "L",
+                "email": email,
+                "userRoles": [{"groupId": str(tenants.customer_a), "profileIds": ["OBSERVER"]}],
+            },
+            headers=h,
+        )
+        assert r.status_code == 201, r.text
+    assert [u["email"] for u in client.get("/api/v2/users?text=a_b", headers=h).json()["data"]] == ["under@example.com"]
+    assert [u["email"] for u in client.get("/api/v2/users?text=%25", headers=h).json()["data"]] == ["pct@example.com"]

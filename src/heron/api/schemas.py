@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 # Fields of the Sigfox v2 document (group, user and API-user bodies) that Heron accepts and ignores.
@@ -77,3 +77,21 @@ def id_list(values: list[str] | None) -> list[str]:
     for v in values or []:
         out += [p for p in v.split(",") if p]
     return out
+
+
+class UpdateModel(ApiModel):
+    """A PUT body: an absent field stays unchanged; `null` unsets the fields listed in `unsettable`
+    and is refused, naming the field, for those that must keep a value."""
+
+    unsettable: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null_only_where_unsettable(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is None and info.field_name not in cls.unsettable:
+            raise ValueError("cannot be null: omit the field to keep its value")
+        return value
+
+    def unset(self, name: str) -> bool:
+        """True when the body sets `name` to null explicitly."""
+        return name in self.model_fields_set and getattr(self, name) is None

@@ -3,6 +3,7 @@ PostgreSQL (see docs/ARCHITECTURE.md for the measured cost that decided it)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -56,6 +57,9 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         self._write_engine = self.engine.execution_options(heron_write=True)
+        self._readers = threading.local()
+        self._readers_lock = threading.Lock()
+        self._reader_conns: list[Any] = []
         self._read_sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
 
@@ -75,5 +79,29 @@ class Database:
         with self._write_sessions() as session, session.begin():
             yield session
 
+    def reader_connection(self) -> Any:
+        """This thread's autocommit driver connection, kept outside the pool, for the fast path
+        (heron.db.fastpath): each of its statements is one SELECT, its own snapshot, so nothing
+        needs resetting between uses and no checkout is paid."""
+        existing = getattr(self._readers, "conn", None)
+        if existing is not None:
+            return existing
+        fairy = self.engine.raw_connection()
+        conn: Any = fairy.dbapi_connection
+        fairy.detach()  # this thread owns it from now on
+        if self.is_sqlite:
+            conn.isolation_level = None
+        else:
+            conn.autocommit = True
+        self._readers.conn = conn
+        with self._readers_lock:
+            self._reader_conns.append(conn)
+        return conn
+
     def dispose(self) -> None:
+        with self._readers_lock:
+            conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
+        self._readers = threading.local()
         self.engine.dispose()

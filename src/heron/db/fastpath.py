@@ -30,19 +30,13 @@ class FastQuery:
         return rendered
 
     def all(self, db: Database, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        conn = db.engine.raw_connection()
+        conn = db.reader_connection()
+        cur = conn.cursor()
         try:
-            cur = conn.cursor()
-            try:
-                cur.execute(self._render(db.dialect), dict(params))
-                rows = [tuple(r) for r in cur.fetchall()]
-            finally:
-                cur.close()
-            if db.dialect != "sqlite":
-                conn.rollback()  # end the read transaction the driver opened
-            return rows
+            cur.execute(self._render(db.dialect), dict(params))
+            return [tuple(r) for r in cur.fetchall()]
         finally:
-            conn.close()  # back to the pool
+            cur.close()
 
     def first(self, db: Database, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         rows = self.all(db, params)

@@ -227,12 +227,12 @@ def list_users(
     if profile_id:
         conds.append(User.id.in_(select(UserRole.user_id).where(UserRole.profile_id == profile_id)))
     if text:
-        like = f"%{text.lower()}%"
+        needle = text.lower()
         conds.append(
             or_(
-                User.email.like(like),
-                func.lower(User.first_name).like(like),
-                func.lower(User.last_name).like(like),
+                User.email.contains(needle, autoescape=True),
+                func.lower(User.first_name).contains(needle, autoescape=True),
+                func.lower(User.last_name).contains(needle, autoescape=True),
             )
         )
     rows = list(session.scalars(select(User).where(*conds).order_by(User.id).limit(limit + 1).offset(offset)))

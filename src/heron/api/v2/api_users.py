@@ -9,7 +9,7 @@ from pydantic import Field
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, id_list
+from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.db.base import to_ms
 from heron.tenancy import api_users
@@ -27,7 +27,7 @@ class ApiUserCreate(ApiModel):
     profile_ids: list[ProfileId] = Field(min_length=1, max_length=20)
 
 
-class ApiUserUpdate(ApiModel):
+class ApiUserUpdate(UpdateModel):
     name: str | None = Field(default=None, min_length=1, max_length=100)
     timezone: str | None = Field(default=None, max_length=64)
     profile_ids: list[ProfileId] | None = Field(default=None, min_length=1, max_length=20)

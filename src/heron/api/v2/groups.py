@@ -10,7 +10,7 @@ from pydantic import Field
 from heron.api.context import Ctx, CurrentActor
 from heron.api.errors import json_body
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, id_list
+from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.tenancy import groups
 from heron.tenancy.validation import parse_id
@@ -26,7 +26,9 @@ class GroupCreate(ApiModel):
     parent_id: str = Field(max_length=20)
 
 
-class GroupUpdate(ApiModel):
+class GroupUpdate(UpdateModel):
+    unsettable = frozenset({"description"})
+
     name: str | None = Field(default=None, min_length=3, max_length=100)
     description: str | None = Field(default=None, max_length=300)
     type: int | None = None
@@ -101,7 +103,7 @@ async def update_group(group_id: str, body: GroupUpdate, actor: CurrentActor, ct
             actor,
             parse_id(group_id),
             name=body.name,
-            description=body.description,
+            description="" if body.unset("description") else body.description,
             type_=body.type,
             timezone=body.timezone,
             parent_id=parse_id(body.parent_id, "parentId", "body") if body.parent_id is not None else None,

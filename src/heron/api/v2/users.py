@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, id_list
+from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.db.base import to_ms
 from heron.tenancy import users
@@ -48,7 +48,9 @@ class UserCreate(ApiModel):
     password: str | None = Field(default=None, max_length=256)
 
 
-class UserUpdate(ApiModel):
+class UserUpdate(UpdateModel):
+    unsettable = frozenset({"position"})
+
     first_name: str | None = Field(default=None, min_length=1, max_length=100)
     last_name: str | None = Field(default=None, min_length=1, max_length=100)
     timezone: str | None = Field(default=None, max_length=64)
@@ -145,7 +147,7 @@ async def update_user(user_id: str, body: UserUpdate, actor: CurrentActor, ctx: 
             first_name=body.first_name,
             last_name=body.last_name,
             timezone=body.timezone,
-            position=body.position,
+            position="" if body.unset("position") else body.position,
             locked=body.locked,
             password=body.password,
             roles=[r.grant(i) for i, r in enumerate(body.user_roles)] if body.user_roles is not None else None,
