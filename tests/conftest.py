@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
+from sqlalchemy.orm import Session
 
 from heron.api.app import build_context, create_app
 from heron.api.context import AppContext
@@ -21,8 +22,9 @@ from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db import migrate
 from heron.db.engine import Database
-from heron.tenancy import api_users, groups
-from heron.tenancy.access import SYSTEM
+from heron.tenancy import api_users, groups, users
+from heron.tenancy.access import SYSTEM, Actor
+from heron.tenancy.models import User
 from tests.support.postgres import Cluster, start_cluster
 
 REQUIRE_ALL = os.environ.get("HERON_REQUIRE_ALL") == "1"
@@ -151,6 +153,20 @@ def make_credential(db: Database, group_id: int, *profiles: str) -> Credential:
             session, SYSTEM, group_id=group_id, name="-".join(profiles), timezone="UTC", profile_ids=list(profiles)
         )
         return Credential(str(view.api_user.id), secret, group_id)
+
+
+def make_user(
+    session: Session, email: str, *roles: tuple[int, str], actor: Actor = SYSTEM, first_name: str = "Test"
+) -> User:
+    """A user holding each (group id, profile id) role, created as `actor` would."""
+    return users.create(
+        session,
+        actor,
+        email=email,
+        first_name=first_name,
+        last_name="User",
+        roles=[users.RoleGrant(group_id, (profile,)) for group_id, profile in roles],
+    )
 
 
 @pytest.fixture

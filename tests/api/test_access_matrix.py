@@ -22,10 +22,10 @@ from sqlalchemy import select
 
 from heron.db.engine import Database
 from heron.db.models import Base
-from heron.tenancy import api_users, groups, users
+from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import AuditEvent, Group
-from tests.conftest import Credential, Tenants
+from tests.conftest import Credential, Tenants, make_user
 
 NATIVE = "/api/v2"
 SENET = "/rest/integration"
@@ -71,34 +71,16 @@ def world(db: Database, tenants: Tenants) -> World:
     with db.write() as s:
         target = groups.create(s, SYSTEM, parent_id=tenants.customer_a, name="Matrix group A", type_=2)
         groups.create(s, SYSTEM, parent_id=tenants.customer_b, name="Secret group B", type_=2)
-        user = users.create(
-            s,
-            SYSTEM,
-            email="user.a@example.com",
-            first_name="Ada",
-            last_name="A",
-            roles=[users.RoleGrant(tenants.customer_a, ("OBSERVER",))],
-        )
-        users.create(
-            s,
-            SYSTEM,
-            email="user.b@example.com",
-            first_name="Bob",
-            last_name="B",
-            roles=[users.RoleGrant(tenants.customer_b, ("OBSERVER",))],
-        )
+        user = make_user(s, "user.a@example.com", (tenants.customer_a, "OBSERVER"), first_name="Ada")
+        make_user(s, "user.b@example.com", (tenants.customer_b, "OBSERVER"), first_name="Bob")
         # An operator person with roles in both customers: each customer may see the person,
         # but never the other customer's group through the person's roles.
-        users.create(
+        make_user(
             s,
-            SYSTEM,
-            email="shared@example.com",
+            "shared@example.com",
+            (tenants.customer_a, "OBSERVER"),
+            (tenants.customer_b, "OBSERVER"),
             first_name="Sam",
-            last_name="Shared",
-            roles=[
-                users.RoleGrant(tenants.customer_a, ("OBSERVER",)),
-                users.RoleGrant(tenants.customer_b, ("OBSERVER",)),
-            ],
         )
         key, _ = api_users.create(
             s,

@@ -20,11 +20,11 @@ from sqlalchemy import func, select
 
 from heron.api.schemas import MAX_OFFSET
 from heron.db.engine import Database
-from heron.tenancy import api_users, groups, users
+from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import ApiUser, Group, User
 from tests.api.test_access_matrix import db_snapshot
-from tests.conftest import Credential, Tenants, make_credential
+from tests.conftest import Credential, Tenants, make_credential, make_user
 
 API = "/api/v2"
 
@@ -110,24 +110,9 @@ class Objects:
 def objects(db: Database, tenants: Tenants) -> Objects:
     with db.write() as s:
         empty = groups.create(s, SYSTEM, parent_id=tenants.customer_a, name="Empty group", type_=2)
-        user_a = users.create(
-            s,
-            SYSTEM,
-            email="ada@example.com",
-            first_name="Ada",
-            last_name="A",
-            roles=[users.RoleGrant(tenants.customer_a, ("OBSERVER",))],
-        )
-        shared = users.create(
-            s,
-            SYSTEM,
-            email="sam@example.com",
-            first_name="Sam",
-            last_name="Shared",
-            roles=[
-                users.RoleGrant(tenants.customer_a, ("OBSERVER",)),
-                users.RoleGrant(tenants.customer_b, ("OBSERVER",)),
-            ],
+        user_a = make_user(s, "ada@example.com", (tenants.customer_a, "OBSERVER"), first_name="Ada")
+        shared = make_user(
+            s, "sam@example.com", (tenants.customer_a, "OBSERVER"), (tenants.customer_b, "OBSERVER"), first_name="Sam"
         )
         key_a, _ = api_users.create(
             s, SYSTEM, group_id=tenants.customer_a, name="key A", timezone="UTC", profile_ids=["OBSERVER"]

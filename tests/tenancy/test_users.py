@@ -13,7 +13,7 @@ from heron.db.engine import Database
 from heron.errors import Forbidden, InvalidInput
 from heron.tenancy import users
 from heron.tenancy.models import AuditEvent, User, UserRole
-from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Tenants
+from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Tenants, make_user
 
 API = "/api/v2/users"
 PASSWORD = "a long enough password"
@@ -434,23 +434,9 @@ def test_person_seeing_a_parent_group_cannot_grant_on_it(client: TestClient, ten
                 )
         # ... and does not see the root at all (400: no such group).
         with pytest.raises(InvalidInput):
-            users.create(
-                s,
-                actor,
-                email="root@example.com",
-                first_name="R",
-                last_name="T",
-                roles=[users.RoleGrant(tenants.root, ("OBSERVER",))],
-            )
+            make_user(s, "root@example.com", (tenants.root, "OBSERVER"), actor=actor, first_name="R")
         # Inside its subtree it may.
-        created = users.create(
-            s,
-            actor,
-            email="inside@example.com",
-            first_name="I",
-            last_name="N",
-            roles=[users.RoleGrant(tenants.site_a, ("ADMIN",))],
-        )
+        created = make_user(s, "inside@example.com", (tenants.site_a, "ADMIN"), actor=actor, first_name="I")
         assert created.created_by == f"user:{uid}"
 
 
