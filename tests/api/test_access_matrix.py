@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from heron.db.engine import Database
 from heron.db.models import Base
+from heron.registry import contracts, device_profiles, device_types
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import AuditEvent, Group
@@ -91,7 +92,25 @@ def world(db: Database, tenants: Tenants) -> World:
             profile_ids=["OBSERVER", "DEVICE_MANAGER_R"],
         )
         api_users.create(s, SYSTEM, group_id=tenants.customer_b, name="key B", timezone="UTC", profile_ids=["OBSERVER"])
-        params = {
+        # Registry objects: targets in Customer A, bait in Customer B (none in use, so each deletes).
+        registry: dict[str, str] = {}
+        for group_id, suffix in ((tenants.customer_a, ""), (tenants.customer_b, "_b")):
+            contract = contracts.create(s, SYSTEM, group_id=group_id, name=f"Contract{suffix}", max_tokens=10)
+            profile = device_profiles.create(
+                s,
+                SYSTEM,
+                group_id=group_id,
+                fields=device_profiles.ProfileFields(name=f"Profile{suffix}", region="EU868", mac_version="1.0.3"),
+            )
+            dtype = device_types.create(
+                s, SYSTEM, group_id=group_id, network="SIGFOX", fields=device_types.DeviceTypeFields(name="Type")
+            )
+            registry |= {
+                f"contract_id{suffix}": str(contract.contract.id),
+                f"device_profile_id{suffix}": str(profile.profile.id),
+                f"device_type_id{suffix}": str(dtype.device_type.id),
+            }
+        params = registry | {
             "group_id": str(target.id),
             "user_id": str(user.id),
             "api_user_id": str(key.api_user.id),
@@ -132,6 +151,12 @@ def _api_user_owners(item: dict[str, Any], w: World, db: Database) -> list[str]:
 
 def _profile_owners(item: dict[str, Any], w: World, db: Database) -> list[str]:
     return [w.group_path(item["group"]["id"])] if "group" in item else []
+
+
+def _owned_by_group(item: dict[str, Any], w: World, db: Database) -> list[str]:
+    """Registry objects name the group that owns them (or, for a contract seen through an
+    allocation, the allocated group)."""
+    return [w.group_path(item["group"]["id"])]
 
 
 def _audit_owners(item: dict[str, Any], w: World, db: Database) -> list[str]:
@@ -191,6 +216,15 @@ CREATE_BODIES: dict[str, Callable[[str], dict[str, Any]]] = {
     NATIVE + "/groups": _group_body,
     NATIVE + "/users": _user_body,
     NATIVE + "/api-users": _api_user_body,
+    NATIVE + "/contracts": lambda g: {"name": "New contract", "groupId": g, "maxTokens": 5},
+    NATIVE + "/device-profiles": lambda g: {
+        "name": "New",
+        "groupId": g,
+        "region": "US915",
+        "macVersion": "1.0.4",
+        "subBand": 2,
+    },
+    NATIVE + "/device-types": lambda g: {"name": "New type", "groupId": g, "keepAlive": 1800},
 }
 
 
@@ -199,6 +233,8 @@ def _create_in_a(template: str) -> Body:
 
 
 G, U, K = NATIVE + "/groups", NATIVE + "/users", NATIVE + "/api-users"
+C, CI = NATIVE + "/contracts", NATIVE + "/contract-infos"
+DP, DT = NATIVE + "/device-profiles", NATIVE + "/device-types"
 MATRIX: list[Row] = [
     Row("GET", G, expect(200, 200, 200), "withTotal=true", owners=_group_owners),
     Row("GET", G, expect(200, 200, 404), "parentIds={customer_a}&deep=true&withTotal=true", owners=_group_owners),
@@ -225,6 +261,39 @@ MATRIX: list[Row] = [
     Row("GET", NATIVE + "/profiles", expect(200, 200, 404), "groupId={customer_a}", owners=_profile_owners),
     Row("GET", NATIVE + "/profiles/{profile_id}", expect(200, 200, 200)),
     Row("GET", NATIVE + "/audit-events", expect(200, 403, 200), owners=_audit_owners),
+    # The registry. /contracts is management (`contract:write`: OBSERVER lists nothing, reads 403).
+    Row("GET", C, expect(200, 200, 200), owners=_owned_by_group),
+    Row("GET", C, expect(200, 200, 404), "groupIds={customer_a}&deep=true", owners=_owned_by_group),
+    Row("POST", C, expect(201, 403, 400), body=_create_in_a(C)),
+    Row("GET", C + "/{contract_id}", expect(200, 403, 404)),
+    Row("PUT", C + "/{contract_id}", expect(204, 403, 404), body=lambda w: {"name": "Renamed", "maxTokens": 20}),
+    Row("DELETE", C + "/{contract_id}", expect(204, 403, 404)),
+    Row(
+        "PUT",
+        C + "/{contract_id}/allocations",
+        expect(204, 403, 404),
+        body=lambda w: {"allocations": [{"groupId": w.params["group_id"], "maxTokens": 5}]},
+    ),
+    Row("GET", CI, expect(200, 200, 200), owners=_owned_by_group),
+    Row("GET", CI, expect(200, 200, 404), "groupId={customer_a}&deep=true", owners=_owned_by_group),
+    Row("GET", CI + "/{contract_id}", expect(200, 200, 404)),
+    Row("GET", DP, expect(200, 200, 200), owners=_owned_by_group),
+    Row("GET", DP, expect(200, 200, 404), "groupIds={customer_a}&deep=true", owners=_owned_by_group),
+    Row("POST", DP, expect(201, 403, 400), body=_create_in_a(DP)),
+    Row("GET", DP + "/{device_profile_id}", expect(200, 200, 404)),
+    Row("PUT", DP + "/{device_profile_id}", expect(204, 403, 404), body=lambda w: {"deviceClass": "C"}),
+    Row("DELETE", DP + "/{device_profile_id}", expect(204, 403, 404)),
+    Row("GET", DT, expect(200, 200, 200), owners=_owned_by_group),
+    Row("GET", DT, expect(200, 200, 404), "groupIds={customer_a}&deep=true", owners=_owned_by_group),
+    Row("POST", DT, expect(201, 403, 400), body=_create_in_a(DT)),
+    Row("GET", DT + "/{device_type_id}", expect(200, 200, 404)),
+    Row(
+        "PUT",
+        DT + "/{device_type_id}",
+        expect(204, 403, 404),
+        body=lambda w: {"keepAlive": 7200, "contractId": w.params["contract_id"]},
+    ),
+    Row("DELETE", DT + "/{device_type_id}", expect(204, 403, 404)),
 ]
 
 
@@ -415,7 +484,11 @@ def test_sibling_reference_to_foreign_object_is_indistinguishable_from_unknown_i
         assert foreign.status_code == 400, (template, foreign.text)
         assert foreign.json() == missing.json(), template
     for row in MATRIX:
-        names = [n for n in ("group_id", "user_id", "api_user_id") if "{" + n + "}" in row.template]
+        names = [
+            n
+            for n in ("group_id", "user_id", "api_user_id", "contract_id", "device_profile_id", "device_type_id")
+            if "{" + n + "}" in row.template
+        ]
         if not names:
             continue
         params = dict(world.params) | {names[0]: unknown}

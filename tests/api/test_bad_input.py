@@ -20,6 +20,7 @@ from sqlalchemy import func, select
 
 from heron.api.schemas import MAX_OFFSET
 from heron.db.engine import Database
+from heron.registry import contracts, device_profiles, device_types
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import ApiUser, Group, User
@@ -120,7 +121,19 @@ def objects(db: Database, tenants: Tenants) -> Objects:
         key_b, _ = api_users.create(
             s, SYSTEM, group_id=tenants.customer_b, name="key B", timezone="UTC", profile_ids=["OBSERVER"]
         )
+        contract_a = contracts.create(s, SYSTEM, group_id=tenants.customer_a, name="Contract A", max_tokens=10)
+        profile_a = device_profiles_create(s, tenants.customer_a)
+        type_a = device_types.create(
+            s,
+            SYSTEM,
+            group_id=tenants.customer_a,
+            network="SIGFOX",
+            fields=device_types.DeviceTypeFields(name="Type A"),
+        )
         ids = {
+            "contract_a": contract_a.contract.id,
+            "profile_a": profile_a,
+            "device_type_a": type_a.device_type.id,
             "root": tenants.root,
             "operator": tenants.operator,
             "customer_a": tenants.customer_a,
@@ -133,6 +146,11 @@ def objects(db: Database, tenants: Tenants) -> Objects:
             "key_b": key_b.api_user.id,
         }
     return Objects(tenants, {k: str(v) for k, v in ids.items()})
+
+
+def device_profiles_create(session: Any, group_id: int) -> int:
+    fields = device_profiles.ProfileFields(name="Profile A", region="EU868", mac_version="1.0.3")
+    return device_profiles.create(session, SYSTEM, group_id=group_id, fields=fields).profile.id
 
 
 def group_body(parent: str = "{customer_a}", **extra: Any) -> dict[str, Any]:
@@ -162,6 +180,13 @@ BODY_ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/api-users", key_body()),
     ("PUT", "/api-users/{key_a}", {"name": "renamed"}),
     ("PUT", "/api-users/{key_a}/profiles", {"profileIds": ["API_ONLY"]}),
+    ("POST", "/contracts", {"name": "New contract", "groupId": "{customer_a}"}),
+    ("PUT", "/contracts/{contract_a}", {"name": "Renamed"}),
+    ("PUT", "/contracts/{contract_a}/allocations", {"allocations": [{"groupId": "{site_a}", "maxTokens": 1}]}),
+    ("POST", "/device-profiles", {"name": "New", "groupId": "{customer_a}", "region": "EU868", "macVersion": "1.0.4"}),
+    ("PUT", "/device-profiles/{profile_a}", {"name": "Renamed"}),
+    ("POST", "/device-types", {"name": "New type", "groupId": "{customer_a}"}),
+    ("PUT", "/device-types/{device_type_a}", {"name": "Renamed"}),
 ]
 
 

@@ -11,7 +11,7 @@ from heron import __version__
 from heron.api import errors, ops
 from heron.api.context import AppContext
 from heron.api.middleware import EdgeMiddleware
-from heron.api.v2 import api_users, audit, groups, profiles, users
+from heron.api.v2 import api_users, audit, contracts, device_profiles, device_types, groups, profiles, users
 from heron.bootstrap import Prepared, prepare
 from heron.config import Settings, get_settings
 from heron.observability import configure_logging
@@ -59,8 +59,9 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     errors.install(app)
-    for module in (groups, users, api_users, profiles, audit):
+    for module in (groups, users, api_users, profiles, audit, contracts, device_profiles, device_types):
         app.include_router(module.router)
+    app.include_router(contracts.infos_router)
     app.include_router(ops.router)
     app.include_router(web_auth.router)
     app.add_middleware(EdgeMiddleware, access_log=settings.access_log)

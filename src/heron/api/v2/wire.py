@@ -1,4 +1,4 @@
-"""How tenancy objects look on the wire (Sigfox v2 shapes, times in epoch milliseconds)."""
+"""How objects look on the wire (Sigfox v2 shapes, times in epoch milliseconds)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from heron.db.base import to_ms
+from heron.registry.contracts import AllocationView, ContractInfo, ContractView
+from heron.registry.device_profiles import ProfileView
+from heron.registry.device_types import DeviceTypeView
+from heron.registry.models import Contract, DeviceProfile
 from heron.tenancy.groups import GroupRecord
 from heron.tenancy.models import Group
 from heron.tenancy.profiles import PROFILES
@@ -48,4 +52,116 @@ def group(g: GroupRecord, *, path: Sequence[GroupRecord | dict[str, Any]], leaf:
         "creationTime": to_ms(g.created_at),
         "lastEditedBy": g.updated_by,
         "lastEditionTime": to_ms(g.updated_at),
+    }
+
+
+def min_contract(c: Contract) -> dict[str, Any]:
+    return {"id": str(c.id), "name": c.name}
+
+
+def _stamps(obj: Any) -> dict[str, Any]:
+    return {
+        "creationTime": to_ms(obj.created_at),
+        "createdBy": obj.created_by,
+        "lastEditionTime": to_ms(obj.updated_at),
+        "lastEditedBy": obj.updated_by,
+    }
+
+
+def contract_info(info: ContractInfo) -> dict[str, Any]:
+    """The Sigfox `contractInfo` fields Heron keeps (api.md), as this caller sees the contract."""
+    c = info.contract
+    return {
+        "id": str(c.id),
+        "contractId": c.external_id or str(c.id),
+        "name": c.name,
+        "bidir": c.bidir,
+        "maxUplinkFrames": c.max_uplink_frames,
+        "maxDownlinkFrames": c.max_downlink_frames,
+        "maxTokens": info.max_tokens,
+        "tokenDuration": c.token_duration,
+        "tokensInUse": info.tokens_in_use,
+        "startTime": to_ms(c.start_at),
+        "endTime": to_ms(c.end_at),
+        "timezone": c.timezone,
+        "options": [{"id": "geolocation", "parameters": {"level": 1}}] if c.geolocation else [],
+        "group": min_group(info.group),
+    }
+
+
+def allocation(a: AllocationView) -> dict[str, Any]:
+    target: dict[str, Any] = (
+        {"deviceType": {"id": str(a.device_type.id), "name": a.device_type.name}}
+        if a.device_type is not None
+        else {"group": min_group(a.group)}
+    )
+    return target | {"maxTokens": a.allocation.max_tokens, "tokensInUse": a.allocation.tokens_in_use}
+
+
+def contract(view: ContractView, allocations: list[AllocationView]) -> dict[str, Any]:
+    c = view.contract
+    return {
+        "id": str(c.id),
+        "contractId": c.external_id,
+        "name": c.name,
+        "group": min_group(view.group),
+        "bidir": c.bidir,
+        "maxTokens": c.max_tokens,
+        "tokensInUse": c.tokens_in_use,
+        "maxUplinkFrames": c.max_uplink_frames,
+        "maxDownlinkFrames": c.max_downlink_frames,
+        "tokenDuration": c.token_duration,
+        "startTime": to_ms(c.start_at),
+        "endTime": to_ms(c.end_at),
+        "timezone": c.timezone,
+        "geolocation": c.geolocation,
+        "allocations": [allocation(a) for a in allocations],
+        **_stamps(c),
+    }
+
+
+def device_profile(view: ProfileView) -> dict[str, Any]:
+    p = view.profile
+    return {
+        "id": str(p.id),
+        "name": p.name,
+        "group": min_group(view.group),
+        "region": p.region,
+        "macVersion": p.mac_version,
+        "regParamsRevision": p.reg_params_revision,
+        "deviceClass": p.device_class,
+        "rx1Delay": p.rx1_delay,
+        "rx2DataRate": p.rx2_data_rate,
+        "rx2Frequency": p.rx2_frequency / 1_000_000,
+        "adrEnabled": p.adr_enabled,
+        "subBand": p.sub_band,
+        **_stamps(p),
+    }
+
+
+def device_type(
+    view: DeviceTypeView, contracts: dict[int, Contract], profiles: dict[int, DeviceProfile]
+) -> dict[str, Any]:
+    dt = view.device_type
+    default = contracts.get(dt.contract_id) if dt.contract_id is not None else None
+    profile = profiles.get(dt.device_profile_id) if dt.device_profile_id is not None else None
+    return {
+        "id": str(dt.id),
+        "name": dt.name,
+        "description": dt.description,
+        "group": min_group(view.group),
+        "network": dt.network,
+        "contract": min_contract(default) if default is not None else None,
+        "contracts": [min_contract(contracts[c]) for c in view.contract_ids if c in contracts],
+        "keepAlive": dt.keep_alive,
+        "alertEmail": dt.alert_email,
+        "downlinkMode": dt.downlink_mode,
+        "downlinkDataString": dt.downlink_data_string,
+        "payloadType": dt.payload_type,
+        "payloadConfig": dt.payload_config,
+        "automaticRenewal": dt.automatic_renewal,
+        "appEui": dt.app_eui,
+        "joinEui": dt.join_eui,
+        "deviceProfile": {"id": str(profile.id), "name": profile.name} if profile is not None else None,
+        **_stamps(dt),
     }

@@ -1,0 +1,212 @@
+"""/api/v2/contracts (management, `contract:write`) and /api/v2/contract-infos (the Sigfox v2
+read view, `contract:read`).
+
+Allocations are replaced as a whole with `PUT /contracts/{id}/allocations` and the body
+`{"allocations": [{"groupId": "7", "maxTokens": 100}, {"deviceTypeId": "3", "maxTokens": 20}]}`
+(an object, like every other body, rather than a bare array); `GET /contracts/{id}` lists them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request, Response
+from pydantic import Field
+
+from heron.api.context import Ctx, CurrentActor
+from heron.api.paging import page
+from heron.api.schemas import MAX_OFFSET, SIGFOX_IGNORED, ApiModel, NoNul, UpdateModel, id_list
+from heron.api.v2 import PREFIX, wire
+from heron.errors import InvalidInput
+from heron.registry import contracts
+from heron.registry._common import MAX_EPOCH_MS
+from heron.tenancy.validation import parse_id
+
+router = APIRouter(prefix=PREFIX + "/contracts", tags=["contracts"])
+infos_router = APIRouter(prefix=PREFIX + "/contract-infos", tags=["contracts"])
+
+MAX_INT = 2**31 - 1
+# Fields of the Sigfox contract bodies that Heron accepts and ignores (billing lives elsewhere).
+CONTRACT_IGNORED = SIGFOX_IGNORED | {
+    "userId",
+    "orderId",
+    "orderName",
+    "pricingModel",
+    "subscriptionPlan",
+    "activationEndTime",
+    "communicationEndTime",
+    "highPriorityDownlink",
+    "automaticRenewal",
+    "renewalDuration",
+    "options",
+    "blacklistedTerritories",
+}
+
+
+class ContractCreate(ApiModel):
+    ignored_fields = CONTRACT_IGNORED
+
+    name: str = Field(max_length=100)
+    group_id: str = Field(max_length=20)
+    contract_id: str | None = Field(default=None, max_length=64, description="external (BSS) id")
+    bidir: bool = False
+    max_tokens: int = Field(default=0, ge=0, le=MAX_INT, description="0 = unlimited")
+    max_uplink_frames: int = Field(default=140, ge=0, le=contracts.MAX_FRAMES, description="per day")
+    max_downlink_frames: int = Field(default=4, ge=0, le=contracts.MAX_FRAMES, description="per day")
+    token_duration: int = Field(default=12, ge=0, le=contracts.MAX_TOKEN_DURATION, description="months; 0 = unlimited")
+    start_time: int | None = Field(default=None, ge=0, le=MAX_EPOCH_MS, description="epoch ms; default now")
+    end_time: int | None = Field(default=None, ge=0, le=MAX_EPOCH_MS, description="epoch ms")
+    timezone: str | None = Field(default=None, max_length=64, description="the day boundary; default the group's")
+    geolocation: bool = False
+
+
+class ContractUpdate(UpdateModel):
+    ignored_fields = CONTRACT_IGNORED
+    unsettable = frozenset({"contract_id", "end_time"})
+
+    name: str | None = Field(default=None, max_length=100)
+    contract_id: str | None = Field(default=None, max_length=64)
+    bidir: bool | None = None
+    max_tokens: int | None = Field(default=None, ge=0, le=MAX_INT)
+    max_uplink_frames: int | None = Field(default=None, ge=0, le=contracts.MAX_FRAMES)
+    max_downlink_frames: int | None = Field(default=None, ge=0, le=contracts.MAX_FRAMES)
+    token_duration: int | None = Field(default=None, ge=0, le=contracts.MAX_TOKEN_DURATION)
+    start_time: int | None = Field(default=None, ge=0, le=MAX_EPOCH_MS)
+    end_time: int | None = Field(default=None, ge=0, le=MAX_EPOCH_MS)
+    timezone: str | None = Field(default=None, max_length=64)
+    geolocation: bool | None = None
+
+
+class AllocationIn(ApiModel):
+    group_id: str | None = Field(default=None, max_length=20)
+    device_type_id: str | None = Field(default=None, max_length=20)
+    max_tokens: int = Field(ge=1, le=MAX_INT)
+
+    def parsed(self, index: int) -> contracts.AllocationIn:
+        where = f"allocations[{index}]"
+        return contracts.AllocationIn(
+            parse_id(self.group_id, f"{where}.groupId", "body") if self.group_id is not None else None,
+            parse_id(self.device_type_id, f"{where}.deviceTypeId", "body") if self.device_type_id is not None else None,
+            self.max_tokens,
+        )
+
+
+class AllocationsBody(ApiModel):
+    # Required, but checked after the path id so that a bad id is the error reported first.
+    allocations: list[AllocationIn] | None = Field(default=None, max_length=1000)
+
+
+@router.get("")
+async def list_contracts(
+    request: Request,
+    actor: CurrentActor,
+    ctx: Ctx,
+    name: Annotated[str | None, Query(max_length=100), NoNul] = None,
+    group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
+    deep: bool = False,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> dict[str, Any]:
+    gids = [parse_id(g, "groupIds", "query") for g in id_list(group_ids)]
+    with ctx.db.read() as session:
+        rows, has_more = contracts.list_contracts(
+            session, actor, name=name, group_ids=gids or None, deep=deep, limit=limit, offset=offset
+        )
+        allocs = contracts.allocations_of(session, [v.contract.id for v in rows])
+        data = [wire.contract(v, allocs[v.contract.id]) for v in rows]
+    return page(request, ctx, data, has_more=has_more, limit=limit, offset=offset)
+
+
+@router.post("", status_code=201)
+async def create_contract(body: ContractCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
+    with ctx.db.write() as session:
+        view = contracts.create(
+            session,
+            actor,
+            group_id=parse_id(body.group_id, "groupId", "body"),
+            name=body.name,
+            external_id=body.contract_id,
+            bidir=body.bidir,
+            max_tokens=body.max_tokens,
+            max_uplink_frames=body.max_uplink_frames,
+            max_downlink_frames=body.max_downlink_frames,
+            token_duration=body.token_duration,
+            start_ms=body.start_time,
+            end_ms=body.end_time,
+            timezone=body.timezone,
+            geolocation=body.geolocation,
+        )
+        return {"id": str(view.contract.id)}
+
+
+@router.get("/{contract_id}")
+async def get_contract(contract_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        view = contracts.get(session, actor, parse_id(contract_id))
+        return wire.contract(view, contracts.allocations_of(session, [view.contract.id])[view.contract.id])
+
+
+@router.put("/{contract_id}", status_code=204)
+async def update_contract(contract_id: str, body: ContractUpdate, actor: CurrentActor, ctx: Ctx) -> Response:
+    given = body.model_fields_set
+    with ctx.db.write() as session:
+        contracts.update(
+            session,
+            actor,
+            parse_id(contract_id),
+            name=body.name,
+            external_id=body.contract_id if "contract_id" in given else contracts._UNSET,
+            bidir=body.bidir,
+            max_tokens=body.max_tokens,
+            max_uplink_frames=body.max_uplink_frames,
+            max_downlink_frames=body.max_downlink_frames,
+            token_duration=body.token_duration,
+            start_ms=body.start_time,
+            end_ms=body.end_time if "end_time" in given else contracts._UNSET,
+            timezone=body.timezone,
+            geolocation=body.geolocation,
+        )
+    return Response(status_code=204)
+
+
+@router.delete("/{contract_id}", status_code=204)
+async def delete_contract(contract_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
+    with ctx.db.write() as session:
+        contracts.delete(session, actor, parse_id(contract_id))
+    return Response(status_code=204)
+
+
+@router.put("/{contract_id}/allocations", status_code=204)
+async def set_allocations(contract_id: str, body: AllocationsBody, actor: CurrentActor, ctx: Ctx) -> Response:
+    cid = parse_id(contract_id)
+    if body.allocations is None:
+        raise InvalidInput.field("allocations", "field required")
+    wanted = [a.parsed(i) for i, a in enumerate(body.allocations)]
+    with ctx.db.write() as session:
+        contracts.set_allocations(session, actor, cid, wanted)
+    return Response(status_code=204)
+
+
+@infos_router.get("")
+async def list_contract_infos(
+    request: Request,
+    actor: CurrentActor,
+    ctx: Ctx,
+    name: Annotated[str | None, Query(max_length=100), NoNul] = None,
+    group_id: Annotated[str | None, Query(alias="groupId", max_length=20)] = None,
+    deep: bool = False,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+) -> dict[str, Any]:
+    gid = parse_id(group_id, "groupId", "query") if group_id is not None else None
+    with ctx.db.read() as session:
+        rows, has_more = contracts.list_infos(
+            session, actor, name=name, group_id=gid, deep=deep, limit=limit, offset=offset
+        )
+        data = [wire.contract_info(i) for i in rows]
+    return page(request, ctx, data, has_more=has_more, limit=limit, offset=offset)
+
+
+@infos_router.get("/{contract_id}")
+async def get_contract_info(contract_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        return wire.contract_info(contracts.get_info(session, actor, parse_id(contract_id)))

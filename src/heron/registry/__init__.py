@@ -1,0 +1,1 @@
+"""The device registry: contracts, device profiles, device types (devices and jobs follow)."""

@@ -1,0 +1,40 @@
+"""Small helpers shared by the registry services."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session
+
+from heron.errors import InvalidInput
+from heron.tenancy.access import Actor
+from heron.tenancy.models import Group
+
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def owning_group(session: Session, actor: Actor, group_id: int, action: str, field: str = "groupId") -> Group:
+    """The group a new object goes into: an unknown or invisible group is a 400 naming the field
+    (a reference in a body is input), then the one permission check."""
+    group = session.get(Group, group_id)
+    if group is None or not actor.actions_on(group.path):
+        raise InvalidInput.field(field, "no such group")
+    actor.require(action, group.path, "group")
+    return group
+
+
+def check_name(name: str, field: str = "name") -> str:
+    name = name.strip()
+    if not 1 <= len(name) <= 100:
+        raise InvalidInput.field(field, "must be 1 to 100 characters")
+    return name
+
+
+def from_ms(value: int, field: str) -> datetime:
+    if not 0 <= value <= MAX_EPOCH_MS:
+        raise InvalidInput.field(field, "must be epoch milliseconds between 0 and year 9999")
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def is_ancestor_or_self(ancestor_path: str, path: str) -> bool:
+    return path.startswith(ancestor_path)

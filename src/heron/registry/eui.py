@@ -1,0 +1,22 @@
+"""EUI-64 identifiers (LoRaWAN AppEUI/JoinEUI, DevEUI), normalized once at the edge."""
+
+from __future__ import annotations
+
+import re
+
+from heron.errors import InvalidInput
+
+_HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
+
+
+class Eui64(str):
+    """16 upper-case hex digits; build with `Eui64.parse`."""
+
+    __slots__ = ()
+
+    @classmethod
+    def parse(cls, value: str, field: str, where: str = "body") -> Eui64:
+        if not isinstance(value, str) or not _HEX16.fullmatch(value):
+            shown = str(value)[:40]
+            raise InvalidInput.field(field, f"must be 16 hex digits (an EUI-64), got {shown!r}", where)
+        return cls(value.upper())
