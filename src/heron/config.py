@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     session_max_age_seconds: int = 12 * 3600
     api_user_last_used_flush_seconds: float = 30.0
 
+    # Callback and job-callback URLs never reach loopback, private, link-local or metadata
+    # addresses; this comma-separated CIDR list opens specific ranges (link-local never).
+    callback_allow_cidrs: str = ""
+
     log_level: str = "INFO"
     access_log: bool = True
 
