@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     # addresses; this comma-separated CIDR list opens specific ranges (link-local never).
     callback_allow_cidrs: str = ""
 
+    # Finished jobs stay readable (GET /api/v2/jobs) this long; Senet's `status` answers for 15
+    # minutes after the end, as the Senet API documents, whatever this says.
+    job_retention_days: int = Field(default=30, ge=1)
+    # A running job whose runner stopped beating this long is taken over by another runner.
+    job_stale_seconds: float = Field(default=15.0, gt=0)
+
     log_level: str = "INFO"
     access_log: bool = True
 

@@ -15,8 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
+from heron.api.context import AppContext
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.delivery.ssrf import parse_allow_cidrs
@@ -232,3 +234,38 @@ def test_job_callback_posts_the_final_status_with_its_headers(db: Database) -> N
     with db.read() as s:  # the headers are stored sealed, never in clear
         sealed = s.scalar(select(Job.callback_headers).where(Job.id == job_id))
         assert sealed is not None and "s3cret" not in sealed
+
+
+def test_the_app_runs_submitted_jobs_in_the_background(client: TestClient, ctx: AppContext) -> None:
+    job_id = _submit(ctx.db, [{"name": f"row {i}"} for i in range(300)], ["dt:1"])
+    ctx.jobs.wake()
+    deadline = time.monotonic() + 20
+    while _job(ctx.db, job_id).state != "DONE_SUC":
+        assert time.monotonic() < deadline, "the app's runner did not run the job"
+        time.sleep(0.05)
+    assert len(_written(ctx.db, job_id)) == 300
+
+
+def test_runner_purges_finished_jobs_past_their_retention(db: Database) -> None:
+    old = _submit(db, [{"name": "aaa"}], [])
+    JobRunner(db).run_until_idle()
+    with db.write() as s:
+        job = s.get(Job, old)
+        assert job is not None
+        job.ended_at = utcnow() - timedelta(days=31)
+    fresh = _submit(db, [{"name": "bbb"}], [])
+    runner = JobRunner(db, retention=timedelta(days=30), idle_poll=0.05)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 20
+        while _job_or_none(db, old) is not None or _job(db, fresh).state != "DONE_SUC":
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+    finally:
+        runner.stop()
+    assert _job(db, fresh).state == "DONE_SUC"  # finished just now: kept
+
+
+def _job_or_none(db: Database, job_id: int) -> Job | None:
+    with db.read() as s:
+        return s.get(Job, job_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
@@ -11,21 +12,41 @@ from heron import __version__
 from heron.api import errors, ops
 from heron.api.context import AppContext
 from heron.api.middleware import EdgeMiddleware
-from heron.api.v2 import api_users, audit, contracts, device_profiles, device_types, groups, profiles, users
+from heron.api.v2 import (
+    api_users,
+    audit,
+    contracts,
+    device_profiles,
+    device_types,
+    groups,
+    profiles,
+    users,
+)
 from heron.bootstrap import Prepared, prepare
 from heron.config import Settings, get_settings
+from heron.delivery.ssrf import parse_allow_cidrs
+from heron.jobs.engine import JobRunner
+from heron.jobs.notify import callback_hook
 from heron.observability import configure_logging
 from heron.tenancy.auth import Authenticator
 from heron.web import auth as web_auth
 
 
 def build_context(settings: Settings, prepared: Prepared) -> AppContext:
+    allow = parse_allow_cidrs(settings.callback_allow_cidrs)
+    jobs = JobRunner(
+        prepared.db,
+        stale_after=settings.job_stale_seconds,
+        retention=timedelta(days=settings.job_retention_days),
+        on_finished=[callback_hook(prepared.db, prepared.keyring, allow)],
+    )
     return AppContext(
         settings=settings,
         db=prepared.db,
         keyring=prepared.keyring,
         session_secret=prepared.session_secret,
         authenticator=Authenticator(prepared.db, settings.api_user_last_used_flush_seconds),
+        jobs=jobs,
     )
 
 
@@ -41,9 +62,11 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.authenticator.start()
+        ctx.jobs.start()
         try:
             yield
         finally:
+            ctx.jobs.stop()
             ctx.authenticator.stop()
 
     app = FastAPI(

@@ -13,6 +13,7 @@ from heron.api.ratelimit import RateLimiter
 from heron.config import Settings
 from heron.db.engine import Database
 from heron.errors import NotAuthenticated
+from heron.jobs.engine import JobRunner
 from heron.keys import Keyring
 from heron.tenancy.access import Actor
 from heron.tenancy.auth import Authenticator, load_session, unsign_token
@@ -27,6 +28,7 @@ class AppContext:
     keyring: Keyring
     session_secret: bytes
     authenticator: Authenticator
+    jobs: JobRunner
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
 
 

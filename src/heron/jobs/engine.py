@@ -21,6 +21,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -218,6 +219,8 @@ class JobRunner:
     db: Database
     stale_after: float = 15.0
     idle_poll: float = 0.5
+    retention: timedelta | None = None  # finished jobs older than this are purged
+    purge_every: float = 3600.0
     on_finished: list[Callable[[int], None]] = field(default_factory=list)
     id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
 
@@ -245,7 +248,15 @@ class JobRunner:
         self._wake.set()
 
     def _loop(self) -> None:
+        next_purge = 0.0
         while not self._stop.is_set():
+            if self.retention is not None and time.monotonic() >= next_purge:
+                next_purge = time.monotonic() + self.purge_every
+                try:
+                    with self.db.write() as session:
+                        purge_finished(session, utcnow() - self.retention)
+                except Exception:
+                    log.exception("jobs.purge_failed")
             try:
                 worked = self.run_once()
             except Exception:
