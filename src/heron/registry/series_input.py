@@ -1,0 +1,167 @@
+"""Files and pasted lists for the Sigfox series operations (New, Edit, Transfer, Replace, Delete
+series). A whole file is refused only when it is not a usable text file (empty, binary, over
+50 MB); otherwise every line becomes a row, and a bad line becomes a row carrying its error, so
+the job reports it (with its line number) while the valid rows proceed.
+
+Formats (fields separated by `;`, `,` or a tab; blank lines and `#` comments skipped; an
+optional header line naming the columns):
+- New series: `ID;PAC` per line.
+- Delete and Transfer series: one hex device id per line.
+- Replace series: `old ID;new ID` per line.
+- Edit series: `id` then any of `name, lat, lng, activable, automaticRenewal, prototype,
+  productCertificate`; without a header the columns are `id;name;lat;lng`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from heron.errors import InvalidInput
+from heron.registry.identifiers import SigfoxId, parse_pac
+
+MAX_BYTES = 50 * 1024 * 1024
+EDIT_COLUMNS = ("id", "name", "lat", "lng", "activable", "automaticRenewal", "prototype", "productCertificate")
+_TRUE, _FALSE = {"true", "1", "yes", "y"}, {"false", "0", "no", "n"}
+
+Row = dict[str, Any]
+
+
+def decode(data: bytes, field: str = "file") -> str:
+    """The upload as text, or a 400 naming the field when it is not a usable text file."""
+    if len(data) > MAX_BYTES:
+        raise InvalidInput.field(field, f"is larger than {MAX_BYTES // (1024 * 1024)} MB")
+    if b"\x00" in data:
+        raise InvalidInput.field(field, "is not a text file (it contains binary data)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")
+    if not any(line.strip() and not line.lstrip().startswith("#") for line in text.splitlines()):
+        raise InvalidInput.field(field, "is empty")
+    return text
+
+
+def _fields(line: str) -> list[str]:
+    for sep in (";", ",", "\t"):
+        if sep in line:
+            return [f.strip() for f in line.split(sep)]
+    return [line.strip()]
+
+
+def _lines(text: str) -> list[tuple[int, list[str]]]:
+    return [
+        (number, _fields(raw))
+        for number, raw in enumerate(text.splitlines(), start=1)
+        if raw.strip() and not raw.lstrip().startswith("#")
+    ]
+
+
+def _is_header(fields: list[str], names: tuple[str, ...]) -> bool:
+    lowered = {n.lower() for n in names}
+    return bool(fields) and all(f.lower() in lowered for f in fields if f)
+
+
+def _error(number: int, message: str) -> Row:
+    return {"line": number, "error": f"line {number}: {message}"}
+
+
+def _parse(text: str, header: tuple[str, ...], build: Callable[[int, list[str]], Row]) -> list[Row]:
+    lines = _lines(text)
+    if lines and _is_header(lines[0][1], header):
+        lines = lines[1:]
+    return _rows(lines, build)
+
+
+def _rows(lines: list[tuple[int, list[str]]], build: Callable[[int, list[str]], Row]) -> list[Row]:
+    rows: list[Row] = []
+    first_seen: dict[str, int] = {}
+    for number, fields in lines:
+        try:
+            row = build(number, fields)
+        except InvalidInput as exc:
+            rows.append(_error(number, exc.errors[0].message if exc.errors else exc.message))
+            continue
+        key = row["id"]
+        if key in first_seen:
+            rows.append(_error(number, f"duplicate id {key} (first on line {first_seen[key]})"))
+            continue
+        first_seen[key] = number
+        rows.append(row)
+    return rows
+
+
+def _count(fields: list[str], expected: int, what: str) -> None:
+    if len(fields) != expected:
+        raise InvalidInput(f"expected {what}, got {len(fields)} field(s)")
+
+
+def new_series(text: str) -> list[Row]:
+    def build(number: int, fields: list[str]) -> Row:
+        _count(fields, 2, "ID;PAC")
+        return {"line": number, "id": SigfoxId.parse(fields[0]), "pac": parse_pac(fields[1])}
+
+    return _parse(text, ("id", "pac"), build)
+
+
+def id_list(text: str) -> list[Row]:
+    def build(number: int, fields: list[str]) -> Row:
+        _count(fields, 1, "one device id per line")
+        return {"line": number, "id": SigfoxId.parse(fields[0])}
+
+    return _parse(text, ("id",), build)
+
+
+def replacements(text: str) -> list[Row]:
+    def build(number: int, fields: list[str]) -> Row:
+        _count(fields, 2, "old ID;new ID")
+        old, new = SigfoxId.parse(fields[0], "id"), SigfoxId.parse(fields[1], "targetId")
+        if old == new:
+            raise InvalidInput("the new id is the old one")
+        return {"line": number, "id": old, "targetId": new}
+
+    return _parse(text, ("id", "targetId", "deviceId", "targetDeviceId"), build)
+
+
+def edits(text: str) -> list[Row]:
+    lines = _lines(text)
+    columns = ["id", "name", "lat", "lng"]
+    if lines and _is_header(lines[0][1], EDIT_COLUMNS):
+        canonical = {c.lower(): c for c in EDIT_COLUMNS}
+        columns = [canonical[f.lower()] for f in lines[0][1]]
+        if "id" not in columns:
+            raise InvalidInput.field("file", "the header must name an `id` column")
+        lines = lines[1:]
+
+    def build(number: int, fields: list[str]) -> Row:
+        if len(fields) > len(columns):
+            raise InvalidInput(f"expected at most {len(columns)} fields ({';'.join(columns)}), got {len(fields)}")
+        row: Row = {"line": number}
+        for column, value in zip(columns, fields, strict=False):
+            if column == "id":
+                row["id"] = SigfoxId.parse(value)
+            elif value != "":
+                row[column] = _edit_value(column, value)
+        return row
+
+    return _rows(lines, build)
+
+
+def _edit_value(column: str, value: str) -> Any:
+    if column in ("lat", "lng"):
+        try:
+            number = float(value)
+        except ValueError:
+            raise InvalidInput(f"{column} must be a number, got {value[:40]!r}") from None
+        limit = 90 if column == "lat" else 180
+        if not -limit <= number <= limit:
+            raise InvalidInput(f"{column} must be between -{limit} and {limit}")
+        return number
+    if column in ("activable", "automaticRenewal", "prototype"):
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise InvalidInput(f"{column} must be true or false, got {value[:40]!r}")
+    if column == "name" and len(value) > 100:
+        raise InvalidInput("name must be at most 100 characters")
+    return value
