@@ -22,11 +22,12 @@ from sqlalchemy import select
 
 from heron.db.engine import Database
 from heron.db.models import Base
-from heron.registry import contracts, device_profiles, device_types
+from heron.keys import Keyring
+from heron.registry import contracts, device_profiles, device_types, devices
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import AuditEvent, Group
-from tests.conftest import Credential, Tenants, make_user
+from tests.conftest import TEST_KEK, Credential, Tenants, make_user
 
 NATIVE = "/api/v2"
 SENET = "/rest/integration"
@@ -105,12 +106,30 @@ def world(db: Database, tenants: Tenants) -> World:
             dtype = device_types.create(
                 s, SYSTEM, group_id=group_id, network="SIGFOX", fields=device_types.DeviceTypeFields(name="Type")
             )
+            # Devices live on their own device type, so the device type above stays deletable.
+            host = device_types.create(
+                s, SYSTEM, group_id=group_id, network="SIGFOX", fields=device_types.DeviceTypeFields(name="Host")
+            )
+            keyring = Keyring.parse(TEST_KEK)
+            for ident in (f"A1{suffix[1:].upper()}", f"D1{suffix[1:].upper()}"):
+                devices.create_sigfox(
+                    s,
+                    SYSTEM,
+                    keyring,
+                    identifier=ident.replace("_", ""),
+                    pac="0123456789ABCDEF",
+                    device_type_id=host.device_type.id,
+                    fields=devices.DeviceFields(name=f"Device {ident}"),
+                )
             registry |= {
+                f"device_id{suffix}": f"A1{suffix[1:].upper()}",
                 f"contract_id{suffix}": str(contract.contract.id),
                 f"device_profile_id{suffix}": str(profile.profile.id),
                 f"device_type_id{suffix}": str(dtype.device_type.id),
             }
+        devices.delete(s, SYSTEM, "D1")
         params = registry | {
+            "deleted_device_id": "D1",
             "group_id": str(target.id),
             "user_id": str(user.id),
             "api_user_id": str(key.api_user.id),
@@ -174,6 +193,7 @@ class Row:
     query: str = ""  # may use {placeholders} from World.params
     body: Body | None = None
     owners: Owners | None = None  # set for list routes
+    aliases: tuple[tuple[str, str], ...] = ()  # (path placeholder, World.params key used instead)
 
     @property
     def id(self) -> str:
@@ -184,7 +204,7 @@ class Row:
         return wanted if wanted is not None else _no_key_status(self.template)
 
     def url(self, w: World) -> str:
-        path = self.template.format(**w.params)
+        path = self.template.format(**(w.params | {k: w.params[v] for k, v in self.aliases}))
         return f"{path}?{self.query.format(**w.params)}" if self.query else path
 
 
@@ -228,13 +248,17 @@ CREATE_BODIES: dict[str, Callable[[str], dict[str, Any]]] = {
 }
 
 
+def _device_body(w: World) -> dict[str, Any]:
+    return {"id": "C0FFEE", "name": "New device", "pac": "00112233445566AA", "deviceTypeId": w.params["device_type_id"]}
+
+
 def _create_in_a(template: str) -> Body:
     return lambda w: CREATE_BODIES[template](w.params["customer_a"])
 
 
 G, U, K = NATIVE + "/groups", NATIVE + "/users", NATIVE + "/api-users"
 C, CI = NATIVE + "/contracts", NATIVE + "/contract-infos"
-DP, DT = NATIVE + "/device-profiles", NATIVE + "/device-types"
+DP, DT, DV = NATIVE + "/device-profiles", NATIVE + "/device-types", NATIVE + "/devices"
 MATRIX: list[Row] = [
     Row("GET", G, expect(200, 200, 200), "withTotal=true", owners=_group_owners),
     Row("GET", G, expect(200, 200, 404), "parentIds={customer_a}&deep=true&withTotal=true", owners=_group_owners),
@@ -294,6 +318,14 @@ MATRIX: list[Row] = [
         body=lambda w: {"keepAlive": 7200, "contractId": w.params["contract_id"]},
     ),
     Row("DELETE", DT + "/{device_type_id}", expect(204, 403, 404)),
+    Row("GET", DV, expect(200, 200, 200), owners=_owned_by_group),
+    Row("GET", DV, expect(200, 200, 404), "groupIds={customer_a}&deep=true", owners=_owned_by_group),
+    Row("GET", DV, expect(200, 200, 200), "lifecycle=DELETED", owners=_owned_by_group),
+    Row("POST", DV, expect(201, 403, 400), body=_device_body),
+    Row("GET", DV + "/{device_id}", expect(200, 200, 404)),
+    Row("PUT", DV + "/{device_id}", expect(204, 403, 404), body=lambda w: {"name": "Renamed", "lat": 45.5}),
+    Row("DELETE", DV + "/{device_id}", expect(204, 403, 404)),
+    Row("POST", DV + "/{device_id}/restore", expect(204, 403, 404), aliases=(("device_id", "deleted_device_id"),)),
 ]
 
 
@@ -424,7 +456,7 @@ def test_matrix_rows_cover_every_kind_of_caller() -> None:
     for row in MATRIX:
         assert set(row.expect) == set(KINDS), row.id
         assert row.method in HTTP_METHODS, row.id
-        if row.method in {"POST", "PUT"} and "renew-credential" not in row.template:
+        if row.method in {"POST", "PUT"} and not row.template.endswith(("renew-credential", "/restore")):
             assert row.body is not None, f"{row.id}: writes need a body"
 
 

@@ -20,12 +20,13 @@ from sqlalchemy import func, select
 
 from heron.api.schemas import MAX_OFFSET
 from heron.db.engine import Database
-from heron.registry import contracts, device_profiles, device_types
+from heron.keys import Keyring
+from heron.registry import contracts, device_profiles, device_types, devices
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import ApiUser, Group, User
 from tests.api.test_access_matrix import db_snapshot
-from tests.conftest import Credential, Tenants, make_credential, make_user
+from tests.conftest import TEST_KEK, Credential, Tenants, make_credential, make_user
 
 API = "/api/v2"
 
@@ -130,7 +131,17 @@ def objects(db: Database, tenants: Tenants) -> Objects:
             network="SIGFOX",
             fields=device_types.DeviceTypeFields(name="Type A"),
         )
+        devices.create_sigfox(
+            s,
+            SYSTEM,
+            Keyring.parse(TEST_KEK),
+            identifier="A1",
+            pac="0123456789ABCDEF",
+            device_type_id=type_a.device_type.id,
+            fields=devices.DeviceFields(name="Device A1"),
+        )
         ids = {
+            "device_a": "A1",
             "contract_a": contract_a.contract.id,
             "profile_a": profile_a,
             "device_type_a": type_a.device_type.id,
@@ -187,6 +198,8 @@ BODY_ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("PUT", "/device-profiles/{profile_a}", {"name": "Renamed"}),
     ("POST", "/device-types", {"name": "New type", "groupId": "{customer_a}"}),
     ("PUT", "/device-types/{device_type_a}", {"name": "Renamed"}),
+    ("POST", "/devices", {"id": "BEEF", "name": "New", "pac": "0011223344556677", "deviceTypeId": "{device_type_a}"}),
+    ("PUT", "/devices/{device_a}", {"name": "Renamed"}),
 ]
 
 
@@ -697,7 +710,8 @@ def test_invalid_ids_in_paths_answer_400_naming_the_field(client: TestClient, db
     with unchanged(db):
         for method, template, op in served_operations(client):
             params = [p["name"] for p in op.get("parameters", []) if p["in"] == "path"]
-            ids = [n for n in params if n != "profile_id"]  # profile ids are names (ADMIN), not numbers
+            # Profile ids are names (ADMIN), device ids hex (tested below), not numbers.
+            ids = [n for n in params if n not in ("profile_id", "device_id")]
             for bad in INVALID_IDS if ids else []:
                 path = template
                 for name in params:
@@ -706,6 +720,26 @@ def test_invalid_ids_in_paths_answer_400_naming_the_field(client: TestClient, db
                 r = client.request(method, path, json=body, headers=tenants.root_admin.headers)
                 if problem := failure(assert_invalid, r, "id", "path"):
                     problems.append(f"{method} {path}: {problem}")
+    assert not problems, "\n".join(problems)
+
+
+INVALID_DEVICE_IDS = ["xyz", "-1", "1.5", "0x10", " 1", "١٢", "123456789", "1" * 15, "1" * 17, "%00", "A%20B"]
+
+
+def test_invalid_device_ids_in_paths_answer_400_naming_the_field(
+    client: TestClient, db: Database, tenants: Tenants
+) -> None:
+    problems: list[str] = []
+    with unchanged(db):
+        for method, template, _ in served_operations(client):
+            if "{device_id}" not in template:
+                continue
+            for bad in INVALID_DEVICE_IDS:
+                r = client.request(
+                    method, template.replace("{device_id}", bad), json={}, headers=tenants.root_admin.headers
+                )
+                if problem := failure(assert_invalid, r, "id", "path"):
+                    problems.append(f"{method} {template} {bad!r}: {problem}")
     assert not problems, "\n".join(problems)
 
 

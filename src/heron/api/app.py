@@ -18,6 +18,7 @@ from heron.api.v2 import (
     contracts,
     device_profiles,
     device_types,
+    devices,
     groups,
     profiles,
     users,
@@ -82,7 +83,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     errors.install(app)
-    for module in (groups, users, api_users, profiles, audit, contracts, device_profiles, device_types):
+    for module in (groups, users, api_users, profiles, audit, contracts, device_profiles, device_types, devices):
         app.include_router(module.router)
     app.include_router(contracts.infos_router)
     app.include_router(ops.router)

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy import delete as sql_delete
 from sqlalchemy.orm import Session
 
@@ -18,7 +18,14 @@ from heron.registry import contracts as contracts_service
 from heron.registry import device_profiles, downlink_template
 from heron.registry._common import check_name, owning_group
 from heron.registry.eui import Eui64
-from heron.registry.models import Contract, ContractAllocation, DeviceProfile, DeviceType, DeviceTypeContract
+from heron.registry.models import (
+    Contract,
+    ContractAllocation,
+    Device,
+    DeviceProfile,
+    DeviceType,
+    DeviceTypeContract,
+)
 from heron.tenancy import audit
 from heron.tenancy import groups as groups_service
 from heron.tenancy.access import Actor, in_any_subtree
@@ -265,9 +272,11 @@ def update(session: Session, actor: Actor, device_type_id: int, fields: DeviceTy
 
 
 def delete(session: Session, actor: Actor, device_type_id: int) -> None:
-    """Devices arrive with the next step; their check will refuse deleting a type still in use."""
+    """Refused (409) while devices, deleted ones included until purged, still name the type."""
     view = get(session, actor, device_type_id, "device_type:write")
     dt = view.device_type
+    if session.scalar(select(exists().where(Device.device_type_id == dt.id))):
+        raise Conflict(f"device type {dt.name!r} (id {dt.id}) still has devices")
     audit.record(session, actor, "delete", dt, "device_type", view.group.path, {"name": dt.name})
     session.execute(sql_delete(ContractAllocation).where(ContractAllocation.device_type_id == dt.id))
     session.execute(sql_delete(DeviceTypeContract).where(DeviceTypeContract.device_type_id == dt.id))

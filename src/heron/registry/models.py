@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from heron.db.base import Base, UtcDateTime
@@ -125,4 +125,67 @@ class DeviceTypeContract(Base):
     contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id"), primary_key=True, index=True)
 
 
-__all__ = ["Contract", "ContractAllocation", "DeviceProfile", "DeviceType", "DeviceTypeContract"]
+class Device(Base):
+    """A Sigfox or LoRaWAN device. The surrogate `id` is internal; the API names a device by its
+    normalized `identifier` (Sigfox id upper-case without leading zeros, or the 16-hex DevEUI),
+    unique per `network`. `sort_key` is the identifier left-padded to 16 hex digits, so ordering
+    and `minId`/`maxId` compare numerically.
+
+    `group_id` is the device type's group, copied at registration (a device type never changes
+    group; a transfer rewrites it). Group ids are stable when groups move, so no path is stored:
+    "group with subgroups" is `group_id IN (subtree ids)`, served by (group_id, ...) indexes.
+
+    Root keys (`pac`, `nak`, `app_key`) and the LoRaWAN `join_eui` / `prof_id` are keyring
+    ciphertexts (heron.registry.devices registers them for `heron keys rotate`).
+    Derived values lists filter on (`com_state`, `token_state`, `last_seen_at`) are stored and
+    kept current by their writers."""
+
+    __tablename__ = "devices"
+    __table_args__ = (
+        UniqueConstraint("network", "identifier"),
+        Index("ix_devices_group_id_sort_key", "group_id", "sort_key"),
+        Index("ix_devices_group_id_lifecycle_sort_key", "group_id", "lifecycle", "sort_key"),
+        Index("ix_devices_device_type_id_sort_key", "device_type_id", "sort_key"),
+        Index("ix_devices_sort_key", "sort_key"),
+        CheckConstraint("lat IS NULL OR (lat >= -90 AND lat <= 90)", name="lat_range"),
+        CheckConstraint("lng IS NULL OR (lng >= -180 AND lng <= 180)", name="lng_range"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    network: Mapped[str] = mapped_column(String(8))  # SIGFOX | LORAWAN
+    identifier: Mapped[str] = mapped_column(String(16))
+    sort_key: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(100))
+    device_type_id: Mapped[int] = mapped_column(ForeignKey("device_types.id"))
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id"))
+    contract_id: Mapped[int | None] = mapped_column(ForeignKey("contracts.id"), index=True)
+    token_alloc: Mapped[str | None] = mapped_column(String(24))  # "dt:<id>" | "g:<id>": the allocation drawn on
+    token_state: Mapped[str] = mapped_column(String(12), default="NONE")  # NONE | OK | OFF_CONTRACT
+    token_end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    lat: Mapped[float | None] = mapped_column(Float)
+    lng: Mapped[float | None] = mapped_column(Float)
+    tags: Mapped[str | None] = mapped_column(Text)
+    dev_type: Mapped[str | None] = mapped_column(String(100))
+    product_certificate: Mapped[str | None] = mapped_column(String(64))
+    modem_certificate: Mapped[str | None] = mapped_column(String(64))
+    prototype: Mapped[bool] = mapped_column(Boolean, default=False)
+    activable: Mapped[bool] = mapped_column(Boolean, default=True)
+    automatic_renewal: Mapped[bool] = mapped_column(Boolean, default=True)
+    lifecycle: Mapped[str] = mapped_column(String(12))  # REGISTERED | ACTIVE | DEACTIVATED | DELETED
+    activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_seen_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    com_state: Mapped[int] = mapped_column(Integer, default=5)  # Sigfox comState; 5 NOT_SEEN
+    sequence_number: Mapped[int | None] = mapped_column(Integer)
+    pac: Mapped[str | None] = mapped_column(String(200))
+    nak: Mapped[str | None] = mapped_column(String(200))
+    app_key: Mapped[str | None] = mapped_column(String(200))
+    join_eui: Mapped[str | None] = mapped_column(String(200))
+    prof_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    updated_by: Mapped[str | None] = mapped_column(String(64))
+
+
+__all__ = ["Contract", "ContractAllocation", "Device", "DeviceProfile", "DeviceType", "DeviceTypeContract"]

@@ -9,6 +9,7 @@ from heron.db.base import to_ms
 from heron.registry.contracts import AllocationView, ContractInfo, ContractView
 from heron.registry.device_profiles import ProfileView
 from heron.registry.device_types import DeviceTypeView
+from heron.registry.devices import DELETED, LORAWAN, TOKEN_OK, DeviceView
 from heron.registry.models import Contract, DeviceProfile
 from heron.tenancy.groups import GroupRecord
 from heron.tenancy.models import Group
@@ -165,3 +166,63 @@ def device_type(
         "deviceProfile": {"id": str(profile.id), "name": profile.name} if profile is not None else None,
         **_stamps(dt),
     }
+
+
+# Sigfox v2 `state`: 0 OK, 2 OFF_CONTRACT, 3 DISABLED, 5 DELETED, 7 NOT_ACTIVABLE (see ARCHITECTURE.md).
+def device_state(view: DeviceView) -> int:
+    d = view.device
+    if d.lifecycle == DELETED:
+        return 5
+    if d.lifecycle == "DEACTIVATED":
+        return 3
+    if d.token_state == TOKEN_OK:
+        return 0
+    return 2 if d.activable else 7
+
+
+def device(view: DeviceView, secrets: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """The api.md device object; `secrets` (single GET with `device:write`) adds the PAC and,
+    for LoRaWAN, joinEui and profId. Never the NAK or the AppKey."""
+    d, dt = view.device, view.device_type
+    has_token = d.token_state == TOKEN_OK
+    out: dict[str, Any] = {
+        "id": d.identifier,
+        "name": d.name,
+        "network": d.network,
+        "lifecycle": d.lifecycle,
+        "state": device_state(view),
+        "comState": d.com_state,
+        "creationTime": to_ms(d.created_at),
+        "activationTime": to_ms(d.activated_at),
+        "automaticRenewal": d.automatic_renewal,
+        "automaticRenewalStatus": 0 if d.automatic_renewal else 1,
+        "deviceType": {"id": str(dt.id), "name": dt.name},
+        "contract": min_contract(view.contract) if view.contract is not None else None,
+        "group": min_group(view.group),
+        "location": {"lat": d.lat, "lng": d.lng} if d.lat is not None and d.lng is not None else None,
+        "sequenceNumber": d.sequence_number,
+        "lastCom": to_ms(d.last_seen_at),
+        "lqi": 4,
+        "token": {
+            "state": 0 if has_token else 1,
+            "detailMessage": "Valid" if has_token else "Off Contract",
+            "end": to_ms(d.token_end_at) if has_token else None,
+            "freeMessages": 0,
+            "freeMessagesSent": 0,
+        },
+        "activable": d.activable,
+        "prototype": d.prototype,
+        "productCertificate": {"key": d.product_certificate} if d.product_certificate else None,
+        "modemCertificate": {"key": d.modem_certificate} if d.modem_certificate else None,
+        "devType": d.dev_type,
+        **_stamps(d),
+    }
+    if d.network == LORAWAN:
+        out["devEui"] = d.identifier
+        out["tags"] = d.tags
+    if secrets is not None:
+        out["pac"] = secrets.get("pac")
+        if d.network == LORAWAN:
+            out["joinEui"] = secrets.get("join_eui")
+            out["profId"] = secrets.get("prof_id")
+    return out
