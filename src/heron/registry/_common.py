@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from heron.errors import InvalidInput
-from heron.tenancy.access import Actor
+from heron.tenancy import groups as groups_service
+from heron.tenancy.access import Actor, in_any_subtree
 from heron.tenancy.models import Group
 
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
@@ -38,3 +41,29 @@ def from_ms(value: int, field: str) -> datetime:
 
 def is_ancestor_or_self(ancestor_path: str, path: str) -> bool:
     return path.startswith(ancestor_path)
+
+
+class _Keep:
+    """Marks a field an update leaves as it is (None means "unset")."""
+
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+
+
+def in_groups(
+    session: Session,
+    actor: Actor,
+    group_ids: list[int],
+    deep: bool,
+    group_id_column: InstrumentedAttribute[int],
+    path_column: InstrumentedAttribute[str] = Group.path,
+) -> ColumnElement[bool]:
+    """The `groupIds` / `deep` list filter: objects directly in the named groups, or anywhere in
+    their subtrees with `deep`. Each named group must be visible (else NotFound)."""
+    parents = [groups_service.get(session, actor, gid) for gid in group_ids]
+    if deep:
+        return in_any_subtree(path_column, [p.path for p in parents])
+    return group_id_column.in_([p.id for p in parents])

@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session, aliased
 
 from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
-from heron.registry._common import check_name, from_ms, owning_group
+from heron.registry._common import check_name, from_ms, in_groups, owning_group
 from heron.registry.models import Contract, ContractAllocation, DeviceType, DeviceTypeContract
 from heron.tenancy import audit
 from heron.tenancy import groups as groups_service
-from heron.tenancy.access import Actor, in_any_subtree, in_subtree
+from heron.tenancy.access import Actor, in_subtree
 from heron.tenancy.groups import register_content_check
 from heron.tenancy.models import Group
 from heron.tenancy.validation import check_timezone
@@ -247,12 +247,7 @@ def list_contracts(
 ) -> tuple[list[ContractView], bool]:
     conds: list[ColumnElement[bool]] = [actor.visible_filter(Group.path, "contract:write")]
     if group_ids:
-        parents = [groups_service.get(session, actor, gid) for gid in group_ids]
-        conds.append(
-            in_any_subtree(Group.path, [p.path for p in parents])
-            if deep
-            else Contract.group_id.in_([p.id for p in parents])
-        )
+        conds.append(in_groups(session, actor, group_ids, deep, Contract.group_id))
     if name:
         conds.append(Contract.name_ci.contains(name.lower(), autoescape=True))
     rows = list(

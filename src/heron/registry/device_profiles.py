@@ -15,11 +15,10 @@ from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
-from heron.registry._common import check_name, owning_group
+from heron.registry._common import check_name, in_groups, owning_group
 from heron.registry.models import DeviceProfile, DeviceType
 from heron.tenancy import audit
-from heron.tenancy import groups as groups_service
-from heron.tenancy.access import Actor, in_any_subtree
+from heron.tenancy.access import Actor
 from heron.tenancy.groups import register_content_check
 from heron.tenancy.models import Group
 
@@ -232,12 +231,7 @@ def list_profiles(
 ) -> tuple[list[ProfileView], bool]:
     conds: list[ColumnElement[bool]] = [actor.visible_filter(Group.path, "device_type:read")]
     if group_ids:
-        parents = [groups_service.get(session, actor, gid) for gid in group_ids]
-        conds.append(
-            in_any_subtree(Group.path, [p.path for p in parents])
-            if deep
-            else DeviceProfile.group_id.in_([p.id for p in parents])
-        )
+        conds.append(in_groups(session, actor, group_ids, deep, DeviceProfile.group_id))
     if name:
         conds.append(DeviceProfile.name.contains(name, autoescape=True))
     if region:

@@ -16,7 +16,7 @@ from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
 from heron.registry import contracts as contracts_service
 from heron.registry import device_profiles, downlink_template
-from heron.registry._common import check_name, owning_group
+from heron.registry._common import KEEP, check_name, in_groups, owning_group
 from heron.registry.eui import Eui64
 from heron.registry.models import (
     Contract,
@@ -27,8 +27,7 @@ from heron.registry.models import (
     DeviceTypeContract,
 )
 from heron.tenancy import audit
-from heron.tenancy import groups as groups_service
-from heron.tenancy.access import Actor, in_any_subtree
+from heron.tenancy.access import Actor
 from heron.tenancy.groups import register_content_check
 from heron.tenancy.models import Group
 
@@ -40,16 +39,6 @@ PAYLOAD_TYPES = {2: "regular (raw)", 3: "custom grammar", 5: "ASCII"}
 MIN_KEEP_ALIVE = 1800
 MAX_KEEP_ALIVE = 2**31 - 1
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-class _Keep:
-    """Marks a field an update leaves as it is (None means "unset")."""
-
-    def __repr__(self) -> str:
-        return "KEEP"
-
-
-KEEP: Any = _Keep()
 
 
 @dataclass
@@ -298,12 +287,7 @@ def list_device_types(
 ) -> tuple[list[DeviceTypeView], bool]:
     conds: list[ColumnElement[bool]] = [actor.visible_filter(Group.path, "device_type:read")]
     if group_ids:
-        parents = [groups_service.get(session, actor, gid) for gid in group_ids]
-        conds.append(
-            in_any_subtree(Group.path, [p.path for p in parents])
-            if deep
-            else DeviceType.group_id.in_([p.id for p in parents])
-        )
+        conds.append(in_groups(session, actor, group_ids, deep, DeviceType.group_id))
     if name:
         conds.append(DeviceType.name_ci.contains(name.lower(), autoescape=True))
     if contract_id is not None:

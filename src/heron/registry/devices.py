@@ -29,7 +29,7 @@ from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
 from heron.keys import Keyring, register_encrypted_column
 from heron.registry import device_profiles
-from heron.registry._common import check_name
+from heron.registry._common import KEEP, check_name
 from heron.registry.eui import Eui64
 from heron.registry.identifiers import SigfoxId, parse_app_key, parse_nak, parse_pac
 from heron.registry.models import Contract, ContractAllocation, Device, DeviceType
@@ -58,14 +58,6 @@ register_content_check("devices", lambda gid: select(Device.id).where(Device.gro
 
 _HEX = re.compile(r"[0-9A-Fa-f]{1,16}")
 _CERT = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
-
-
-class _Keep:
-    def __repr__(self) -> str:
-        return "KEEP"
-
-
-KEEP: Any = _Keep()
 
 
 @dataclass
