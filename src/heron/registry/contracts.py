@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, aliased
 
 from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
-from heron.registry._common import check_name, from_ms, in_groups, owning_group
+from heron.registry._common import KEEP, check_name, from_ms, in_groups, owning_group
 from heron.registry.models import Contract, ContractAllocation, DeviceType, DeviceTypeContract
 from heron.tenancy import audit
 from heron.tenancy import groups as groups_service
@@ -141,23 +141,20 @@ def create(
     return ContractView(contract, group)
 
 
-_UNSET = object()
-
-
 def update(
     session: Session,
     actor: Actor,
     contract_id: int,
     *,
     name: str | None = None,
-    external_id: str | object | None = _UNSET,
+    external_id: str | object | None = KEEP,
     bidir: bool | None = None,
     max_tokens: int | None = None,
     max_uplink_frames: int | None = None,
     max_downlink_frames: int | None = None,
     token_duration: int | None = None,
     start_ms: int | None = None,
-    end_ms: int | object | None = _UNSET,
+    end_ms: int | object | None = KEEP,
     timezone: str | None = None,
     geolocation: bool | None = None,
 ) -> ContractView:
@@ -169,14 +166,14 @@ def update(
         c.name = check_name(name)
         c.name_ci = c.name.lower()
         changes["name"] = c.name
-    if external_id is not _UNSET:
+    if external_id is not KEEP:
         c.external_id = changes["contractId"] = external_id  # type: ignore[assignment]
     if timezone is not None:
         c.timezone = changes["timezone"] = check_timezone(timezone)
     if start_ms is not None:
         c.start_at = from_ms(start_ms, "startTime")
         changes["startTime"] = start_ms
-    if end_ms is not _UNSET:
+    if end_ms is not KEEP:
         c.end_at = None if end_ms is None else from_ms(end_ms, "endTime")  # type: ignore[arg-type]
         changes["endTime"] = end_ms
     for attr, key, value in (

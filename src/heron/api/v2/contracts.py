@@ -18,7 +18,7 @@ from heron.api.schemas import MAX_OFFSET, SIGFOX_IGNORED, ApiModel, NoNul, Updat
 from heron.api.v2 import PREFIX, wire
 from heron.errors import InvalidInput
 from heron.registry import contracts
-from heron.registry._common import MAX_EPOCH_MS
+from heron.registry._common import KEEP, MAX_EPOCH_MS
 from heron.tenancy.validation import parse_id
 
 router = APIRouter(prefix=PREFIX + "/contracts", tags=["contracts"])
@@ -154,14 +154,14 @@ async def update_contract(contract_id: str, body: ContractUpdate, actor: Current
             actor,
             parse_id(contract_id),
             name=body.name,
-            external_id=body.contract_id if "contract_id" in given else contracts._UNSET,
+            external_id=body.contract_id if "contract_id" in given else KEEP,
             bidir=body.bidir,
             max_tokens=body.max_tokens,
             max_uplink_frames=body.max_uplink_frames,
             max_downlink_frames=body.max_downlink_frames,
             token_duration=body.token_duration,
             start_ms=body.start_time,
-            end_ms=body.end_time if "end_time" in given else contracts._UNSET,
+            end_ms=body.end_time if "end_time" in given else KEEP,
             timezone=body.timezone,
             geolocation=body.geolocation,
         )
