@@ -188,4 +188,29 @@ class Device(Base):
     updated_by: Mapped[str | None] = mapped_column(String(64))
 
 
-__all__ = ["Contract", "ContractAllocation", "Device", "DeviceProfile", "DeviceType", "DeviceTypeContract"]
+class RegistrationToken(Base):
+    """A six-digit code issued to a person for one group: single use, valid for a few minutes.
+    Only a hash of the code is kept (salted with the group, since six digits alone are guessable
+    offline in microseconds; the short lifetime and single use are what protect it)."""
+
+    __tablename__ = "registration_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("groups.id", ondelete="CASCADE"), index=True)
+    code_hash: Mapped[str] = mapped_column(String(64), index=True)
+    issued_to: Mapped[str] = mapped_column(String(250))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    used_by: Mapped[str | None] = mapped_column(String(64))
+
+
+__all__ = [
+    "Contract",
+    "ContractAllocation",
+    "Device",
+    "DeviceProfile",
+    "DeviceType",
+    "DeviceTypeContract",
+    "RegistrationToken",
+]

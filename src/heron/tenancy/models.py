@@ -77,6 +77,8 @@ class ApiUser(Base):
     updated_by: Mapped[str | None] = mapped_column(String(64))
     last_used_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     credential_renewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The Senet "application" (a LORAWAN device type) calls without `appEui` act on.
+    device_type_id: Mapped[int | None] = mapped_column(ForeignKey("device_types.id", ondelete="SET NULL"))
 
 
 class ApiUserProfile(Base):
