@@ -12,10 +12,12 @@ from heron import __version__
 from heron.api import errors, ops
 from heron.api.context import AppContext
 from heron.api.middleware import EdgeMiddleware
+from heron.api.senet import devices as senet_devices
 from heron.api.v2 import (
     api_users,
     audit,
     contracts,
+    device_bulk,
     device_profiles,
     device_types,
     devices,
@@ -83,8 +85,10 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     errors.install(app)
-    for module in (groups, users, api_users, profiles, audit, contracts, device_profiles, device_types, devices):
+    native = (groups, users, api_users, profiles, audit, contracts, device_profiles, device_types, device_bulk, devices)
+    for module in native:
         app.include_router(module.router)
+    app.include_router(senet_devices.router)
     app.include_router(contracts.infos_router)
     app.include_router(ops.router)
     app.include_router(web_auth.router)
