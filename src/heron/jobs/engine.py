@@ -44,10 +44,12 @@ FINISHED = ("DONE_SUC", "DONE_FAIL")
 
 @dataclass(frozen=True)
 class RowOutcome:
-    """What one input row came to: the stats key it counts under, and an optional message."""
+    """What one input row came to: the stats key it counts under, an optional message, and the
+    entity (device id) the message is about, for APIs that report it apart (Sigfox `jobError`)."""
 
     stat: str
     message: str | None = None
+    entity: str | None = None
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,12 @@ class JobReport:
 
     job: Job
     stats: dict[str, int]
-    messages: list[str]
+    entries: list[tuple[str | None, str]]  # (entity, message) per row message, in row order
     summary: str | None
+
+    @property
+    def messages(self) -> list[str]:
+        return [message for _, message in self.entries]
 
     @property
     def pct_done(self) -> int:
@@ -173,14 +179,18 @@ class JobReport:
 
 def report(session: Session, job: Job, max_messages: int = 10_000) -> JobReport:
     stats: dict[str, int] = json.loads(job.stats)
-    messages = list(
-        session.scalars(
-            select(JobMessage.message).where(JobMessage.job_id == job.id).order_by(JobMessage.seq).limit(max_messages)
+    entries = [
+        (entity, message)
+        for entity, message in session.execute(
+            select(JobMessage.entity, JobMessage.message)
+            .where(JobMessage.job_id == job.id)
+            .order_by(JobMessage.seq)
+            .limit(max_messages)
         )
-    )
+    ]
     kind = KINDS.get(job.kind)
     summary = kind.summary(json.loads(job.params), stats) if kind and kind.summary else None
-    return JobReport(job, stats, messages, summary)
+    return JobReport(job, stats, entries, summary)
 
 
 def purge_finished(session: Session, ended_before: datetime) -> int:
@@ -355,7 +365,9 @@ class JobRunner:
             for (seq, _row), outcome in zip(batch, outcomes, strict=True):
                 new_stats[outcome.stat] = new_stats.get(outcome.stat, 0) + 1
                 if outcome.message:
-                    messages.append({"job_id": ctx.job_id, "seq": seq, "message": outcome.message[:1000]})
+                    messages.append(
+                        {"job_id": ctx.job_id, "seq": seq, "entity": outcome.entity, "message": outcome.message[:1000]}
+                    )
             if messages:
                 session.execute(insert(JobMessage), messages)
             processed = batch[-1][0] + 1

@@ -52,6 +52,7 @@ class JobMessage(Base):
 
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    entity: Mapped[str | None] = mapped_column(String(40))  # the row's device id, when it has one
     message: Mapped[str] = mapped_column(String(1000))
 
 

@@ -1,4 +1,4 @@
-"""onboarding: registration tokens, API users bound to one application
+"""onboarding: registration tokens, API users bound to one application, job message entities
 
 Revision ID: 0005
 Revises: 0004
@@ -34,6 +34,8 @@ def upgrade() -> None:
     with op.batch_alter_table("registration_tokens", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_registration_tokens_code_hash"), ["code_hash"], unique=False)
         batch_op.create_index(batch_op.f("ix_registration_tokens_group_id"), ["group_id"], unique=False)
+    with op.batch_alter_table("job_messages", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("entity", sa.String(length=40), nullable=True))
     with op.batch_alter_table("api_users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("device_type_id", sa.Integer(), nullable=True))
         batch_op.create_foreign_key(
@@ -45,4 +47,6 @@ def downgrade() -> None:
     with op.batch_alter_table("api_users", schema=None) as batch_op:
         batch_op.drop_constraint("fk_api_users_device_type_id", type_="foreignkey")
         batch_op.drop_column("device_type_id")
+    with op.batch_alter_table("job_messages", schema=None) as batch_op:
+        batch_op.drop_column("entity")
     op.drop_table("registration_tokens")
