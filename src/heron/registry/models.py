@@ -147,6 +147,13 @@ class Device(Base):
         Index("ix_devices_group_id_lifecycle_sort_key", "group_id", "lifecycle", "sort_key"),
         Index("ix_devices_device_type_id_sort_key", "device_type_id", "sort_key"),
         Index("ix_devices_sort_key", "sort_key"),
+        # Device queries (registry/device_queries.py): per-group filter indexes that also hold
+        # `lifecycle`, so counts and small result sets stay index-only, and one index per sort
+        # order for large result sets read in order.
+        Index("ix_devices_group_id_com_state_lifecycle_sort_key", "group_id", "com_state", "lifecycle", "sort_key"),
+        Index("ix_devices_group_id_token_state_lifecycle_sort_key", "group_id", "token_state", "lifecycle", "sort_key"),
+        Index("ix_devices_name_sort_key", "name", "sort_key"),
+        Index("ix_devices_last_seen_at_sort_key", "last_seen_at", "sort_key"),
         CheckConstraint("lat IS NULL OR (lat >= -90 AND lat <= 90)", name="lat_range"),
         CheckConstraint("lng IS NULL OR (lng >= -180 AND lng <= 180)", name="lng_range"),
     )
