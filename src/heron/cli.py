@@ -26,11 +26,15 @@ keys_app = typer.Typer(help="Key-encryption keys.", no_args_is_help=True)
 api_access_app = typer.Typer(help="API access (API users).", no_args_is_help=True)
 users_app = typer.Typer(help="Users.", no_args_is_help=True)
 groups_app = typer.Typer(help="Groups.", no_args_is_help=True)
+registration_token_app = typer.Typer(
+    help="Registration tokens (the Senet onboarding second factor).", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(keys_app, name="keys")
 app.add_typer(api_access_app, name="api-access")
 app.add_typer(users_app, name="users")
 app.add_typer(groups_app, name="groups")
+app.add_typer(registration_token_app, name="registration-token")
 
 # Messages go to stderr, so --json output on stdout stays parseable. Every command prepares with
 # the default announce_password=True: whichever command first meets an empty database creates the
@@ -116,6 +120,9 @@ def api_access_create(
     profile: Annotated[list[str], typer.Option(help="profile id (repeatable), e.g. ADMIN")],
     name: Annotated[str, typer.Option()] = "CLI API access",
     timezone: Annotated[str, typer.Option()] = "UTC",
+    device_type: Annotated[
+        int | None, typer.Option(help="bind to this LORAWAN device type (the Senet application used without appEui)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Create an API user and print its login, secret and `authorization` header value."""
@@ -124,7 +131,13 @@ def api_access_create(
         with prepared.db.write() as session:
             g = groups.resolve(session, SYSTEM, group)
             view, secret = api_users.create(
-                session, SYSTEM, group_id=g.id, name=name, timezone=timezone, profile_ids=profile
+                session,
+                SYSTEM,
+                group_id=g.id,
+                name=name,
+                timezone=timezone,
+                profile_ids=profile,
+                device_type_id=device_type,
             )
             login = str(view.api_user.id)
     except HeronError as exc:
@@ -137,6 +150,42 @@ def api_access_create(
     print(f"secret:        {secret}   (shown once)")
     print(f"authorization: {secret}")
     print(f"basic:         {basic}")
+
+
+@registration_token_app.command("create")
+def registration_token_create(
+    group: Annotated[str, typer.Option(help="group id, or 'root': the token serves applications in it and below")],
+    issued_to: Annotated[str | None, typer.Option(help="the person it is issued to (default: your login)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Issue a six-digit registration token: single use, valid 10 minutes (the `token` of the
+    Senet `register` call, and of an AppKey change through `activate`)."""
+    import getpass
+
+    from heron.registry import registration_tokens
+
+    prepared = prepare(get_settings())
+    try:
+        with prepared.db.write() as session:
+            g = groups.resolve(session, SYSTEM, group)
+            issued = registration_tokens.create(
+                session, SYSTEM, group_id=g.id, issued_to=issued_to or getpass.getuser()
+            )
+            out = {
+                "token": issued.code,
+                "groupId": str(g.id),
+                "issuedTo": issued.token.issued_to,
+                "expiresAt": issued.expires_at.isoformat(),
+            }
+    except HeronError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(out))
+        return
+    print(f"token:      {out['token']}   (single use)")
+    print(f"group:      {out['groupId']}")
+    print(f"issued to:  {out['issuedTo']}")
+    print(f"expires at: {out['expiresAt']}")
 
 
 @users_app.command("create")

@@ -12,12 +12,19 @@ from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
 from heron.errors import InvalidInput, NotFound
+from heron.registry.models import DeviceType
 from heron.tenancy import audit
 from heron.tenancy import groups as groups_service
 from heron.tenancy.access import Actor, check_no_escalation
 from heron.tenancy.models import ApiUser, ApiUserProfile, Group
 from heron.tenancy.validation import check_timezone
 
+
+class _Keep:
+    """An update argument left as it is."""
+
+
+KEEP_BINDING = _Keep()
 SECRET_BYTES = 16  # 128 random bits, 32 hex characters like Sigfox access tokens
 
 
@@ -68,8 +75,31 @@ def _check_name(name: str) -> str:
     return name.strip()
 
 
+def _bound_device_type(session: Session, actor: Actor, group: Group, device_type_id: int) -> int:
+    """The application (a LORAWAN device type) an API user may be bound to: one the caller may
+    write devices in, inside the API user's group subtree. Senet calls without `appEui` act on it."""
+    row = session.execute(
+        select(DeviceType.network, Group.path)
+        .join(Group, Group.id == DeviceType.group_id)
+        .where(DeviceType.id == device_type_id)
+    ).first()
+    if row is None or not actor.can("device:read", row.path) or not row.path.startswith(group.path):
+        raise InvalidInput.field("deviceTypeId", "no such device type in this API user's group or below")
+    if row.network != "LORAWAN":
+        raise InvalidInput.field("deviceTypeId", "must be a LORAWAN device type (a Senet application)")
+    actor.require("device:write", row.path, "device type")
+    return device_type_id
+
+
 def create(
-    session: Session, actor: Actor, *, group_id: int, name: str, timezone: str, profile_ids: list[str]
+    session: Session,
+    actor: Actor,
+    *,
+    group_id: int,
+    name: str,
+    timezone: str,
+    profile_ids: list[str],
+    device_type_id: int | None = None,
 ) -> tuple[ApiUserView, str]:
     group = session.get(Group, group_id)
     if group is None or not actor.actions_on(group.path):
@@ -79,6 +109,7 @@ def create(
         raise InvalidInput.field("profileIds", "at least one profile is required")
     check_no_escalation(actor, group.path, profile_ids)
     check_timezone(timezone)
+    bound = _bound_device_type(session, actor, group, device_type_id) if device_type_id is not None else None
     secret = new_secret()
     api_user = ApiUser(
         group_id=group.id,
@@ -87,12 +118,16 @@ def create(
         secret_hash=hash_secret(secret),
         created_at=utcnow(),
         roles_version=1,
+        device_type_id=bound,
     )
     session.add(api_user)
     session.flush()
     pids = list(dict.fromkeys(profile_ids))
     session.add_all(ApiUserProfile(api_user_id=api_user.id, profile_id=p) for p in pids)
-    audit.record(session, actor, "create", api_user, "api_user", group.path, {"name": name, "profileIds": pids})
+    details: dict[str, object] = {"name": name, "profileIds": pids}
+    if bound is not None:
+        details["deviceTypeId"] = bound
+    audit.record(session, actor, "create", api_user, "api_user", group.path, details)
     return ApiUserView(api_user, group, sorted(pids)), secret
 
 
@@ -104,7 +139,9 @@ def update(
     name: str | None = None,
     timezone: str | None = None,
     profile_ids: list[str] | None = None,
+    device_type_id: int | _Keep | None = KEEP_BINDING,
 ) -> ApiUserView:
+    """`device_type_id`: KEEP_BINDING leaves the binding, None unbinds, an id binds."""
     view = get(session, actor, api_user_id, "api_user:write")
     changes: dict[str, object] = {}
     if name is not None:
@@ -114,6 +151,9 @@ def update(
     if profile_ids is not None:
         set_profiles(session, actor, view, profile_ids)
         changes["profileIds"] = profile_ids
+    if not isinstance(device_type_id, _Keep):
+        bound = None if device_type_id is None else _bound_device_type(session, actor, view.group, device_type_id)
+        view.api_user.device_type_id = changes["deviceTypeId"] = bound  # type: ignore[assignment]
     audit.record(session, actor, "update", view.api_user, "api_user", view.group.path, changes)
     return view
 
