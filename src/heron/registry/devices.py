@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, or_, select, update
+from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -29,20 +28,33 @@ from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
 from heron.keys import Keyring, register_encrypted_column
 from heron.registry import device_profiles
-from heron.registry._common import KEEP, check_name
+from heron.registry._common import KEEP
+from heron.registry.bulk import (
+    ACTIVE,
+    DEACTIVATED,
+    DELETED,
+    LORAWAN,
+    REGISTERED,
+    SETTING_FIELDS,
+    SIGFOX,
+    TOKEN_NONE,
+    TOKEN_OFF,
+    Holder,
+    check_settings,
+    release_tokens,
+    reserve_tokens,
+    sort_key,
+)
 from heron.registry.eui import Eui64
 from heron.registry.identifiers import SigfoxId, parse_app_key, parse_nak, parse_pac
-from heron.registry.models import Contract, ContractAllocation, Device, DeviceType
+from heron.registry.models import Contract, Device, DeviceType
 from heron.tenancy import audit
 from heron.tenancy import groups as groups_service
 from heron.tenancy.access import Actor, in_any_subtree
 from heron.tenancy.groups import register_content_check
 from heron.tenancy.models import Group
 
-SIGFOX, LORAWAN = "SIGFOX", "LORAWAN"
-REGISTERED, ACTIVE, DEACTIVATED, DELETED = "REGISTERED", "ACTIVE", "DEACTIVATED", "DELETED"
 LIFECYCLES = (REGISTERED, ACTIVE, DEACTIVATED, DELETED)
-TOKEN_NONE, TOKEN_OK, TOKEN_OFF = "NONE", "OK", "OFF_CONTRACT"
 SORTS = {"id", "-id", "name", "-name", "lastCom", "-lastCom"}
 ENCRYPTED = {
     "pac": "devices.pac",
@@ -57,7 +69,6 @@ for _column, _purpose in ENCRYPTED.items():
 register_content_check("devices", lambda gid: select(Device.id).where(Device.group_id == gid).limit(1))
 
 _HEX = re.compile(r"[0-9A-Fa-f]{1,16}")
-_CERT = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 
 @dataclass
@@ -83,10 +94,6 @@ class DeviceView:
 
 
 # -- identifiers ----------------------------------------------------------------------------------
-def sort_key(identifier: str) -> str:
-    return identifier.rjust(16, "0")
-
-
 _PATH_ID = re.compile(r"[0-9A-Fa-f]{1,8}|[0-9A-Fa-f]{16}")
 
 
@@ -113,148 +120,41 @@ def _g(value: Any) -> bool:
 
 def _apply(d: Device, f: DeviceFields) -> dict[str, Any]:
     """Set the given fields; raises InvalidInput naming the field. Secrets never enter `changes`."""
-    changes: dict[str, Any] = {}
-    if _g(f.name):
-        if f.name is None:
-            raise InvalidInput.field("name", "is required")
-        d.name = changes["name"] = check_name(f.name)
-    for attr, key in (
-        ("activable", "activable"),
-        ("automatic_renewal", "automaticRenewal"),
-        ("prototype", "prototype"),
-    ):
-        value = getattr(f, attr)
-        if _g(value):
-            if not isinstance(value, bool):
-                raise InvalidInput.field(key, "must be true or false")
-            setattr(d, attr, value)
-            changes[key] = value
-    for attr, key, bound in (("lat", "lat", 90.0), ("lng", "lng", 180.0)):
-        value = getattr(f, attr)
-        if _g(value):
-            if value is not None:
-                if isinstance(value, bool) or not isinstance(value, int | float) or not -bound <= value <= bound:
-                    raise InvalidInput.field(key, f"must be a number from {-bound:g} to {bound:g}")
-                value = float(value)
-            setattr(d, attr, value)
-            changes[key] = value
-    if _g(f.product_certificate):
-        key = f.product_certificate
-        if key is not None and not _CERT.fullmatch(key):
-            raise InvalidInput.field("productCertificate.key", "must be 1 to 64 letters, digits or . _ : -")
-        d.product_certificate = changes["productCertificate"] = key
-    if _g(f.tags):
-        if d.network != LORAWAN and f.tags is not None:
-            raise InvalidInput.field("tags", "only LORAWAN devices have tags")
-        if f.tags is not None and len(f.tags) > 4000:
-            raise InvalidInput.field("tags", "must be at most 4000 characters")
-        d.tags = changes["tags"] = f.tags
-    return changes
+    given = {name: getattr(f, name) for name in DeviceFields.__dataclass_fields__ if _g(getattr(f, name))}
+    values = check_settings(d.network, given)
+    for attr, value in values.items():
+        setattr(d, attr, value)
+    return {bulk_field(attr): value for attr, value in values.items()}
+
+
+def bulk_field(attr: str) -> str:
+    return SETTING_FIELDS[attr].partition(".")[0]
 
 
 # -- tokens ---------------------------------------------------------------------------------------
-def _add_months(when: datetime, months: int) -> datetime:
-    month = when.month - 1 + months
-    year, month = when.year + month // 12, month % 12 + 1
-    days = [
-        31,
-        29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28,
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ]
-    return when.replace(year=year, month=month, day=min(when.day, days[month - 1]))
-
-
-def _allocation_for(session: Session, contract_id: int, dt: DeviceType, group: Group) -> ContractAllocation | None:
-    """The allocation a device draws on: its device type's own, else the one of its nearest
-    group (the device type's group or an ancestor); none when the owner's group holds it."""
-    ancestors = [int(x) for x in group.path.strip("/").split("/")]
-    rows = list(
-        session.scalars(
-            select(ContractAllocation).where(
-                ContractAllocation.contract_id == contract_id,
-                or_(ContractAllocation.device_type_id == dt.id, ContractAllocation.group_id.in_(ancestors)),
-            )
-        )
-    )
-    own = [a for a in rows if a.device_type_id == dt.id]
-    if own:
-        return own[0]
-    by_group = sorted((a for a in rows if a.group_id is not None), key=lambda a: ancestors.index(a.group_id or 0))
-    return by_group[-1] if by_group else None
-
-
 def _take_token(session: Session, view: DeviceView) -> None:
+    """One device's token (the bulk paths reserve N at once with the same function)."""
     d, dt = view.device, view.device_type
     if dt.contract_id is None or d.contract_id is not None:
         return
-    contract = session.get(Contract, dt.contract_id)
-    assert contract is not None
-    taken = session.execute(
-        update(Contract)
-        .where(
-            Contract.id == contract.id,
-            or_(Contract.max_tokens == 0, Contract.tokens_in_use < Contract.max_tokens),
-        )
-        .values(tokens_in_use=Contract.tokens_in_use + 1)
-        .execution_options(synchronize_session=False)
-    )
-    if taken.rowcount != 1:  # type: ignore[attr-defined]
-        raise Conflict(f"contract {contract.name!r} (id {contract.id}) has no token left")
-    alloc = _allocation_for(session, contract.id, dt, view.group)
-    if alloc is not None:
-        drawn = session.execute(
-            update(ContractAllocation)
-            .where(ContractAllocation.id == alloc.id, ContractAllocation.tokens_in_use < ContractAllocation.max_tokens)
-            .values(tokens_in_use=ContractAllocation.tokens_in_use + 1)
-            .execution_options(synchronize_session=False)
-        )
-        if drawn.rowcount != 1:  # type: ignore[attr-defined]
-            raise Conflict(
-                f"contract {contract.name!r} (id {contract.id}) has no token left in the quota of "
-                f"{alloc.max_tokens} allocated to this device type's group or device type"
-            )
-        d.token_alloc = f"dt:{dt.id}" if alloc.device_type_id is not None else f"g:{alloc.group_id}"
+    session.flush()
     now = utcnow()
-    d.contract_id = contract.id
-    d.token_state = TOKEN_OK
-    d.token_end_at = _add_months(now, contract.token_duration) if contract.token_duration else None
-    d.lifecycle = ACTIVE
-    d.activated_at = d.activated_at or now
-    session.expire(contract, ["tokens_in_use"])
-    view.contract = contract
+    reservation = reserve_tokens(session, dt.contract_id, dt.id, view.group.path, 1, now)
+    if reservation.refusal:
+        raise Conflict(reservation.refusal)
+    for attr, value in reservation.columns(now).items():
+        if attr != "activated_at" or d.activated_at is None:
+            setattr(d, attr, value)
+    view.contract = session.get(Contract, dt.contract_id)
+    if view.contract is not None:
+        session.expire(view.contract, ["tokens_in_use"])
 
 
 def _release_token(session: Session, d: Device) -> None:
     if d.contract_id is None:
         return
-    session.execute(
-        update(Contract)
-        .where(Contract.id == d.contract_id)
-        .values(tokens_in_use=Contract.tokens_in_use - 1)
-        .execution_options(synchronize_session=False)
-    )
-    if d.token_alloc:
-        kind, _, raw = d.token_alloc.partition(":")
-        target = ContractAllocation.device_type_id if kind == "dt" else ContractAllocation.group_id
-        session.execute(
-            update(ContractAllocation)
-            .where(
-                ContractAllocation.contract_id == d.contract_id,
-                target == int(raw),
-                ContractAllocation.tokens_in_use > 0,
-            )
-            .values(tokens_in_use=ContractAllocation.tokens_in_use - 1)
-            .execution_options(synchronize_session=False)
-        )
+    session.flush()
+    release_tokens(session, [Holder(d.id, d.contract_id, d.token_alloc)])
     d.contract_id = None
     d.token_alloc = None
     d.token_state = TOKEN_OFF

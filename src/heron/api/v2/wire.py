@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from heron.db.base import to_ms
+from heron.registry.bulk import DELETED, LORAWAN, TOKEN_OK
 from heron.registry.contracts import AllocationView, ContractInfo, ContractView
 from heron.registry.device_profiles import ProfileView
 from heron.registry.device_types import DeviceTypeView
-from heron.registry.devices import DELETED, LORAWAN, TOKEN_OK, DeviceView
+from heron.registry.devices import DeviceView
 from heron.registry.models import Contract, DeviceProfile
 from heron.tenancy.groups import GroupRecord
 from heron.tenancy.models import Group
