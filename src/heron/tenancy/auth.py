@@ -28,10 +28,11 @@ from heron.tenancy.users import actor_for
 
 log = logging.getLogger("heron.auth")
 
-# The one query on every authenticated API request: the credential, its group path and the
-# version of its profile list (profiles are cached per version).
+# The one query on every authenticated API request: the credential, its group path, the
+# version of its profile list (profiles are cached per version) and the application it is bound
+# to (Senet calls without appEui).
 _API_AUTH = FastQuery(
-    "SELECT a.id, a.name, a.roles_version, g.id, g.path FROM api_users a "
+    "SELECT a.id, a.name, a.roles_version, g.id, g.path, a.device_type_id FROM api_users a "
     "JOIN groups g ON g.id = a.group_id WHERE a.secret_hash = :h"
 )
 # Profiles with the version they belong to, read together so the cache is never mislabelled.
@@ -60,7 +61,7 @@ class Authenticator:
         row = _API_AUTH.first(self.db, {"h": hash_secret(secret)})
         if row is None:
             return None
-        api_user_id, name, version, group_id, path = row
+        api_user_id, name, version, group_id, path, bound = row
         if login is not None and login != str(api_user_id):
             return None
         profiles = self._profiles.get((api_user_id, version))
@@ -74,7 +75,7 @@ class Authenticator:
             self._profiles[(api_user_id, rows[0][0])] = profiles
         with self._lock:  # flush() swaps the dict under this lock
             self._last_used[api_user_id] = time.time()
-        return Actor("api_user", api_user_id, name, (Role(group_id, path, profiles),))
+        return Actor("api_user", api_user_id, name, (Role(group_id, path, profiles),), bound)
 
     # -- last-used coalescing -------------------------------------------------------------
     def start(self) -> None:

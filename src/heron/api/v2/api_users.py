@@ -25,12 +25,16 @@ class ApiUserCreate(ApiModel):
     name: str = Field(min_length=1, max_length=100)
     timezone: str = Field(max_length=64)
     profile_ids: list[ProfileId] = Field(min_length=1, max_length=20)
+    device_type_id: str | None = Field(default=None, max_length=20, description="the bound Senet application")
 
 
 class ApiUserUpdate(UpdateModel):
+    unsettable = frozenset({"device_type_id"})
+
     name: str | None = Field(default=None, min_length=1, max_length=100)
     timezone: str | None = Field(default=None, max_length=64)
     profile_ids: list[ProfileId] | None = Field(default=None, min_length=1, max_length=20)
+    device_type_id: str | None = Field(default=None, max_length=20, description="null unbinds")
 
 
 class ProfileIds(ApiModel):
@@ -50,6 +54,7 @@ def _api_user(view: api_users.ApiUserView) -> dict[str, Any]:
         "lastEditionTime": to_ms(a.updated_at),
         "lastUsedTime": to_ms(a.last_used_at),
         "profiles": [wire.min_profile(p) for p in view.profile_ids],
+        "deviceTypeId": None if a.device_type_id is None else str(a.device_type_id),
     }
 
 
@@ -83,6 +88,9 @@ async def create_api_user(body: ApiUserCreate, actor: CurrentActor, ctx: Ctx) ->
             name=body.name,
             timezone=body.timezone,
             profile_ids=body.profile_ids,
+            device_type_id=None
+            if body.device_type_id is None
+            else parse_id(body.device_type_id, "deviceTypeId", "body"),
         )
         return {"id": str(view.api_user.id), "accessToken": secret}
 
@@ -95,6 +103,9 @@ async def get_api_user(api_user_id: str, actor: CurrentActor, ctx: Ctx) -> dict[
 
 @router.put("/{api_user_id}", status_code=204)
 async def update_api_user(api_user_id: str, body: ApiUserUpdate, actor: CurrentActor, ctx: Ctx) -> Response:
+    binding: Any = api_users.KEEP_BINDING
+    if "device_type_id" in body.model_fields_set:
+        binding = None if body.device_type_id is None else parse_id(body.device_type_id, "deviceTypeId", "body")
     with ctx.db.write() as session:
         api_users.update(
             session,
@@ -103,6 +114,7 @@ async def update_api_user(api_user_id: str, body: ApiUserUpdate, actor: CurrentA
             name=body.name,
             timezone=body.timezone,
             profile_ids=body.profile_ids,
+            device_type_id=binding,
         )
     return Response(status_code=204)
 
