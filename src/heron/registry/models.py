@@ -169,6 +169,9 @@ class Device(Base):
     token_alloc: Mapped[str | None] = mapped_column(String(24))  # "dt:<id>" | "g:<id>": the allocation drawn on
     token_state: Mapped[str] = mapped_column(String(12), default="NONE")  # NONE | OK | OFF_CONTRACT
     token_end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    # The contract a Senet `register` named, taken on activation unless `activate` names another
+    # (no foreign key: it is checked again at activation, and contracts may go in between).
+    requested_contract_id: Mapped[int | None] = mapped_column(Integer)
     lat: Mapped[float | None] = mapped_column(Float)
     lng: Mapped[float | None] = mapped_column(Float)
     tags: Mapped[str | None] = mapped_column(Text)

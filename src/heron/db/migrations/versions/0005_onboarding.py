@@ -36,6 +36,8 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_registration_tokens_group_id"), ["group_id"], unique=False)
     with op.batch_alter_table("job_messages", schema=None) as batch_op:
         batch_op.add_column(sa.Column("entity", sa.String(length=40), nullable=True))
+    with op.batch_alter_table("devices", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("requested_contract_id", sa.Integer(), nullable=True))
     with op.batch_alter_table("api_users", schema=None) as batch_op:
         batch_op.add_column(sa.Column("device_type_id", sa.Integer(), nullable=True))
         batch_op.create_foreign_key(
@@ -47,6 +49,8 @@ def downgrade() -> None:
     with op.batch_alter_table("api_users", schema=None) as batch_op:
         batch_op.drop_constraint("fk_api_users_device_type_id", type_="foreignkey")
         batch_op.drop_column("device_type_id")
+    with op.batch_alter_table("devices", schema=None) as batch_op:
+        batch_op.drop_column("requested_contract_id")
     with op.batch_alter_table("job_messages", schema=None) as batch_op:
         batch_op.drop_column("entity")
     op.drop_table("registration_tokens")
