@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     job_retention_days: int = Field(default=30, ge=1)
     # A running job whose runner stopped beating this long is taken over by another runner.
     job_stale_seconds: float = Field(default=15.0, gt=0)
+    # Whether this process runs jobs. Every server does by default; a scaled-out deployment may
+    # keep API processes free of job work and run jobs in others.
+    run_jobs: bool = True
 
     log_level: str = "INFO"
     access_log: bool = True

@@ -65,7 +65,8 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx.authenticator.start()
-        ctx.jobs.start()
+        if settings.run_jobs:
+            ctx.jobs.start()
         try:
             yield
         finally:

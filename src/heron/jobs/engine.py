@@ -94,7 +94,10 @@ class JobBusy(HeronError):
 
 
 def new_req_id(prefix: str) -> str:
-    return f"{prefix}:{secrets.token_hex(8).upper()}"
+    """`<prefix>:<16 hex>` (Senet's `DevMgmtJobReq:...`), or the bare hex for an empty prefix
+    (a Sigfox `jobId`)."""
+    code = secrets.token_hex(8)
+    return f"{prefix}:{code.upper()}" if prefix else code
 
 
 def _keys(lock_keys: str) -> list[str]:
@@ -397,6 +400,9 @@ class JobRunner:
                 .values(state=state, failure=failure, ended_at=utcnow(), runner=None, heartbeat_at=None)
             )
             session.execute(delete(JobLock).where(JobLock.job_id == job_id))
+            # A finished job no longer needs its input (which may hold encrypted root keys):
+            # its results are in `stats` and the row messages.
+            session.execute(update(Job).where(Job.id == job_id).values(input="[]"))
         log.info("jobs.finished", extra={"job_id": job_id, "state": state})
         for hook in self.on_finished:
             try:

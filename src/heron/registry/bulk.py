@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Table, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -181,8 +181,7 @@ def insert_devices(session: Session, rows: Sequence[dict[str, Any]]) -> dict[str
     """Insert `new_row`-shaped rows in one executemany; identifier -> new id."""
     if not rows:
         return {}
-    table = Device.__table__
-    assert isinstance(table, Table)
+    table = cast(Table, Device.__table__)
     result = session.execute(insert(table).returning(table.c.identifier, table.c.id), list(rows))
     return {identifier: id_ for identifier, id_ in result}
 
@@ -309,30 +308,36 @@ class Holder:
     token_alloc: str | None
 
 
-def release_tokens(session: Session, holders: Iterable[Holder]) -> int:
-    """Give back the tokens these devices hold: one UPDATE per contract and per allocation
-    drawn on, one per chunk of devices. Returns how many tokens were released."""
+def adjust_counters(session: Session, holders: Iterable[Holder], sign: int) -> None:
+    """Add (`sign` +1) or remove (-1) the holders' tokens from the counters of their contracts
+    and of the allocations they draw on: one UPDATE per contract and per allocation."""
     holding = [h for h in holders if h.contract_id is not None]
-    if not holding:
-        return 0
     for contract_id, count in Counter(h.contract_id for h in holding).items():
         session.execute(
             update(Contract)
             .where(Contract.id == contract_id)
-            .values(tokens_in_use=Contract.tokens_in_use - count)
+            .values(tokens_in_use=Contract.tokens_in_use + sign * count)
             .execution_options(synchronize_session=False)
         )
-    for (contract_id, alloc), count in Counter(
-        (h.contract_id, h.token_alloc) for h in holding if h.token_alloc
-    ).items():
+    drawn = Counter((h.contract_id, h.token_alloc) for h in holding if h.token_alloc)
+    for (contract_id, alloc), count in drawn.items():
         kind, _, raw = (alloc or "").partition(":")
         target = ContractAllocation.device_type_id if kind == "dt" else ContractAllocation.group_id
         session.execute(
             update(ContractAllocation)
             .where(ContractAllocation.contract_id == contract_id, target == int(raw))
-            .values(tokens_in_use=ContractAllocation.tokens_in_use - count)
+            .values(tokens_in_use=ContractAllocation.tokens_in_use + sign * count)
             .execution_options(synchronize_session=False)
         )
+
+
+def release_tokens(session: Session, holders: Iterable[Holder]) -> int:
+    """Give back the tokens these devices hold (counters, then the devices, a chunk per
+    UPDATE). Returns how many tokens were released."""
+    holding = [h for h in holders if h.contract_id is not None]
+    if not holding:
+        return 0
+    adjust_counters(session, holding, -1)
     ids = [h.id for h in holding]
     for start in range(0, len(ids), _CHUNK):
         session.execute(

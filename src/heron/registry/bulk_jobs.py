@@ -1,0 +1,672 @@
+"""The native bulk operations (Sigfox v2 `/devices/bulk...` and the GUI's series operations) as
+kinds of the one job engine: create, edit, transfer, replace, unsubscribe, delete.
+
+Submission (`submit_*`) runs in the caller's request: it checks the caller's rights on the
+target device type, encrypts root keys before anything is stored (a job's input never holds a
+key in clear), records the caller's `device:write` subtrees in the job's params and picks the
+lock keys (the device types the job touches; a transfer locks both ends). The handlers run
+later in a job runner, batch by batch, each batch one transaction with set-based statements
+(`registry.bulk`); a row naming a device outside the recorded subtrees fails as "unknown
+device", exactly like a missing one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from heron.db.base import utcnow
+from heron.errors import Forbidden, InvalidInput, NotFound
+from heron.jobs import engine
+from heron.jobs.engine import JobContext, JobKind, RowOutcome
+from heron.jobs.models import Job
+from heron.keys import Keyring
+from heron.registry import contracts as contracts_service
+from heron.registry._common import MAX_EPOCH_MS
+from heron.registry.bulk import (
+    DELETED,
+    SIGFOX,
+    TOKEN_OFF,
+    ExistingDevice,
+    Holder,
+    adjust_counters,
+    check_settings,
+    existing,
+    grant_existing,
+    insert_devices,
+    new_row,
+    release_tokens,
+    reserve_tokens,
+    sort_key,
+)
+from heron.registry.devices import ENCRYPTED, parse_ref
+from heron.registry.identifiers import SigfoxId, parse_pac
+from heron.registry.models import Contract, Device, DeviceType
+from heron.tenancy import audit
+from heron.tenancy.access import Actor
+from heron.tenancy.models import Group
+
+CREATE, EDIT, TRANSFER = "devices.create", "devices.edit", "devices.transfer"
+REPLACE, UNSUBSCRIBE, DELETE = "devices.replace", "devices.unsubscribe", "devices.delete"
+KINDS = (CREATE, EDIT, TRANSFER, REPLACE, UNSUBSCRIBE, DELETE)
+SUCCESS, ERRORS = "success", "errors"
+MAX_ROWS = 100_000  # per request; a series file of 50 MB holds fewer
+UNKNOWN = "Unknown device"
+
+# API (camelCase) row fields -> `check_settings` attribute names.
+_SETTINGS = {
+    "name": "name",
+    "lat": "lat",
+    "lng": "lng",
+    "activable": "activable",
+    "automaticRenewal": "automatic_renewal",
+    "prototype": "prototype",
+    "productCertificate": "product_certificate",
+}
+_DEVICES = cast(Table, Device.__table__)
+
+
+def _ok() -> RowOutcome:
+    return RowOutcome(SUCCESS)
+
+
+def _error(entity: Any, message: str) -> RowOutcome:
+    return RowOutcome(ERRORS, message, str(entity)[:40] if entity is not None else None)
+
+
+def _reason(exc: InvalidInput) -> str:
+    if exc.errors:
+        e = exc.errors[0]
+        return f"{e.field}: {e.message}" if e.field else e.message
+    return exc.message
+
+
+# -- what a handler knows about the submitter -----------------------------------------------------
+@dataclass(frozen=True)
+class Scope:
+    """The subtrees where the submitter held `device:write` when the job was submitted."""
+
+    paths: tuple[str, ...]
+
+    def allows(self, path: str) -> bool:
+        return any(path.startswith(p) for p in self.paths)
+
+
+def _write_paths(actor: Actor) -> list[str]:
+    return sorted({r.path for r in actor.roles if "device:write" in r.actions})
+
+
+def _common_path(paths: Iterable[str]) -> str:
+    """The deepest group path that is an ancestor-or-self of every one of `paths`."""
+    common: list[str] | None = None
+    for path in paths:
+        segments = path.strip("/").split("/")
+        if common is None:
+            common = segments
+            continue
+        n = 0
+        while n < min(len(common), len(segments)) and common[n] == segments[n]:
+            n += 1
+        common = common[:n]
+    return "/" + "".join(f"{s}/" for s in common) if common else "/"
+
+
+@dataclass
+class _Batch:
+    """The devices a batch names, with their group paths and the submitter's scope."""
+
+    session: Session
+    ctx: JobContext
+    now: datetime = field(default_factory=utcnow)
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(tuple(self.ctx.params.get("scope", [])))
+
+    def found(self, network: str, identifiers: list[str]) -> dict[str, ExistingDevice]:
+        """The named devices the submitter may write (others are left out: "unknown")."""
+        rows = existing(self.session, network, identifiers)
+        paths = _group_paths(self.session, {d.group_id for d in rows.values()})
+        scope = self.scope
+        return {k: d for k, d in rows.items() if scope.allows(paths[d.group_id])}
+
+    def stamp(self) -> dict[str, Any]:
+        return {"updated_at": self.now, "updated_by": self.ctx.created_by}
+
+
+def _group_paths(session: Session, group_ids: Iterable[int]) -> dict[int, str]:
+    ids = list(set(group_ids))
+    if not ids:
+        return {}
+    return {gid: path for gid, path in session.execute(select(Group.id, Group.path).where(Group.id.in_(ids)))}
+
+
+@dataclass(frozen=True)
+class _TypeInfo:
+    id: int
+    network: str
+    group_id: int
+    group_path: str
+    contract_id: int | None
+
+
+def _type_infos(session: Session, ids: Iterable[int]) -> dict[int, _TypeInfo]:
+    rows = session.execute(
+        select(DeviceType.id, DeviceType.network, DeviceType.group_id, Group.path, DeviceType.contract_id)
+        .join(Group, Group.id == DeviceType.group_id)
+        .where(DeviceType.id.in_(list(set(ids))))
+    )
+    return {r[0]: _TypeInfo(*r) for r in rows}
+
+
+def _resolve(batch: list[tuple[int, dict[str, Any]]], key: str = "id") -> list[tuple[int, str, str] | RowOutcome]:
+    """Each row's (index, network, identifier), or its error outcome."""
+    out: list[tuple[int, str, str] | RowOutcome] = []
+    for i, (_seq, row) in enumerate(batch):
+        if "error" in row:
+            out.append(_error(row.get(key), row["error"]))
+            continue
+        raw = row.get(key)
+        try:
+            network, identifier = parse_ref(raw if isinstance(raw, str) else "", key, "body")
+        except InvalidInput as exc:
+            out.append(_error(raw, _reason(exc)))
+            continue
+        out.append((i, network, identifier))
+    return out
+
+
+def _lookup(b: _Batch, resolved: list[tuple[int, str, str] | RowOutcome]) -> dict[tuple[str, str], ExistingDevice]:
+    by_network: dict[str, list[str]] = defaultdict(list)
+    for item in resolved:
+        if isinstance(item, tuple):
+            by_network[item[1]].append(item[2])
+    out: dict[tuple[str, str], ExistingDevice] = {}
+    for network, identifiers in by_network.items():
+        for identifier, d in b.found(network, identifiers).items():
+            out[(network, identifier)] = d
+    return out
+
+
+def _settings_of(row: dict[str, Any]) -> dict[str, Any]:
+    given = {_SETTINGS[k]: v for k, v in row.items() if k in _SETTINGS}
+    cert = given.get("product_certificate")
+    if isinstance(cert, dict):
+        given["product_certificate"] = cert.get("key")
+    return given
+
+
+def _update_many(session: Session, rows: list[dict[str, Any]]) -> None:
+    """One executemany UPDATE per distinct set of columns (`b_id` names the device)."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_columns[tuple(sorted(k for k in row if k != "b_id"))].append(row)
+    for columns, group in by_columns.items():
+        stmt = update(_DEVICES).where(_DEVICES.c.id == bindparam("b_id")).values({c: bindparam(c) for c in columns})
+        session.execute(stmt, group)
+
+
+def _one_per_device(resolved: list[tuple[int, str, str] | RowOutcome]) -> None:
+    """A device named twice in a batch: the later rows fail (rows of other batches are caught
+    by the state they find)."""
+    seen: set[tuple[str, str]] = set()
+    for pos, item in enumerate(resolved):
+        if isinstance(item, tuple):
+            ref = (item[1], item[2])
+            if ref in seen:
+                resolved[pos] = _error(item[2], f"device {item[2]} appears twice in this batch")
+            seen.add(ref)
+
+
+# -- create ---------------------------------------------------------------------------------------
+def _create(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
+    b, p = _Batch(session, ctx), ctx.params
+    outcomes: list[RowOutcome | None] = [None] * len(batch)
+    candidates: list[tuple[int, dict[str, Any]]] = []
+    for i, (seq, row) in enumerate(batch):
+        entity = row.get("id")
+        if "error" in row:
+            outcomes[i] = _error(entity, row["error"])
+            continue
+        try:
+            identifier = str(SigfoxId.parse(entity, "id"))
+            given = {"activable": p["activable"], "automatic_renewal": p["automaticRenewal"]}
+            given |= {"prototype": p["prototype"], "product_certificate": p["productCertificate"]}
+            given |= _settings_of(row)
+            given["name"] = _name(p.get("prefix") or "", given.get("name"), seq, identifier)
+            values = check_settings(SIGFOX, given)
+        except InvalidInput as exc:
+            outcomes[i] = _error(entity, _reason(exc))
+            continue
+        new = new_row(
+            network=SIGFOX,
+            identifier=identifier,
+            device_type_id=p["deviceTypeId"],
+            group_id=p["groupId"],
+            automatic_renewal=values["automatic_renewal"],
+            created_by=ctx.created_by,
+            now=b.now,
+        )
+        new.update(values, pac=row["pacCipher"])
+        candidates.append((i, new))
+    seen: set[str] = set()
+    taken = existing(session, SIGFOX, [n["identifier"] for _, n in candidates])
+    fresh: list[tuple[int, dict[str, Any]]] = []
+    for i, new in candidates:
+        ident = new["identifier"]
+        if ident in taken or ident in seen:
+            outcomes[i] = _error(ident, f"device {ident} already exists")
+        else:
+            seen.add(ident)
+            fresh.append((i, new))
+    wanting = [(i, new) for i, new in fresh if new["activable"]] if p.get("contractId") else []
+    if wanting:
+        res = reserve_tokens(session, p["contractId"], p["deviceTypeId"], ctx.group_path, len(wanting), b.now)
+        for i, new in wanting[res.granted :]:
+            outcomes[i] = _error(new["identifier"], res.refusal or "no token left")
+        for _i, new in wanting[: res.granted]:
+            new.update(res.columns(b.now))
+    rows = [new for i, new in fresh if outcomes[i] is None]
+    insert_devices(session, rows)
+    return [o or _ok() for o in outcomes]
+
+
+def _name(prefix: str, name: Any, seq: int, identifier: str) -> Any:
+    """Sigfox `prefix` + the row's name; without a name, prefix + increment (the row's position,
+    from 1) as the GUI's New series does; without either, the device id."""
+    if name is not None:
+        return prefix + name if isinstance(name, str) else name
+    return f"{prefix}{seq + 1}" if prefix else identifier
+
+
+# -- edit -----------------------------------------------------------------------------------------
+def _edit(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
+    b = _Batch(session, ctx)
+    resolved = _resolve(batch)
+    _one_per_device(resolved)
+    found = _lookup(b, resolved)
+    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    planned: list[tuple[int, ExistingDevice, dict[str, Any]]] = []
+    for item in resolved:
+        if not isinstance(item, tuple):
+            continue
+        i, network, identifier = item
+        d = found.get((network, identifier))
+        if d is None:
+            outcomes[i] = _error(identifier, UNKNOWN)
+            continue
+        if d.lifecycle == DELETED:
+            outcomes[i] = _error(identifier, f"device {identifier} is deleted: restore it first")
+            continue
+        try:
+            values = check_settings(network, _settings_of(batch[i][1]))
+        except InvalidInput as exc:
+            outcomes[i] = _error(identifier, _reason(exc))
+            continue
+        planned.append((i, d, values))
+    # Sigfox devices made activable without a token take one, per device type (its contract).
+    needing: dict[int, list[tuple[int, ExistingDevice]]] = defaultdict(list)
+    for i, d, values in planned:
+        if values.get("activable") is True and d.contract_id is None:
+            needing[d.device_type_id].append((i, d))
+    infos = _type_infos(session, needing)
+    for dt_id, items in needing.items():
+        info = infos[dt_id]
+        if info.network != SIGFOX or info.contract_id is None:
+            continue
+        res = reserve_tokens(session, info.contract_id, dt_id, info.group_path, len(items), b.now)
+        for i, d in items[res.granted :]:
+            outcomes[i] = _error(d.identifier, res.refusal or "no token left")
+        grant_existing(session, res, [d.id for _i, d in items[: res.granted]], b.now)
+    _update_many(session, [{"b_id": d.id} | values | b.stamp() for i, d, values in planned if outcomes[i] is None])
+    return [o or _ok() for o in outcomes]
+
+
+# -- transfer -------------------------------------------------------------------------------------
+def _transfer(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
+    """Move devices to the target device type. A device holding a token on a contract the target
+    may use keeps it (its end date too); others give theirs back and, when activable, take one
+    on the target's default contract. A device refused a token is not moved."""
+    b, p = _Batch(session, ctx), ctx.params
+    resolved = _resolve(batch)
+    _one_per_device(resolved)
+    found = _lookup(b, resolved)
+    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    target = _type_infos(session, [p["deviceTypeId"]])[p["deviceTypeId"]]
+    usable_cache: dict[int, bool] = {}
+
+    def usable(contract_id: int) -> bool:
+        if contract_id not in usable_cache:
+            contract, dt = session.get(Contract, contract_id), session.get(DeviceType, target.id)
+            assert contract is not None and dt is not None
+            usable_cache[contract_id] = contracts_service.usable(session, contract, dt)
+        return usable_cache[contract_id]
+
+    moving: list[tuple[int, ExistingDevice, bool]] = []  # (index, device, wants a new token)
+    for item in resolved:
+        if not isinstance(item, tuple):
+            continue
+        i, network, identifier = item
+        d = found.get((network, identifier))
+        if d is None:
+            outcomes[i] = _error(identifier, UNKNOWN)
+        elif d.lifecycle == DELETED:
+            outcomes[i] = _error(identifier, f"device {identifier} is deleted: restore it first")
+        elif network != target.network:
+            outcomes[i] = _error(identifier, f"the target device type is {target.network}, the device {network}")
+        elif d.device_type_id == target.id:
+            outcomes[i] = _error(identifier, f"device {identifier} is already in this device type")
+        else:
+            row = batch[i][1]
+            activable = row.get("activable", p.get("activable", True))
+            if not isinstance(activable, bool):
+                outcomes[i] = _error(identifier, "activable: must be true or false")
+                continue
+            keeps = d.contract_id is not None and usable(d.contract_id)
+            wants = not keeps and (activable or d.contract_id is not None) and target.contract_id is not None
+            moving.append((i, d, wants))
+    keeping = [d for i, d, wants in moving if d.contract_id is not None and not wants and usable(d.contract_id)]
+    giving_back = [(i, d) for i, d, wants in moving if d.contract_id is not None and d not in keeping]
+    adjust_counters(session, [Holder(d.id, d.contract_id, d.token_alloc) for _i, d in giving_back], -1)
+    wanting = [(i, d) for i, d, wants in moving if wants]
+    granted: list[int] = []
+    if wanting and target.contract_id is not None:
+        res = reserve_tokens(session, target.contract_id, target.id, target.group_path, len(wanting), b.now)
+        refused = wanting[res.granted :]
+        for i, d in refused:
+            outcomes[i] = _error(d.identifier, res.refusal or "no token left")
+        back = [Holder(d.id, d.contract_id, d.token_alloc) for _i, d in refused if d.contract_id is not None]
+        adjust_counters(session, back, +1)  # refused devices stay where they were, token and all
+        granted = [d.id for _i, d in wanting[: res.granted]]
+        grant_existing(session, res, granted, b.now)
+    moved = [d for i, d, _w in moving if outcomes[i] is None]
+    _update_many(
+        session, [{"b_id": d.id, "device_type_id": target.id, "group_id": target.group_id} | b.stamp() for d in moved]
+    )
+    dropped = [d.id for i, d in giving_back if outcomes[i] is None and d.id not in set(granted)]
+    if dropped:
+        session.execute(
+            update(Device)
+            .where(Device.id.in_(dropped))
+            .values(contract_id=None, token_alloc=None, token_state=TOKEN_OFF)
+        )
+    # Keepers' allocation key: a device type's own allocation no longer applies after the move.
+    rehome = [d.id for d in keeping if d.token_alloc == f"dt:{d.device_type_id}"]
+    if rehome:
+        adjust_counters(session, [Holder(d.id, d.contract_id, d.token_alloc) for d in keeping if d.id in rehome], -1)
+        session.execute(update(Device).where(Device.id.in_(rehome)).values(token_alloc=None))
+    return [o or _ok() for o in outcomes]
+
+
+# -- replace --------------------------------------------------------------------------------------
+def _replace(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
+    """The device row takes the new id: its name, settings, token and history (keyed by the
+    row) stay; the PAC and NAK belonged to the old hardware and are cleared; the sequence
+    number starts over. The old id becomes free."""
+    b = _Batch(session, ctx)
+    resolved = _resolve(batch)
+    _one_per_device(resolved)
+    found = _lookup(b, resolved)
+    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    targets: dict[int, str] = {}
+    for item in resolved:
+        if not isinstance(item, tuple):
+            continue
+        i, network, identifier = item
+        d = found.get((network, identifier))
+        raw = batch[i][1].get("targetId")
+        if d is None:
+            outcomes[i] = _error(identifier, UNKNOWN)
+        elif d.lifecycle == DELETED:
+            outcomes[i] = _error(identifier, f"device {identifier} is deleted: restore it first")
+        elif network != SIGFOX:
+            outcomes[i] = _error(identifier, "only SIGFOX devices are replaced")
+        else:
+            try:
+                new = str(SigfoxId.parse(raw, "targetDeviceId"))
+            except InvalidInput as exc:
+                outcomes[i] = _error(identifier, _reason(exc))
+                continue
+            if new == identifier:
+                outcomes[i] = _error(identifier, "targetDeviceId: is the device's own id")
+            elif new in targets.values():
+                outcomes[i] = _error(identifier, f"targetDeviceId: {new} appears twice in this batch")
+            else:
+                targets[i] = new
+    taken = existing(session, SIGFOX, list(targets.values()))
+    rows = []
+    for i, new in targets.items():
+        item = resolved[i]
+        assert isinstance(item, tuple)
+        d = found[(item[1], item[2])]
+        if new in taken:
+            outcomes[i] = _error(d.identifier, f"targetDeviceId: device {new} already exists")
+            continue
+        rows.append(
+            {"b_id": d.id, "identifier": new, "sort_key": sort_key(new), "pac": None, "nak": None}
+            | {"sequence_number": None}
+            | b.stamp()
+        )
+    _update_many(session, rows)
+    return [o or _ok() for o in outcomes]
+
+
+# -- unsubscribe and delete -----------------------------------------------------------------------
+def _unsubscribe(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
+    """The token ends at `unsubscriptionTime` and is not renewed; a time already past gives it
+    back now."""
+    b = _Batch(session, ctx)
+    resolved = _resolve(batch)
+    _one_per_device(resolved)
+    found = _lookup(b, resolved)
+    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    now_ms = int(b.now.timestamp() * 1000)
+    ending, past = [], []
+    for item in resolved:
+        if not isinstance(item, tuple):
+            continue
+        i, network, identifier = item
+        d = found.get((network, identifier))
+        when = batch[i][1].get("unsubscriptionTime", now_ms)
+        if d is None:
+            outcomes[i] = _error(identifier, UNKNOWN)
+        elif d.contract_id is None:
+            outcomes[i] = _error(identifier, f"device {identifier} holds no token")
+        elif isinstance(when, bool) or not isinstance(when, int) or not 0 <= when <= MAX_EPOCH_MS:
+            outcomes[i] = _error(identifier, "unsubscriptionTime: must be epoch milliseconds")
+        elif when <= now_ms:
+            past.append(d)
+        else:
+            ending.append({"b_id": d.id, "token_end_at": datetime.fromtimestamp(when / 1000, b.now.tzinfo)})
+    release_tokens(session, [Holder(d.id, d.contract_id, d.token_alloc) for d in past])
+    _update_many(session, [r | {"automatic_renewal": False} | b.stamp() for r in ending])
+    _update_many(session, [{"b_id": d.id, "automatic_renewal": False} | b.stamp() for d in past])
+    return [o or _ok() for o in outcomes]
+
+
+def _delete(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
+    """Soft delete (restorable until purged); the token is given back."""
+    b = _Batch(session, ctx)
+    resolved = _resolve(batch)
+    _one_per_device(resolved)
+    found = _lookup(b, resolved)
+    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    gone = []
+    for item in resolved:
+        if isinstance(item, tuple):
+            i, network, identifier = item
+            d = found.get((network, identifier))
+            if d is None or d.lifecycle == DELETED:
+                outcomes[i] = _error(identifier, UNKNOWN)
+            else:
+                gone.append(d)
+    release_tokens(session, [Holder(d.id, d.contract_id, d.token_alloc) for d in gone])
+    _update_many(session, [{"b_id": d.id, "lifecycle": DELETED, "deleted_at": b.now} | b.stamp() for d in gone])
+    return [o or _ok() for o in outcomes]
+
+
+for _name_, _handler in (
+    (CREATE, _create),
+    (EDIT, _edit),
+    (TRANSFER, _transfer),
+    (REPLACE, _replace),
+    (UNSUBSCRIBE, _unsubscribe),
+    (DELETE, _delete),
+):
+    engine.register_kind(JobKind(_name_, _handler, (SUCCESS, ERRORS), ERRORS, batch_size=2000))
+
+
+# -- submission -----------------------------------------------------------------------------------
+def _check_rows(rows: list[Any]) -> list[dict[str, Any]]:
+    if not rows:
+        raise InvalidInput.field("data", "must hold at least one row")
+    if len(rows) > MAX_ROWS:
+        raise InvalidInput.field("data", f"must hold at most {MAX_ROWS} rows per job")
+    return [r if isinstance(r, dict) else {"error": "a row must be an object", "id": None} for r in rows]
+
+
+def _target(session: Session, actor: Actor, device_type_id: int, field: str = "deviceTypeId") -> _TypeInfo:
+    info = _type_infos(session, [device_type_id]).get(device_type_id)
+    if info is None or not actor.can("device:read", info.group_path):
+        raise InvalidInput.field(field, "no such device type")
+    actor.require("device:write", info.group_path, "device type")
+    return info
+
+
+def _submit(
+    session: Session,
+    actor: Actor,
+    kind: str,
+    rows: list[dict[str, Any]],
+    lock_types: Iterable[int],
+    group_path: str,
+    params: dict[str, Any],
+    callback: tuple[str | None, str | None] = (None, None),
+) -> Job:
+    params = params | {"scope": _write_paths(actor)}
+    job = engine.submit(
+        session,
+        kind=kind,
+        created_by=actor.ref,
+        group_path=group_path,
+        rows=rows,
+        lock_keys=sorted({f"dt:{t}" for t in lock_types}),
+        params=params,
+        req_id_prefix="",
+        callback_url=callback[0],
+        callback_headers=callback[1],
+    )
+    audit.record(session, actor, "submit", job, "job", group_path, {"kind": kind, "total": len(rows)})
+    return job
+
+
+def submit_create(
+    session: Session,
+    actor: Actor,
+    keyring: Keyring,
+    *,
+    device_type_id: int,
+    rows: list[Any],
+    prefix: str | None = None,
+    product_certificate: str | None = None,
+    prototype: bool = False,
+    activable: bool = True,
+    automatic_renewal: bool | None = None,
+    name: str | None = None,
+) -> Job:
+    """New devices in a SIGFOX device type (`POST /devices/bulk`, New series). Each row's PAC is
+    checked and encrypted here; a bad one becomes that row's error."""
+    target = _target(session, actor, device_type_id)
+    if target.network != SIGFOX:
+        raise InvalidInput.field("deviceTypeId", f"is a {target.network} device type; bulk creation is for SIGFOX")
+    if prefix is not None and len(prefix) > 40:
+        raise InvalidInput.field("prefix", "must be at most 40 characters")
+    dt = session.get(DeviceType, device_type_id)
+    assert dt is not None
+    prepared = []
+    for row in _check_rows(rows):
+        if "error" in row:
+            prepared.append(row)
+            continue
+        out = {k: v for k, v in row.items() if k != "pac"}
+        try:
+            out["pacCipher"] = keyring.encrypt(parse_pac(row.get("pac"), "pac").encode(), ENCRYPTED["pac"])
+        except InvalidInput as exc:
+            out = {"id": row.get("id"), "error": _reason(exc)}
+        prepared.append(out)
+    params = {
+        "deviceTypeId": target.id,
+        "groupId": target.group_id,
+        "contractId": target.contract_id,
+        "prefix": prefix,
+        "productCertificate": product_certificate,
+        "prototype": prototype,
+        "activable": activable,
+        "automaticRenewal": dt.automatic_renewal if automatic_renewal is None else automatic_renewal,
+        "name": name,
+    }
+    return _submit(session, actor, CREATE, prepared, [target.id], target.group_path, params)
+
+
+def _named_devices(session: Session, actor: Actor, rows: list[dict[str, Any]], key: str = "id") -> tuple[set[int], str]:
+    """The device types of the devices the rows name (the job's locks) and the deepest group
+    holding them all (where the job is filed), among those the caller can see."""
+    by_network: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        raw = row.get(key)
+        if "error" not in row and isinstance(raw, str):
+            try:
+                network, identifier = parse_ref(raw, key, "body")
+            except InvalidInput:
+                continue
+            by_network[network].append(identifier)
+    found = [d for network, ids in by_network.items() for d in existing(session, network, ids).values()]
+    paths = _group_paths(session, {d.group_id for d in found})
+    scope = Scope(tuple(_write_paths(actor)))
+    mine = [d for d in found if scope.allows(paths[d.group_id])]
+    filed = _common_path(paths[d.group_id] for d in mine) if mine else _common_path(scope.paths)
+    return {d.device_type_id for d in mine}, filed
+
+
+def submit_on_devices(session: Session, actor: Actor, kind: str, rows: list[Any], key: str = "id") -> Job:
+    """Edit, replace, unsubscribe or delete devices named by id."""
+    checked = _check_rows(rows)
+    if not _write_paths(actor):
+        raise Forbidden("this credential lacks the right 'device:write'")
+    types, filed = _named_devices(session, actor, checked, key)
+    if key != "id":  # replace rows name the device as `deviceId`
+        checked = [{"id": r.get(key), "targetId": r.get("targetDeviceId")} | r for r in checked]
+    return _submit(session, actor, kind, checked, types, filed, {})
+
+
+def submit_transfer(
+    session: Session, actor: Actor, *, device_type_id: int, rows: list[Any], keep_history: bool = False
+) -> Job:
+    target = _target(session, actor, device_type_id)
+    checked = _check_rows(rows)
+    types, _filed = _named_devices(session, actor, checked)
+    params = {"deviceTypeId": target.id, "keepHistory": keep_history}
+    return _submit(session, actor, TRANSFER, checked, types | {target.id}, target.group_path, params)
+
+
+# -- reading a job --------------------------------------------------------------------------------
+def get_job(session: Session, actor: Actor, job_id: str, kinds: Iterable[str] | None = None) -> Job:
+    """A job the caller may read (`device:read` where it is filed), by its wire id."""
+    if len(job_id) != 16 or not all(c in "0123456789abcdef" for c in job_id):
+        raise InvalidInput.field("jobId", "must be 16 lower-case hex digits", "path")
+    job = session.scalar(select(Job).where(Job.req_id == job_id))
+    if job is None or (kinds is not None and job.kind not in kinds) or not actor.can("device:read", job.group_path):
+        raise NotFound("job not found")
+    return job
+
+
+def params_of(job: Job) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(job.params)
+    return loaded
