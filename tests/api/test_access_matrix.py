@@ -10,6 +10,8 @@ changes nothing) are the same for every row."""
 from __future__ import annotations
 
 import base64
+import csv
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -368,6 +370,18 @@ MATRIX: list[Row] = [
     Row("PUT", DV + "/{device_id}", expect(204, 403, 404), body=lambda w: {"name": "Renamed", "lat": 45.5}),
     Row("DELETE", DV + "/{device_id}", expect(204, 403, 404)),
     Row("POST", DV + "/{device_id}/restore", expect(204, 403, 404), aliases=(("device_id", "deleted_device_id"),)),
+    # -- device queries (registry/device_queries.py): the CSV export, a contract's devices ------
+    Row("GET", DV, expect(200, 200, 200), "withTotal=true&sort=-lastCom&comState=5", owners=_owned_by_group),
+    Row("GET", DV + "/export", expect(200, 200, 200), owners=_owned_by_group),
+    Row(
+        "GET",
+        DV + "/export",
+        expect(200, 200, 404),
+        "groupIds={customer_a}&deep=true&columns=id,groupId",
+        owners=_owned_by_group,
+    ),
+    Row("GET", CI + "/{contract_id}/devices", expect(200, 200, 404), "withTotal=true", owners=_owned_by_group),
+    # -- end of device queries ------------------------------------------------------------------
 ]
 
 
@@ -427,6 +441,8 @@ def _check_shape(r: Response, row: Row, w: World, kind: str, db: Database) -> li
         if r.content != b"":
             problems.append(f"204 with a body: {r.text!r}")
         return problems
+    if r.status_code == 200 and r.headers.get("content-type", "").startswith("text/csv"):
+        return problems + _check_csv(r, row, w, kind, db)
     body = r.json()
     created = body.get("id") or body.get("jobId")  # a Sigfox bulk call answers {jobId} for its job
     if r.status_code == 201 and native and not (isinstance(created, str) and created):
@@ -459,6 +475,19 @@ def _check_list(body: dict[str, Any], row: Row, w: World, kind: str, db: Databas
             problems.append(f"foreign object listed for {kind} (home {home}): {item!r} mentions {foreign}")
     if "total" in body and body["total"] != len(body["data"]):
         problems.append(f"total {body['total']} counts objects not listed ({len(body['data'])} listed)")
+    return problems
+
+
+def _check_csv(r: Response, row: Row, w: World, kind: str, db: Database) -> list[str]:
+    """A CSV export (device queries): every row's `groupId` inside the caller's subtree."""
+    cred = w.creds[kind]
+    assert cred is not None and row.owners is not None
+    home = w.group_path(cred.group_id)
+    problems = []
+    for item in csv.DictReader(io.StringIO(r.text)):
+        foreign = [p for p in row.owners({"group": {"id": item["groupId"]}}, w, db) if not p.startswith(home)]
+        if foreign:
+            problems.append(f"foreign device exported for {kind} (home {home}): {item!r}")
     return problems
 
 
@@ -510,7 +539,9 @@ def test_basic_auth_and_bare_key_reach_every_read_route_alike(client: TestClient
         basic = client.get(row.url(world), headers=key.basic)
         bare = client.get(row.url(world), headers=key.headers)
         assert basic.status_code == bare.status_code == 200, (row.id, basic.text, bare.text)
-        if row.owners is not None:
+        if row.owners is not None and basic.headers["content-type"].startswith("text/csv"):  # device export
+            assert basic.content == bare.content, row.id
+        elif row.owners is not None:
             assert basic.json()["data"] == bare.json()["data"], row.id
 
 

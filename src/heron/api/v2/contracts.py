@@ -12,12 +12,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
+from heron.api import cursor
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
 from heron.api.schemas import MAX_OFFSET, SIGFOX_IGNORED, ApiModel, NoNul, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
+from heron.api.v2 import devices as device_routes
 from heron.errors import InvalidInput
-from heron.registry import contracts
+from heron.registry import contracts, device_queries
 from heron.registry._common import KEEP, MAX_EPOCH_MS
 from heron.tenancy.validation import parse_id
 
@@ -210,3 +212,33 @@ async def list_contract_infos(
 async def get_contract_info(contract_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
     with ctx.db.read() as session:
         return wire.contract_info(contracts.get_info(session, actor, parse_id(contract_id)))
+
+
+@infos_router.get("/{contract_id}/devices")
+async def list_contract_devices(
+    contract_id: str,
+    request: Request,
+    actor: CurrentActor,
+    ctx: Ctx,
+    device_type_id: Annotated[str | None, Query(alias="deviceTypeId", max_length=20)] = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    with_total: Annotated[bool, Query(alias="withTotal")] = False,
+    page_id: Annotated[str | None, Query(alias="pageId", max_length=cursor.MAX_TOKEN)] = None,
+) -> dict[str, Any]:
+    """The devices holding a token on the contract, among those the caller may read; pages by
+    `pageId` (`limit` and `pageId` only, as in the Sigfox document)."""
+    cid = parse_id(contract_id)
+    dtid = parse_id(device_type_id, "deviceTypeId", "query") if device_type_id is not None else None
+    scope = device_routes.cursor_scope(f"contract-infos/{cid}/devices", "id")
+    after = device_routes.read_page_id(page_id, ctx, scope, "id")
+    with ctx.db.read() as session:
+        contracts.get_info(session, actor, cid)
+        result = device_queries.list_devices(
+            session,
+            actor,
+            device_queries.DeviceFilter(contract_id=cid, device_type_id=dtid),
+            limit=limit,
+            after=after,
+            with_total=with_total,
+        )
+        return device_routes.page_of_devices(request, ctx, result, scope=scope, limit=limit, with_total=with_total)

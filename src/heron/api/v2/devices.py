@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from heron.api.context import Ctx, CurrentActor, base_url
-from heron.api.paging import page
+from heron.api import cursor
+from heron.api.context import AppContext, Ctx, CurrentActor, base_url
+from heron.api.paging import keyset_page
 from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.errors import InvalidInput
-from heron.registry import devices
+from heron.registry import device_queries, devices
 from heron.registry.devices import DeviceFields
 from heron.tenancy.validation import parse_id
 
@@ -65,41 +67,134 @@ def _required(value: str | None, field: str) -> str:
     return value
 
 
+class _Filters:
+    """The query filters shared by the device list and its CSV export (api.md; Heron adds `name`,
+    `lifecycle`, `comState`, `tokenState`, `contractId`, `lastSeenFrom`/`lastSeenTo`)."""
+
+    def __init__(
+        self,
+        id: Annotated[str | None, Query(max_length=16), NoNul] = None,
+        group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
+        deep: bool = False,
+        device_type_id: Annotated[str | None, Query(alias="deviceTypeId", max_length=20)] = None,
+        contract_id: Annotated[str | None, Query(alias="contractId", max_length=20)] = None,
+        name: Annotated[str | None, Query(max_length=100, description="substring, any case"), NoNul] = None,
+        lifecycle: Annotated[str | None, Query(max_length=12), NoNul] = None,
+        com_state: Annotated[
+            str | None,
+            Query(alias="comState", max_length=12, description="0-5 or NO, OK, WARN, KO, NA, NOT_SEEN"),
+            NoNul,
+        ] = None,
+        token_state: Annotated[
+            str | None,
+            Query(alias="tokenState", max_length=16, description="0 OK or 1 OFF_CONTRACT (names too)"),
+            NoNul,
+        ] = None,
+        last_seen_from: Annotated[
+            str | None, Query(alias="lastSeenFrom", max_length=20, description="epoch ms, inclusive"), NoNul
+        ] = None,
+        last_seen_to: Annotated[
+            str | None, Query(alias="lastSeenTo", max_length=20, description="epoch ms, exclusive"), NoNul
+        ] = None,
+        min_id: Annotated[str | None, Query(alias="minId", max_length=16), NoNul] = None,
+        max_id: Annotated[str | None, Query(alias="maxId", max_length=16), NoNul] = None,
+        sort: Annotated[str, Query(max_length=10), NoNul] = "id",
+    ) -> None:
+        self.sort = device_queries.check_sort(sort)
+        self.filter = device_queries.parse_filter(
+            id=id,
+            min_id=min_id,
+            max_id=max_id,
+            name=name,
+            lifecycle=lifecycle,
+            token_state=token_state,
+            com_state=com_state,
+            device_type_id=parse_id(device_type_id, "deviceTypeId", "query") if device_type_id is not None else None,
+            contract_id=parse_id(contract_id, "contractId", "query") if contract_id is not None else None,
+            group_ids=[parse_id(g, "groupIds", "query") for g in id_list(group_ids)],
+            deep=deep,
+            last_seen_from=last_seen_from,
+            last_seen_to=last_seen_to,
+        )
+
+
+Filters = Annotated[_Filters, Depends()]
+
+
+def cursor_scope(route: str, sort: str) -> str:
+    return f"{route}:{sort}"
+
+
+def read_page_id(page_id: str | None, ctx: AppContext, scope: str, sort: str) -> device_queries.Position | None:
+    if page_id is None:
+        return None
+    return device_queries.Position.from_json(cursor.unsign(page_id, ctx.session_secret, scope), sort)
+
+
+def page_of_devices(
+    request: Request,
+    ctx: AppContext,
+    result: device_queries.DevicePage,
+    *,
+    scope: str,
+    limit: int,
+    with_total: bool,
+) -> dict[str, Any]:
+    token = cursor.sign(result.next.to_json(), ctx.session_secret, scope) if result.next is not None else None
+    extra = {"total": result.total} if with_total else None
+    return keyset_page(request, ctx, [wire.device(v) for v in result.views], page_id=token, limit=limit, extra=extra)
+
+
 @router.get("")
 async def list_devices(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
-    id: Annotated[str | None, Query(max_length=16), NoNul] = None,
-    group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
-    deep: bool = False,
-    device_type_id: Annotated[str | None, Query(alias="deviceTypeId", max_length=20)] = None,
-    lifecycle: Annotated[str | None, Query(max_length=12), NoNul] = None,
-    sort: Annotated[str, Query(max_length=10), NoNul] = "id",
-    min_id: Annotated[str | None, Query(alias="minId", max_length=16), NoNul] = None,
-    max_id: Annotated[str | None, Query(alias="maxId", max_length=16), NoNul] = None,
+    filters: Filters,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    with_total: Annotated[bool, Query(alias="withTotal")] = False,
+    page_id: Annotated[str | None, Query(alias="pageId", max_length=cursor.MAX_TOKEN)] = None,
 ) -> dict[str, Any]:
-    gids = [parse_id(g, "groupIds", "query") for g in id_list(group_ids)]
-    dtid = parse_id(device_type_id, "deviceTypeId", "query") if device_type_id is not None else None
+    """`paging.next` carries `pageId`, the position after the page's last row; `offset` skips
+    rows from there (or from the start). `withTotal=true` adds the exact `total`."""
+    scope = cursor_scope("devices", filters.sort)
+    after = read_page_id(page_id, ctx, scope, filters.sort)
     with ctx.db.read() as session:
-        rows, has_more = devices.list_devices(
+        result = device_queries.list_devices(
             session,
             actor,
-            id_prefix=id,
-            group_ids=gids or None,
-            deep=deep,
-            device_type_id=dtid,
-            lifecycle=lifecycle,
-            sort=sort,
-            min_id=min_id,
-            max_id=max_id,
+            filters.filter,
+            sort=filters.sort,
             limit=limit,
             offset=offset,
+            after=after,
+            with_total=with_total,
         )
-        data = [wire.device(v) for v in rows]
-    return page(request, ctx, data, has_more=has_more, limit=limit, offset=offset)
+        return page_of_devices(request, ctx, result, scope=scope, limit=limit, with_total=with_total)
+
+
+@router.get("/export", response_class=StreamingResponse)
+async def export_devices(
+    actor: CurrentActor,
+    ctx: Ctx,
+    filters: Filters,
+    columns: Annotated[
+        str | None,
+        Query(max_length=1000, description="comma-separated; default " + ",".join(device_queries.DEFAULT_COLUMNS)),
+        NoNul,
+    ] = None,
+) -> StreamingResponse:
+    """The filtered list as CSV (`text/csv`), streamed in chunks read by position: constant
+    memory whatever the size. Root keys are never among the columns."""
+    names = device_queries.parse_columns(columns)
+    with ctx.db.read() as session:
+        plan = device_queries.plan(session, actor, filters.filter, filters.sort)
+    return StreamingResponse(
+        device_queries.export_csv(ctx.db, plan, names),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="devices.csv"'},
+    )
 
 
 @router.post("", status_code=201)
