@@ -21,12 +21,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from httpx import Response
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from heron.config import Settings
+from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.db.models import Base
+from heron.jobs import engine
 from heron.keys import Keyring
-from heron.registry import bulk_jobs, contracts, device_profiles, device_types, devices
+from heron.registry import bulk_jobs, contracts, device_profiles, device_types, devices, onboarding, registration_tokens
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import AuditEvent, Group
@@ -142,6 +145,7 @@ def world(db: Database, tenants: Tenants) -> World:
         edit_job = bulk_jobs.submit_on_devices(s, SYSTEM, bulk_jobs.EDIT, [{"id": "A1", "name": "Edited"}])
         unsub = bulk_jobs.submit_on_devices(s, SYSTEM, bulk_jobs.UNSUBSCRIBE, [{"id": "A1"}])
         registry |= {"job_id": edit_job.req_id, "unsubscribe_job_id": unsub.req_id, "series_operation": "delete"}
+        registry |= _senet_world(s, tenants)  # Senet onboarding rows (see `_senet_world`)
         params = registry | {
             "deleted_device_id": "D1",
             "group_id": str(target.id),
@@ -278,6 +282,50 @@ def _create_in_a(template: str) -> Body:
     return lambda w: CREATE_BODIES[template](w.params["customer_a"])
 
 
+# -- Senet onboarding: the objects its rows aim at -----------------------------------------------
+SD = SENET + "/device"
+SENET_APP = "appEui={senet_app}"
+
+
+def _senet_world(s: Session, tenants: Tenants) -> dict[str, str]:
+    """In Customer A: a LORAWAN device type (the Senet application) with a registered device, a
+    registration token, and a finished task (the target of `status`)."""
+    plan = contracts.create(s, SYSTEM, group_id=tenants.customer_a, name="Senet plan", max_tokens=10)
+    fields = device_types.DeviceTypeFields(name="Senet app", app_eui="00000000000A00E0", contract_id=plan.contract.id)
+    app = device_types.create(s, SYSTEM, group_id=tenants.customer_a, network="LORAWAN", fields=fields)
+    devices.create_lorawan(
+        s,
+        SYSTEM,
+        Keyring.parse(TEST_KEK),
+        dev_eui="0A000000000000A1",
+        app_key="AB" * 16,
+        device_type_id=app.device_type.id,
+        fields=devices.DeviceFields(name="LoRaWAN A1"),
+    )
+    token = registration_tokens.create(s, SYSTEM, group_id=tenants.customer_a, issued_to="Ada").code
+    task = engine.submit(
+        s,
+        kind=onboarding.DEACTIVATE,
+        created_by="system",
+        group_path=app.group.path,
+        rows=[],
+        lock_keys=[],
+        params={"app_eui": "00000000000A00E0"},
+        req_id_prefix=onboarding.MGMT_PREFIX,
+    )
+    task.state, task.ended_at = "DONE_SUC", utcnow()
+    return {
+        "senet_app": "00000000000A00E0",
+        "senet_device": "0A000000000000A1",
+        "registration_token": token,
+        "senet_req_id": task.req_id,
+    }
+
+
+def _senet_rows(w: World) -> dict[str, Any]:
+    return {"data": [{"devEui": w.params["senet_device"], "appKey": "AB" * 16}]}
+
+
 G, U, K = NATIVE + "/groups", NATIVE + "/users", NATIVE + "/api-users"
 C, CI = NATIVE + "/contracts", NATIVE + "/contract-infos"
 DP, DT, DV = NATIVE + "/device-profiles", NATIVE + "/device-types", NATIVE + "/devices"
@@ -382,6 +430,17 @@ MATRIX: list[Row] = [
     ),
     Row("GET", CI + "/{contract_id}/devices", expect(200, 200, 404), "withTotal=true", owners=_owned_by_group),
     # -- end of device queries ------------------------------------------------------------------
+    # -- Senet onboarding (api/senet/devices.py): the application and task of `_senet_world` ---------
+    # A sibling naming Customer A's application gets the 400 of an unknown appEui; another
+    # tenant's task answers 403 (the seed's status codes); no key is the family's 403.
+    Row("POST", SD + "/register", expect(200, 403, 400), SENET_APP + "&token={registration_token}", _senet_rows),
+    Row("POST", SD + "/activate", expect(200, 403, 400), SENET_APP, _senet_rows),
+    # activateOne takes no body; `{}` only satisfies the matrix's "writes carry a body" rule.
+    Row("POST", SD + "/activateOne", expect(200, 403, 400), SENET_APP + "&devEui={senet_device}", lambda w: {}),
+    Row("POST", SD + "/deactivate", expect(200, 403, 400), SENET_APP, _senet_rows),
+    Row("POST", SD + "/update", expect(200, 403, 400), SENET_APP + "&tagsOperation=APPEND&tags=t1", _senet_rows),
+    Row("GET", SD + "/status", expect(200, 200, 403), "reqId={senet_req_id}"),
+    # -- end of Senet onboarding -----------------------------------------------------------------
 ]
 
 

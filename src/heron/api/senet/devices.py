@@ -1,10 +1,193 @@
 """/rest/integration/device: Senet device onboarding (register, activate, activateOne,
-deactivate, update, status)."""
+deactivate, update, status), exactly as the Senet seed describes it: parameters in the query
+string, rows in `{"data": [...], "callback": {url, headers}}`, `{"statusUrl": ...}` answers.
+The rules live in heron.registry.onboarding."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated, Any
 
+from fastapi import APIRouter, Query, Request
+from pydantic import Field
+
+from heron.api.context import AppContext, Ctx, CurrentActor, base_url
+from heron.api.schemas import ApiModel
 from heron.api.senet import PREFIX
+from heron.registry import onboarding
+from heron.tenancy.access import Actor
 
 router = APIRouter(prefix=PREFIX + "/device", tags=["senet onboarding"])
+
+Param = Annotated[str | None, Query()]
+
+
+class CallbackIn(ApiModel):
+    url: str = Field(min_length=1, max_length=2000)
+    headers: dict[str, Annotated[str, Field(max_length=2000)]] | None = Field(default=None, max_length=50)
+
+
+class OnboardingBody(ApiModel):
+    data: list[Any] = Field(max_length=onboarding.MAX_ROWS)
+    callback: CallbackIn | None = None
+
+
+def _submit(
+    request: Request,
+    ctx: AppContext,
+    actor: Actor,
+    kind: str,
+    body: OnboardingBody,
+    **params: str | None,
+) -> dict[str, str]:
+    callback = None
+    if body.callback is not None:
+        callback = onboarding.Callback(body.callback.url, body.callback.headers or {})
+    onboarding.attach_keyring(ctx.db.url, ctx.keyring)
+    with ctx.db.write() as session:
+        call = onboarding.check_call(session, actor, **params)
+        job = onboarding.submit(session, actor, ctx.keyring, kind=kind, call=call, rows=body.data, callback=callback)
+        req_id = job.req_id
+    ctx.jobs.wake()
+    return {"statusUrl": f"{base_url(request, ctx)}{PREFIX}/device/status?reqId={req_id}"}
+
+
+@router.post("/register")
+async def register(
+    request: Request,
+    body: OnboardingBody,
+    actor: CurrentActor,
+    ctx: Ctx,
+    token: Param = None,
+    app_eui: Annotated[str | None, Query(alias="appEui")] = None,
+    join_eui: Annotated[str | None, Query(alias="joinEui")] = None,
+    contract_id: Annotated[str | None, Query(alias="contractId")] = None,
+    prof_id: Annotated[str | None, Query(alias="profId")] = None,
+    tags: Param = None,
+) -> dict[str, str]:
+    """Register devices (DevEUI, AppKey) on the application; needs a registration token."""
+    return _submit(
+        request,
+        ctx,
+        actor,
+        onboarding.REGISTER,
+        body,
+        token=token,
+        app_eui=app_eui,
+        join_eui=join_eui,
+        contract_id=contract_id,
+        prof_id=prof_id,
+        tags=tags,
+    )
+
+
+@router.post("/activate")
+async def activate(
+    request: Request,
+    body: OnboardingBody,
+    actor: CurrentActor,
+    ctx: Ctx,
+    app_eui: Annotated[str | None, Query(alias="appEui")] = None,
+    join_eui: Annotated[str | None, Query(alias="joinEui")] = None,
+    contract_id: Annotated[str | None, Query(alias="contractId")] = None,
+    prof_id: Annotated[str | None, Query(alias="profId")] = None,
+    tags: Param = None,
+    token: Param = None,
+) -> dict[str, str]:
+    """Activate registered or deactivated devices (each takes a token on its contract); an
+    `appKey` in a row changes the device's AppKey, with a registration token only."""
+    return _submit(
+        request,
+        ctx,
+        actor,
+        onboarding.ACTIVATE,
+        body,
+        token=token,
+        app_eui=app_eui,
+        join_eui=join_eui,
+        contract_id=contract_id,
+        prof_id=prof_id,
+        tags=tags,
+    )
+
+
+@router.post("/activateOne")
+async def activate_one(
+    actor: CurrentActor,
+    ctx: Ctx,
+    dev_eui: Annotated[str | None, Query(alias="devEui")] = None,
+    app_eui: Annotated[str | None, Query(alias="appEui")] = None,
+    join_eui: Annotated[str | None, Query(alias="joinEui")] = None,
+    contract_id: Annotated[str | None, Query(alias="contractId")] = None,
+    prof_id: Annotated[str | None, Query(alias="profId")] = None,
+    tags: Param = None,
+    lat: Param = None,
+    lng: Param = None,
+    dev_type: Annotated[str | None, Query(alias="devType")] = None,
+) -> dict[str, str]:
+    """Activate one device at once (no task)."""
+    row: dict[str, Any] = {}
+    for name, value in (("lat", lat), ("lng", lng)):
+        if value is not None:
+            try:
+                row[name] = float(value)
+            except ValueError:
+                raise onboarding.invalid(name, "must be a number") from None
+    if dev_type is not None:
+        row["devType"] = dev_type
+    onboarding.attach_keyring(ctx.db.url, ctx.keyring)
+    with ctx.db.write() as session:
+        call = onboarding.check_call(
+            session, actor, app_eui=app_eui, join_eui=join_eui, contract_id=contract_id, prof_id=prof_id, tags=tags
+        )
+        message = onboarding.activate_one(session, actor, ctx.keyring, call=call, dev_eui=dev_eui, row=row)
+    return {"message": message}
+
+
+@router.post("/deactivate")
+async def deactivate(
+    request: Request,
+    body: OnboardingBody,
+    actor: CurrentActor,
+    ctx: Ctx,
+    app_eui: Annotated[str | None, Query(alias="appEui")] = None,
+    join_eui: Annotated[str | None, Query(alias="joinEui")] = None,
+) -> dict[str, str]:
+    """Deactivate activated or registered devices."""
+    return _submit(request, ctx, actor, onboarding.DEACTIVATE, body, app_eui=app_eui, join_eui=join_eui)
+
+
+@router.post("/update")
+async def update(
+    request: Request,
+    body: OnboardingBody,
+    actor: CurrentActor,
+    ctx: Ctx,
+    app_eui: Annotated[str | None, Query(alias="appEui")] = None,
+    prof_id: Annotated[str | None, Query(alias="profId")] = None,
+    tags_operation: Annotated[str | None, Query(alias="tagsOperation")] = None,
+    tags: Param = None,
+) -> dict[str, str]:
+    """Update devices' lat, lng, tags (APPEND, REPLACE or DELETE) and devType. `appEui` is
+    required here, as the seed's table says."""
+    if app_eui is None:
+        raise onboarding.invalid("appEui", "required")
+    return _submit(
+        request,
+        ctx,
+        actor,
+        onboarding.UPDATE,
+        body,
+        app_eui=app_eui,
+        prof_id=prof_id,
+        tags_operation=tags_operation,
+        tags=tags,
+    )
+
+
+@router.get("/status")
+async def status(
+    actor: CurrentActor, ctx: Ctx, req_id: Annotated[str | None, Query(alias="reqId")] = None
+) -> dict[str, Any]:
+    """The status of a task, for 15 minutes after it ended."""
+    with ctx.db.read() as session:
+        return onboarding.task_status(session, actor, req_id)
