@@ -410,6 +410,9 @@ MATRIX: list[Row] = [
         body=lambda w: {"ids": "A1"},  # sent as JSON: one line that is not a device id, a row error
         aliases=(("operation", "series_operation"),),
     ),
+    Row("GET", NATIVE + "/jobs", expect(200, 200, 200), owners=_owned_by_group),
+    Row("GET", NATIVE + "/jobs", expect(200, 200, 200), "kind=devices.edit&state=INITIAL", owners=_owned_by_group),
+    Row("GET", NATIVE + "/jobs/{job_id}", expect(200, 200, 404)),
     Row("GET", DV, expect(200, 200, 200), owners=_owned_by_group),
     Row("GET", DV, expect(200, 200, 404), "groupIds={customer_a}&deep=true", owners=_owned_by_group),
     Row("GET", DV, expect(200, 200, 200), "lifecycle=DELETED", owners=_owned_by_group),

@@ -356,3 +356,25 @@ def test_two_runners_never_run_two_jobs_of_one_device_type_at_once(
         other.stop()
     assert [d["status"]["success"] for d in done] == [3000, 3000]
     assert "two running" not in seen_states
+
+
+# -- /api/v2/jobs ---------------------------------------------------------------------------------
+def test_jobs_api_lists_and_shows_jobs_of_the_callers_groups_only(
+    admin_a: Api, reader_a: Api, admin_b: Api, tenants: Tenants
+) -> None:
+    _cid, dt = setup(admin_a, tenants)
+    create(admin_a, dt, [{"id": "1", "pac": PAC}, {"id": "Z", "pac": PAC}])
+    r = admin_a.get("/jobs?kind=devices.create&state=DONE_SUC")
+    assert r.status_code == 200, r.text
+    (job,) = r.json()["data"]
+    assert job["kind"] == "devices.create" and job["state"] == "DONE_SUC" and job["pctDone"] == 100
+    assert job["total"] == 2 and job["errors"] == 1 and job["stats"] == {"success": 1, "errors": 1}
+    assert job["group"] == {"id": str(tenants.customer_a)} and job["endTime"] >= job["creationTime"]
+    one = reader_a.get(f"/jobs/{job['id']}").json()
+    assert [m["entity"] for m in one["messages"]] == ["Z"] and "PAC" not in one["messages"][0]["message"]
+    assert admin_b.get("/jobs").json()["data"] == []
+    assert_message(admin_b.get(f"/jobs/{job['id']}"), 404)
+    assert_invalid(admin_a.get("/jobs?kind=devices.explode"), "kind", "query")
+    assert_invalid(admin_a.get("/jobs?state=DONE"), "state", "query")
+    assert_invalid(admin_a.get("/jobs/not-a-job"), "jobId", "path")
+    assert admin_a.get("/jobs?state=RUNNING").json()["data"] == []

@@ -22,6 +22,7 @@ from heron.api.v2 import (
     device_types,
     devices,
     groups,
+    jobs,
     profiles,
     users,
 )
@@ -37,7 +38,7 @@ from heron.web import auth as web_auth
 
 def build_context(settings: Settings, prepared: Prepared) -> AppContext:
     allow = parse_allow_cidrs(settings.callback_allow_cidrs)
-    jobs = JobRunner(
+    runner = JobRunner(
         prepared.db,
         stale_after=settings.job_stale_seconds,
         retention=timedelta(days=settings.job_retention_days),
@@ -49,7 +50,7 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
         keyring=prepared.keyring,
         session_secret=prepared.session_secret,
         authenticator=Authenticator(prepared.db, settings.api_user_last_used_flush_seconds),
-        jobs=jobs,
+        jobs=runner,
     )
 
 
@@ -86,7 +87,19 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     errors.install(app)
-    native = (groups, users, api_users, profiles, audit, contracts, device_profiles, device_types, device_bulk, devices)
+    native = (
+        groups,
+        users,
+        api_users,
+        profiles,
+        audit,
+        contracts,
+        device_profiles,
+        device_types,
+        device_bulk,
+        devices,
+        jobs,
+    )
     for module in native:
         app.include_router(module.router)
     app.include_router(senet_devices.router)

@@ -660,7 +660,7 @@ def submit_transfer(
 def get_job(session: Session, actor: Actor, job_id: str, kinds: Iterable[str] | None = None) -> Job:
     """A job the caller may read (`device:read` where it is filed), by its wire id."""
     if len(job_id) != 16 or not all(c in "0123456789abcdef" for c in job_id):
-        raise InvalidInput.field("jobId", "must be 16 lower-case hex digits", "path")
+        raise InvalidInput.field("jobId", "must be 16 lower-case hex digits (a Sigfox jobId)", "path")
     job = session.scalar(select(Job).where(Job.req_id == job_id))
     if job is None or (kinds is not None and job.kind not in kinds) or not actor.can("device:read", job.group_path):
         raise NotFound("job not found")
