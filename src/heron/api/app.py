@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     errors.install(app)
+    # device_bulk before devices: `/devices/bulk` must never be read as a device id.
     native = (
         groups,
         users,
