@@ -25,14 +25,14 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from heron.db.base import utcnow
+from heron.db.base import UtcDateTime, utcnow
 from heron.errors import FieldError, Forbidden, HeronError, InvalidInput, NotFound
 from heron.jobs import engine
 from heron.jobs.engine import JobContext, JobKind, RowOutcome
@@ -419,16 +419,17 @@ def submit(
 
 
 # -- reading devices -----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Dev:
+class _Dev(NamedTuple):
     id: int
     identifier: str
     device_type_id: int
     lifecycle: str
     contract_id: int | None
     token_alloc: str | None
+    token_state: str
+    token_end_at: datetime | None
     requested_contract_id: int | None
-    last_seen_at: Any
+    last_seen_at: datetime | None
     lat: float | None
     lng: float | None
     tags: str | None
@@ -448,6 +449,8 @@ def _devices(session: Session, euis: list[str]) -> dict[str, _Dev]:
                 Device.lifecycle,
                 Device.contract_id,
                 Device.token_alloc,
+                Device.token_state,
+                Device.token_end_at,
                 Device.requested_contract_id,
                 Device.last_seen_at,
                 Device.lat,
@@ -457,7 +460,7 @@ def _devices(session: Session, euis: list[str]) -> dict[str, _Dev]:
             ).where(Device.network == _LORAWAN, Device.identifier.in_(euis[start : start + 5000]))
         )
         for row in rows:
-            out[row.identifier] = _Dev(*tuple(row))
+            out[row.identifier] = _Dev._make(row)
     return out
 
 
@@ -477,6 +480,10 @@ def _app_euis(session: Session, device_type_ids: set[int], scopes: list[str]) ->
         .where(DeviceType.id.in_(device_type_ids))
     )
     return {i: eui for i, eui, path in rows if eui and any(path.startswith(s) for s in scopes)}
+
+
+# Outcomes without a message, shared (they are frozen): most rows of a batch end in one of these.
+_PLAIN = {stat: RowOutcome(stat) for stat in ("registered", "activated", "deactivated", "updated", "notChanged")}
 
 
 def _errors_of(
@@ -507,7 +514,14 @@ def _merge_tags(current: str | None, *extra: list[str] | None) -> str | None:
 _SETTINGS_UPDATE = (
     update(Device.__table__)  # type: ignore[arg-type]
     .where(Device.__table__.c.id == bindparam("b_id"))
-    .values(lat=bindparam("b_lat"), lng=bindparam("b_lng"), tags=bindparam("b_tags"), dev_type=bindparam("b_dev_type"))
+    .values(
+        lat=bindparam("b_lat"),
+        lng=bindparam("b_lng"),
+        tags=bindparam("b_tags"),
+        dev_type=bindparam("b_dev_type"),
+        updated_at=bindparam("b_now"),
+        updated_by=bindparam("b_by"),
+    )
     .execution_options(synchronize_session=False)
 )
 
@@ -525,30 +539,39 @@ def _register(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str
     new_rows: list[dict[str, Any]] = []
     same_app: list[tuple[int, dict[str, Any], int]] = []
     others: list[tuple[int, str, int]] = []
+    # Every new row starts from the same template (bulk.new_row), with the call's values.
+    template = bulk.new_row(
+        network=_LORAWAN,
+        identifier="",
+        device_type_id=p["dt"],
+        group_id=p["group_id"],
+        automatic_renewal=p["automatic_renewal"],
+        created_by=ctx.created_by,
+        now=now,
+    )
+    template |= {
+        "join_eui": p["join_sealed"],
+        "prof_id": p["prof_sealed"],
+        "requested_contract_id": p["contract_id"],
+    }
+    call_tags, call_tags_text = p["tags"], tags_text(p["tags"])
     for i, row in good:
         eui = row["d"]
         ex = found.get(eui)
         if ex is None:
-            values = bulk.new_row(
-                network=_LORAWAN,
-                identifier=eui,
-                device_type_id=p["dt"],
-                group_id=p["group_id"],
-                automatic_renewal=p["automatic_renewal"],
-                created_by=ctx.created_by,
-                now=now,
-            )
-            values["name"] = eui
-            values["lat"] = row.get("lat")
-            values["lng"] = row.get("lng")
-            values["tags"] = tags_text(list(dict.fromkeys((row.get("tags") or []) + p["tags"])))
-            values["dev_type"] = row.get("t")
-            values["app_key"] = row["k"]
-            values["join_eui"] = p["join_sealed"]
-            values["prof_id"] = p["prof_sealed"]
-            values["requested_contract_id"] = p["contract_id"]
+            row_tags = row.get("tags")
+            values = template | {
+                "identifier": eui,
+                "sort_key": bulk.sort_key(eui),
+                "name": eui,
+                "lat": row.get("lat"),
+                "lng": row.get("lng"),
+                "tags": tags_text(list(dict.fromkeys(row_tags + call_tags))) if row_tags else call_tags_text,
+                "dev_type": row.get("t"),
+                "app_key": row["k"],
+            }
             new_rows.append(values)
-            outcomes[i] = RowOutcome("registered")
+            outcomes[i] = _PLAIN["registered"]
         elif ex.device_type_id == p["dt"] and ex.lifecycle != bulk.DELETED:
             same_app.append((i, row, ex.id))
         elif ex.device_type_id == p["dt"]:
@@ -570,9 +593,7 @@ def _register(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str
     if same_app:
         decisions = _key_decisions(session, ctx, same_app, outcomes)
         for i, change in decisions.items():
-            outcomes[i] = (
-                RowOutcome("updated", change.message, batch[i][1]["d"]) if change else RowOutcome("notChanged")
-            )
+            outcomes[i] = RowOutcome("updated", change.message, batch[i][1]["d"]) if change else _PLAIN["notChanged"]
         _write_keys(session, [c for c in decisions.values() if c is not None], now, ctx.created_by)
     bulk.insert_devices(session, new_rows)
     return _done(outcomes)
@@ -674,29 +695,127 @@ def _activate(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str
         entity: str | None = row["d"] if change else None
         if dev.lifecycle == bulk.ACTIVE:
             changed = _settings_change(row, dev, p) is not None or change is not None
-            outcomes[i] = RowOutcome("updated" if changed else "notChanged", note, entity)
+            stat = "updated" if changed else "notChanged"
+            outcomes[i] = RowOutcome(stat, note, entity) if note else _PLAIN[stat]
         else:
-            outcomes[i] = RowOutcome("activated", note, entity)
+            outcomes[i] = RowOutcome("activated", note, entity) if note else _PLAIN["activated"]
             if dev.contract_id is None:
                 cid = p["contract_id"] or dev.requested_contract_id or p["default_contract"]
                 to_token.setdefault(cid, []).append((i, dev))
         going.append((i, row, dev))
     refused: set[int] = set()
+    tokens: dict[int, dict[str, Any]] = {}
     for cid, waiting in to_token.items():
-        refused |= _take_tokens(session, ctx, cid, waiting, outcomes, now)
+        refused_here, granted = _take_tokens(session, ctx, cid, waiting, outcomes, now)
+        refused |= refused_here
+        tokens |= granted
     going = [(i, row, dev) for i, row, dev in going if i not in refused]
     # Writes, for the rows that go through only.
     _write_keys(session, [c for i, c in keys.items() if c is not None and i not in refused], now, ctx.created_by)
-    reactivate = [dev.id for _, _, dev in going if dev.lifecycle != bulk.ACTIVE and dev.contract_id is not None]
-    for start in range(0, len(reactivate), 5000):
+    _write_activation(session, p, going, tokens, now, ctx.created_by)
+    return _done(outcomes)
+
+
+_ACTIVATION_UPDATE = (
+    update(Device.__table__)  # type: ignore[arg-type]
+    .where(Device.__table__.c.id == bindparam("b_id"))
+    .values(
+        lifecycle=bindparam("b_lifecycle"),
+        contract_id=bindparam("b_contract_id"),
+        token_alloc=bindparam("b_token_alloc"),
+        token_state=bindparam("b_token_state"),
+        token_end_at=bindparam("b_token_end_at"),
+        activated_at=func.coalesce(Device.__table__.c.activated_at, bindparam("b_activated_at", type_=UtcDateTime())),
+        lat=bindparam("b_lat"),
+        lng=bindparam("b_lng"),
+        tags=bindparam("b_tags"),
+        dev_type=bindparam("b_dev_type"),
+        updated_at=bindparam("b_now"),
+        updated_by=bindparam("b_by"),
+    )
+    .execution_options(synchronize_session=False)
+)
+
+
+def _write_activation(
+    session: Session,
+    p: dict[str, Any],
+    going: list[tuple[int, dict[str, Any], _Dev]],
+    tokens: dict[int, dict[str, Any]],
+    now: datetime,
+    by: str,
+) -> None:
+    """Activate the devices of the batch that go through: those that only change lifecycle and
+    token share their new values, so they are one UPDATE ... WHERE id IN (...) per (contract,
+    allocation) group; devices whose settings change too are one executemany. Then the call's
+    joinEui / profId."""
+    grouped: dict[tuple[Any, ...], list[int]] = {}
+    params = []
+    for i, row, dev in going:
+        settings = _settings_change(row, dev, p)
+        if dev.lifecycle == bulk.ACTIVE and settings is None:
+            continue  # not changed (or only its AppKey, written by _write_keys)
+        token = tokens.get(i) or {
+            "contract_id": dev.contract_id,
+            "token_alloc": dev.token_alloc,
+            "token_state": dev.token_state,
+            "token_end_at": dev.token_end_at,
+        }
+        if settings is None:
+            key = (token["contract_id"], token["token_alloc"], token["token_state"], token["token_end_at"])
+            grouped.setdefault(key, []).append(dev.id)
+            continue
+        params.append(
+            {
+                "b_id": dev.id,
+                "b_lifecycle": bulk.ACTIVE,
+                "b_contract_id": token["contract_id"],
+                "b_token_alloc": token["token_alloc"],
+                "b_token_state": token["token_state"],
+                "b_token_end_at": token["token_end_at"],
+                "b_activated_at": now,
+                "b_now": now,
+                "b_by": by,
+            }
+            | settings
+        )
+    if params:
+        session.execute(_ACTIVATION_UPDATE, params)
+    for (contract_id, alloc, state, end), ids in grouped.items():
+        for start in range(0, len(ids), 5000):
+            session.execute(
+                update(Device)
+                .where(Device.id.in_(ids[start : start + 5000]))
+                .values(
+                    lifecycle=bulk.ACTIVE,
+                    contract_id=contract_id,
+                    token_alloc=alloc,
+                    token_state=state,
+                    token_end_at=end,
+                    activated_at=func.coalesce(Device.activated_at, now),
+                    updated_at=now,
+                    updated_by=by,
+                )
+                .execution_options(synchronize_session=False)
+            )
+    _stamp_join_and_profile(session, p, [dev.id for _, _, dev in going])
+
+
+def _stamp_join_and_profile(session: Session, p: dict[str, Any], ids: list[int]) -> None:
+    stamp: dict[str, Any] = {}
+    if p.get("join_sealed"):
+        stamp["join_eui"] = p["join_sealed"]
+    if p.get("prof_sealed"):
+        stamp["prof_id"] = p["prof_sealed"]
+    if not stamp:
+        return
+    for start in range(0, len(ids), 5000):
         session.execute(
             update(Device)
-            .where(Device.id.in_(reactivate[start : start + 5000]))
-            .values(lifecycle=bulk.ACTIVE)
+            .where(Device.id.in_(ids[start : start + 5000]))
+            .values(**stamp)
             .execution_options(synchronize_session=False)
         )
-    _write_settings(session, p, [(row, dev) for _, row, dev in going], now, ctx.created_by)
-    return _done(outcomes)
 
 
 def _not_registered(eui: str, p: dict[str, Any]) -> str:
@@ -725,33 +844,21 @@ def _settings_change(row: dict[str, Any], dev: _Dev, p: dict[str, Any]) -> dict[
 
 
 def _write_settings(
-    session: Session, p: dict[str, Any], rows: list[tuple[dict[str, Any], _Dev]], now: Any, by: str
+    session: Session, p: dict[str, Any], rows: list[tuple[dict[str, Any], _Dev]], now: datetime, by: str
 ) -> None:
-    """Write the new settings of the devices that go through (one executemany, for those whose
-    settings change), then stamp them all with the call's joinEui / profId and the editor (one
-    UPDATE per chunk of ids)."""
+    """The update kind's writes: one executemany of settings and editor, then the profId."""
     if not rows:
         return
-    changed = []
-    for row, dev in rows:
-        values = _settings_change(row, dev, p)
-        if values is not None:
-            changed.append(values | {"b_id": dev.id})
-    if changed:
-        session.execute(_SETTINGS_UPDATE, changed)
-    stamp: dict[str, Any] = {"updated_at": now, "updated_by": by}
-    if p.get("join_sealed"):
-        stamp["join_eui"] = p["join_sealed"]
-    if p.get("prof_sealed"):
-        stamp["prof_id"] = p["prof_sealed"]
-    ids = [dev.id for _, dev in rows]
-    for start in range(0, len(ids), 5000):
-        session.execute(
-            update(Device)
-            .where(Device.id.in_(ids[start : start + 5000]))
-            .values(**stamp)
-            .execution_options(synchronize_session=False)
+    params = [
+        (
+            _settings_change(row, dev, p)
+            or {"b_lat": dev.lat, "b_lng": dev.lng, "b_tags": dev.tags, "b_dev_type": dev.dev_type}
         )
+        | {"b_id": dev.id, "b_now": now, "b_by": by}
+        for row, dev in rows
+    ]
+    session.execute(_SETTINGS_UPDATE, params)
+    _stamp_join_and_profile(session, p, [dev.id for _, dev in rows])
 
 
 def _take_tokens(
@@ -760,9 +867,11 @@ def _take_tokens(
     contract_id: int | None,
     waiting: list[tuple[int, _Dev]],
     outcomes: list[RowOutcome | None],
-    now: Any,
-) -> set[int]:
-    """Tokens for devices being activated, on one contract, in row order; the ids refused."""
+    now: datetime,
+) -> tuple[set[int], dict[int, dict[str, Any]]]:
+    """Tokens for the devices being activated on one contract, in row order, taken at once
+    (`bulk.reserve_tokens`): the batch positions refused (their outcome becomes the error naming
+    the contract) and the token columns of those granted."""
     p = ctx.params
     refusal = None
     if contract_id is None:
@@ -770,18 +879,18 @@ def _take_tokens(
     elif contract_id not in p["contracts"]:
         name = session.scalar(select(Contract.name).where(Contract.id == contract_id))
         refusal = f"contract {name!r} (id {contract_id}) is no longer one of the application's contracts"
-    granted = 0
+    granted: dict[int, dict[str, Any]] = {}
     if refusal is None:
         assert contract_id is not None
         reservation = bulk.reserve_tokens(session, contract_id, p["dt"], p["group_path"], len(waiting), now)
-        granted = reservation.granted
-        bulk.grant_existing(session, reservation, [dev.id for _, dev in waiting[:granted]], now)
+        columns = reservation.columns(now)
+        granted = {i: columns for i, _dev in waiting[: reservation.granted]}
         refusal = reservation.refusal
     refused = set()
-    for i, dev in waiting[granted:]:
+    for i, dev in waiting[len(granted) :]:
         outcomes[i] = RowOutcome("errors", f"DevEUI: {dev.identifier} cannot be activated: {refusal}.", dev.identifier)
-        refused.add(dev.id)
-    return refused
+        refused.add(i)
+    return refused, granted
 
 
 # -- deactivate ----------------------------------------------------------------------------------------
@@ -799,9 +908,9 @@ def _deactivate(session: Session, ctx: JobContext, batch: list[tuple[int, dict[s
                 "errors", f"DevEUI: {eui} has not been registered. The device cannot be deactivated.", eui
             )
         elif dev.lifecycle == bulk.DEACTIVATED:
-            outcomes[i] = RowOutcome("notChanged")
+            outcomes[i] = _PLAIN["notChanged"]
         else:
-            outcomes[i] = RowOutcome("deactivated")
+            outcomes[i] = _PLAIN["deactivated"]
             going.append(dev)
     # Never heard: it can no longer join, so nothing will bill it; its token goes back.
     silent = [bulk.Holder(d.id, d.contract_id, d.token_alloc) for d in going if d.last_seen_at is None]
@@ -840,9 +949,9 @@ def _update(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, 
                 "errors", f"DevEUI: {eui} has not been registered. The device cannot be updated.", eui
             )
         elif _settings_change(row, dev, p) is None and dev.id not in prof_changes:
-            outcomes[i] = RowOutcome("notChanged")
+            outcomes[i] = _PLAIN["notChanged"]
         else:
-            outcomes[i] = RowOutcome("updated")
+            outcomes[i] = _PLAIN["updated"]
             going.append((row, dev))
     _write_settings(session, p, going, now, ctx.created_by)
     return _done(outcomes)
