@@ -7,6 +7,7 @@ import sys
 import time
 
 BENCHES = ["bench.group_tree", "bench.http_auth"]
+BENCHES += ["bench.senet_onboarding"]
 
 
 def main() -> None:
