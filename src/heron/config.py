@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     # Whether this process runs jobs. Every server does by default; a scaled-out deployment may
     # keep API processes free of job work and run jobs in others.
     run_jobs: bool = True
+    # Deleted devices can be restored this long, then they are purged for good.
+    deleted_device_retention_days: int = Field(default=30, ge=1)
+    # How often each process renews or releases tokens that reached their end, and purges.
+    maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
     log_level: str = "INFO"
     access_log: bool = True

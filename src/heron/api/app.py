@@ -32,6 +32,7 @@ from heron.delivery.ssrf import parse_allow_cidrs
 from heron.jobs.engine import JobRunner
 from heron.jobs.notify import callback_hook
 from heron.observability import configure_logging
+from heron.registry import maintenance
 from heron.tenancy.auth import Authenticator
 from heron.web import auth as web_auth
 
@@ -43,6 +44,9 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
         stale_after=settings.job_stale_seconds,
         retention=timedelta(days=settings.job_retention_days),
         on_finished=[callback_hook(prepared.db, prepared.keyring, allow)],
+        periodic=maintenance.periodic_tasks(
+            settings.maintenance_interval_seconds, timedelta(days=settings.deleted_device_retention_days)
+        ),
     )
     return AppContext(
         settings=settings,

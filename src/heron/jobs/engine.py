@@ -225,6 +225,17 @@ class _LostClaim(Exception):
     """Another runner took the job over (this one was presumed dead)."""
 
 
+@dataclass(frozen=True)
+class Periodic:
+    """Upkeep the runner does between jobs: `task(session, now)` in one write transaction,
+    about every `every` seconds (per process; tasks are written to be safe when several
+    processes run them)."""
+
+    name: str
+    every: float
+    task: Callable[[Session, datetime], object]
+
+
 @dataclass
 class JobRunner:
     """Runs jobs from the database in a background thread (one per process)."""
@@ -235,12 +246,14 @@ class JobRunner:
     retention: timedelta | None = None  # finished jobs older than this are purged
     purge_every: float = 3600.0
     on_finished: list[Callable[[int], None]] = field(default_factory=list)
+    periodic: list[Periodic] = field(default_factory=list)  # upkeep run between jobs
     id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._next_run: dict[str, float] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
     def start(self) -> None:
@@ -270,6 +283,7 @@ class JobRunner:
                         purge_finished(session, utcnow() - self.retention)
                 except Exception:
                     log.exception("jobs.purge_failed")
+            self._run_periodic()
             try:
                 worked = self.run_once()
             except Exception:
@@ -278,6 +292,18 @@ class JobRunner:
             if not worked:
                 self._wake.wait(self.idle_poll)
                 self._wake.clear()
+
+    def _run_periodic(self) -> None:
+        now = time.monotonic()
+        for item in self.periodic:
+            if now < self._next_run.get(item.name, 0.0):
+                continue
+            self._next_run[item.name] = now + item.every
+            try:
+                with self.db.write() as session:
+                    item.task(session, utcnow())
+            except Exception:
+                log.exception("jobs.periodic_failed", extra={"task": item.name})
 
     def run_until_idle(self, max_jobs: int = 1000) -> int:
         """Run jobs in the calling thread until none is runnable (tests, CLI)."""

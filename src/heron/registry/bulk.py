@@ -14,13 +14,13 @@ not a few per row.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from heron.errors import InvalidInput
@@ -113,6 +113,7 @@ def new_row(
         "token_alloc": None,
         "token_state": TOKEN_NONE,
         "token_end_at": None,
+        "token_renewed_at": None,
         "lat": None,
         "lng": None,
         "tags": None,
@@ -212,6 +213,18 @@ def insert_devices(session: Session, rows: Sequence[dict[str, Any]]) -> int:
         values.append(tuple(record))
     conn.exec_driver_sql(sql, values)
     return len(values)
+
+
+def update_devices(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Per-device changes, `b_id` naming the device: one executemany UPDATE per distinct set of
+    columns."""
+    table = cast(Table, Device.__table__)
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_columns[tuple(sorted(k for k in row if k != "b_id"))].append(row)
+    for columns, group in by_columns.items():
+        stmt = update(table).where(table.c.id == bindparam("b_id")).values({c: bindparam(c) for c in columns})
+        session.execute(stmt, group)
 
 
 # -- tokens ---------------------------------------------------------------------------------------

@@ -17,9 +17,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
@@ -45,6 +45,7 @@ from heron.registry.bulk import (
     release_tokens,
     reserve_tokens,
     sort_key,
+    update_devices,
 )
 from heron.registry.devices import ENCRYPTED, parse_ref
 from heron.registry.identifiers import SigfoxId, parse_pac
@@ -70,7 +71,6 @@ _SETTINGS = {
     "prototype": "prototype",
     "productCertificate": "product_certificate",
 }
-_DEVICES = cast(Table, Device.__table__)
 
 
 def _ok() -> RowOutcome:
@@ -203,16 +203,6 @@ def _settings_of(row: dict[str, Any]) -> dict[str, Any]:
     return given
 
 
-def _update_many(session: Session, rows: list[dict[str, Any]]) -> None:
-    """One executemany UPDATE per distinct set of columns (`b_id` names the device)."""
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_columns[tuple(sorted(k for k in row if k != "b_id"))].append(row)
-    for columns, group in by_columns.items():
-        stmt = update(_DEVICES).where(_DEVICES.c.id == bindparam("b_id")).values({c: bindparam(c) for c in columns})
-        session.execute(stmt, group)
-
-
 def _one_per_device(resolved: list[tuple[int, str, str] | RowOutcome]) -> None:
     """A device named twice in a batch: the later rows fail (rows of other batches are caught
     by the state they find)."""
@@ -325,7 +315,7 @@ def _edit(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, An
         for i, d in items[res.granted :]:
             outcomes[i] = _error(d.identifier, res.refusal or "no token left")
         grant_existing(session, res, [d.id for _i, d in items[: res.granted]], b.now)
-    _update_many(session, [{"b_id": d.id} | values | b.stamp() for i, d, values in planned if outcomes[i] is None])
+    update_devices(session, [{"b_id": d.id} | values | b.stamp() for i, d, values in planned if outcomes[i] is None])
     return [o or _ok() for o in outcomes]
 
 
@@ -387,7 +377,7 @@ def _transfer(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str
         granted = [d.id for _i, d in wanting[: res.granted]]
         grant_existing(session, res, granted, b.now)
     moved = [d for i, d, _w in moving if outcomes[i] is None]
-    _update_many(
+    update_devices(
         session, [{"b_id": d.id, "device_type_id": target.id, "group_id": target.group_id} | b.stamp() for d in moved]
     )
     dropped = [d.id for i, d in giving_back if outcomes[i] is None and d.id not in set(granted)]
@@ -454,7 +444,7 @@ def _replace(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str,
             | {"sequence_number": None}
             | b.stamp()
         )
-    _update_many(session, rows)
+    update_devices(session, rows)
     return [o or _ok() for o in outcomes]
 
 
@@ -486,8 +476,8 @@ def _unsubscribe(session: Session, ctx: JobContext, batch: list[tuple[int, dict[
         else:
             ending.append({"b_id": d.id, "token_end_at": datetime.fromtimestamp(when / 1000, b.now.tzinfo)})
     release_tokens(session, [Holder(d.id, d.contract_id, d.token_alloc) for d in past])
-    _update_many(session, [r | {"automatic_renewal": False} | b.stamp() for r in ending])
-    _update_many(session, [{"b_id": d.id, "automatic_renewal": False} | b.stamp() for d in past])
+    update_devices(session, [r | {"automatic_renewal": False} | b.stamp() for r in ending])
+    update_devices(session, [{"b_id": d.id, "automatic_renewal": False} | b.stamp() for d in past])
     return [o or _ok() for o in outcomes]
 
 
@@ -508,7 +498,7 @@ def _delete(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, 
             else:
                 gone.append(d)
     release_tokens(session, [Holder(d.id, d.contract_id, d.token_alloc) for d in gone])
-    _update_many(session, [{"b_id": d.id, "lifecycle": DELETED, "deleted_at": b.now} | b.stamp() for d in gone])
+    update_devices(session, [{"b_id": d.id, "lifecycle": DELETED, "deleted_at": b.now} | b.stamp() for d in gone])
     return [o or _ok() for o in outcomes]
 
 

@@ -154,6 +154,8 @@ class Device(Base):
         Index("ix_devices_group_id_token_state_lifecycle_sort_key", "group_id", "token_state", "lifecycle", "sort_key"),
         Index("ix_devices_name_sort_key", "name", "sort_key"),
         Index("ix_devices_last_seen_at_sort_key", "last_seen_at", "sort_key"),
+        Index("ix_devices_token_end_at", "token_end_at"),  # due tokens (registry/maintenance.py)
+        Index("ix_devices_lifecycle_deleted_at", "lifecycle", "deleted_at"),  # the purge
         CheckConstraint("lat IS NULL OR (lat >= -90 AND lat <= 90)", name="lat_range"),
         CheckConstraint("lng IS NULL OR (lng >= -180 AND lng <= 180)", name="lng_range"),
     )
@@ -169,6 +171,7 @@ class Device(Base):
     token_alloc: Mapped[str | None] = mapped_column(String(24))  # "dt:<id>" | "g:<id>": the allocation drawn on
     token_state: Mapped[str] = mapped_column(String(12), default="NONE")  # NONE | OK | OFF_CONTRACT
     token_end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    token_renewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # last automatic renewal
     # The contract a Senet `register` named, taken on activation unless `activate` names another
     # (no foreign key: it is checked again at activation, and contracts may go in between).
     requested_contract_id: Mapped[int | None] = mapped_column(Integer)

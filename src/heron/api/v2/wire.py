@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from heron.db.base import to_ms
+from heron.db.base import to_ms, utcnow
 from heron.registry.bulk import DELETED, LORAWAN, TOKEN_OK
 from heron.registry.contracts import AllocationView, ContractInfo, ContractView
 from heron.registry.device_profiles import ProfileView
 from heron.registry.device_types import DeviceTypeView
 from heron.registry.devices import DeviceView
-from heron.registry.models import Contract, DeviceProfile
+from heron.registry.models import Contract, Device, DeviceProfile
 from heron.tenancy.groups import GroupRecord
 from heron.tenancy.models import Group
 from heron.tenancy.profiles import PROFILES
@@ -181,6 +181,16 @@ def device_state(view: DeviceView) -> int:
     return 2 if d.activable else 7
 
 
+def renewal_status(d: Device) -> int:
+    """Sigfox `automaticRenewalStatus`: 2 RENEWED (renewed at least once and still held),
+    3 ENDED (the token reached its end and was given back), else 0 ALLOWED / 1 NOT_ALLOWED."""
+    if d.token_state == TOKEN_OK and d.token_renewed_at is not None:
+        return 2
+    if d.token_state != TOKEN_OK and d.token_end_at is not None and d.token_end_at <= utcnow():
+        return 3
+    return 0 if d.automatic_renewal else 1
+
+
 def device(view: DeviceView, secrets: dict[str, str | None] | None = None) -> dict[str, Any]:
     """The api.md device object; `secrets` (single GET with `device:write`) adds the PAC and,
     for LoRaWAN, joinEui and profId. Never the NAK or the AppKey."""
@@ -196,7 +206,7 @@ def device(view: DeviceView, secrets: dict[str, str | None] | None = None) -> di
         "creationTime": to_ms(d.created_at),
         "activationTime": to_ms(d.activated_at),
         "automaticRenewal": d.automatic_renewal,
-        "automaticRenewalStatus": 0 if d.automatic_renewal else 1,
+        "automaticRenewalStatus": renewal_status(d),
         "deviceType": {"id": str(dt.id), "name": dt.name},
         "contract": min_contract(view.contract) if view.contract is not None else None,
         "group": min_group(view.group),
