@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from rich.table import Table
 
 from heron.bootstrap import prepare
 from heron.config import get_settings
-from heron.errors import HeronError
+from heron.errors import HeronError, InvalidInput
 from heron.observability import configure_logging
 from heron.tenancy import api_users, groups, users
 from heron.tenancy.access import SYSTEM
@@ -298,6 +299,86 @@ def devices_export(
         else:
             target.flush()
     console.print(f"exported {plan.matches} devices" + (f" to {out}" if out is not None else ""))
+
+
+@devices_app.command("import")
+def devices_import(
+    file: Annotated[
+        Path, typer.Argument(help="CSV or TXT file, one `ID;PAC` per line (an `id;pac` header is optional)")
+    ],
+    device_type: Annotated[int, typer.Option("--device-type", help="the SIGFOX device type the devices join")],
+    prefix: Annotated[str | None, typer.Option(help="device names: prefix + increment")] = None,
+    product_certificate: Annotated[str | None, typer.Option("--product-certificate")] = None,
+    activable: Annotated[bool, typer.Option("--activable/--not-activable", help="take a token")] = True,
+    automatic_renewal: Annotated[
+        bool | None, typer.Option("--automatic-renewal/--no-automatic-renewal", help="default: the device type's")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the job's result as JSON on stdout")] = False,
+) -> None:
+    """New series from a file, as the GUI's New series: one job, run here with a progress bar
+    on stderr. Bad lines are reported with their line numbers and the others registered.
+    Exit status: 0 all registered, 3 some lines failed, 1 the job failed, 2 bad input (nothing
+    submitted)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from heron.jobs import engine
+    from heron.jobs.models import Job
+    from heron.registry import bulk_jobs, series_input
+
+    prepared = prepare(get_settings())
+    try:
+        try:
+            data = file.read_bytes()
+        except OSError as exc:
+            raise InvalidInput.field("file", f"cannot be read: {exc.strerror}") from None
+        rows = series_input.new_series(series_input.decode(data))
+        with prepared.db.write() as session:
+            job = bulk_jobs.submit_create(
+                session,
+                SYSTEM,
+                prepared.keyring,
+                device_type_id=device_type,
+                rows=rows,
+                prefix=prefix,
+                product_certificate=product_certificate,
+                activable=activable,
+                automatic_renewal=automatic_renewal,
+            )
+            job_id, req_id, total = job.id, job.req_id, job.total
+    except HeronError as exc:
+        _fail(exc)
+    runner = engine.JobRunner(prepared.db, idle_poll=0.05)
+    runner.start()  # a running server may take the job instead: either way it runs once
+    columns_shown = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    try:
+        with Progress(*columns_shown, console=console, transient=False) as bar:
+            task = bar.add_task("devices", total=total)
+            while True:
+                with prepared.db.read() as session:
+                    current = session.get(Job, job_id)
+                    assert current is not None
+                    bar.update(task, completed=current.processed)
+                    if current.state in engine.FINISHED:
+                        rep = engine.report(session, current)
+                        break
+                time.sleep(0.1)
+    finally:
+        runner.stop()
+    success, failed = rep.stats.get(bulk_jobs.SUCCESS, 0), rep.stats.get(bulk_jobs.ERRORS, 0)
+    if as_json:
+        errors = [{"entity": entity, "message": message} for entity, message in rep.entries]
+        out = {"jobId": req_id, "state": rep.job.state, "total": total, "success": success, "errors": errors}
+        print(json.dumps(out))
+    else:
+        for entity, message in rep.entries[:20]:
+            console.print(f"  {entity or '-'}: {message}", markup=False)
+        if len(rep.entries) > 20:
+            console.print(f"  ... and {len(rep.entries) - 20} more (GET /api/v2/jobs/{req_id})")
+    console.print(f"job {req_id} {rep.job.state}: {success} registered, {failed} failed")
+    if rep.job.state != "DONE_SUC":
+        raise typer.Exit(1)
+    if failed:
+        raise typer.Exit(3)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,10 @@ the real job runner of the app (and a second runner for the concurrency test), o
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi.testclient import TestClient
@@ -17,6 +19,7 @@ from heron.jobs.models import Job
 from heron.registry import devices
 from heron.registry.models import Contract, ContractAllocation, Device
 from tests.api.test_bad_input import assert_invalid, assert_message, unchanged
+from tests.api.test_device_export import run_cli
 from tests.conftest import Tenants
 from tests.registry.conftest import API, Api, contract_body, device_type_body
 
@@ -378,3 +381,27 @@ def test_jobs_api_lists_and_shows_jobs_of_the_callers_groups_only(
     assert_invalid(admin_a.get("/jobs?state=DONE"), "state", "query")
     assert_invalid(admin_a.get("/jobs/not-a-job"), "jobId", "path")
     assert admin_a.get("/jobs?state=RUNNING").json()["data"] == []
+
+
+# -- heron devices import -------------------------------------------------------------------------
+def test_cli_import_registers_a_series_file_and_reports_bad_lines(
+    admin_a: Api, db: Database, tenants: Tenants, database_url: str, tmp_path: Path
+) -> None:
+    cid, dt = setup(admin_a, tenants)
+    series_file = tmp_path / "series.csv"
+    series_file.write_text("id;pac\n" + "\n".join(f"{0xC00 + i:X};{PAC}" for i in range(40)) + "\nC28;short\n")
+    data_dir = tmp_path / "cli-var"
+    done = run_cli(database_url, data_dir, "devices", "import", str(series_file), "--device-type", dt, "--prefix", "C-")
+    assert done.returncode == 3, done.stderr
+    assert "40 registered, 1 failed" in done.stderr and "41/41" in done.stderr and "line 42" in done.stderr
+    assert admin_a.get("/devices/C27").json()["name"] == "C-40"
+    assert tokens_in_use(db, cid) == (40, 40)
+    again = run_cli(database_url, data_dir, "devices", "import", str(series_file), "--device-type", dt, "--json")
+    result = json.loads(again.stdout)
+    assert again.returncode == 3 and result["success"] == 0 and len(result["errors"]) == 41
+    assert result["errors"][0] == {"entity": "C00", "message": "device C00 already exists"}
+    for bad in (["--device-type", "999"], ["--device-type", dt, "--prefix", "x" * 41]):
+        refused = run_cli(database_url, data_dir, "devices", "import", str(series_file), *bad)
+        assert refused.returncode == 2 and "error:" in refused.stderr, refused.stderr
+    missing = run_cli(database_url, data_dir, "devices", "import", str(tmp_path / "nope.csv"), "--device-type", dt)
+    assert missing.returncode == 2 and "file" in missing.stderr
