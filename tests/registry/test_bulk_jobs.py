@@ -405,3 +405,14 @@ def test_cli_import_registers_a_series_file_and_reports_bad_lines(
         assert refused.returncode == 2 and "error:" in refused.stderr, refused.stderr
     missing = run_cli(database_url, data_dir, "devices", "import", str(tmp_path / "nope.csv"), "--device-type", dt)
     assert missing.returncode == 2 and "file" in missing.stderr
+
+
+def test_series_files_over_50_mb_are_refused_naming_the_file(
+    admin_a: Api, client: TestClient, db: Database, tenants: Tenants
+) -> None:
+    _cid, dt = setup(admin_a, tenants)
+    line = f"1;{PAC}\n".encode()
+    huge = line * (50 * 1024 * 1024 // len(line) + 1)
+    with unchanged(db):
+        assert_invalid(series(admin_a, client, "new", huge, deviceTypeId=dt), "file")
+        assert_invalid(series(admin_a, client, "new", huge, as_file=False, deviceTypeId=dt), "file")

@@ -581,13 +581,14 @@ def submit_create(
     dt = session.get(DeviceType, device_type_id)
     assert dt is not None
     prepared = []
+    seal = keyring.encrypter(ENCRYPTED["pac"])
     for row in _check_rows(rows):
         if "error" in row:
             prepared.append(row)
             continue
         out = {k: v for k, v in row.items() if k != "pac"}
         try:
-            out["pacCipher"] = keyring.encrypt(parse_pac(row.get("pac"), "pac").encode(), ENCRYPTED["pac"])
+            out["pacCipher"] = seal(parse_pac(row.get("pac"), "pac").encode())
         except InvalidInput as exc:
             out = {"id": row.get("id"), "error": _reason(exc)}
         prepared.append(out)
