@@ -6,6 +6,7 @@ same run (and, for activation, one bare executemany UPDATE of the same rows)."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from datetime import UTC, datetime
@@ -92,15 +93,17 @@ def _floors(db_file: str, device_type_id: int, group_id: int) -> tuple[float, fl
 
 def _run(http: httpx.Client, path: str, params: dict[str, str], body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     """POST, then poll `status` until the task is done: (seconds, final status)."""
+    content = json.dumps(body).encode()  # encoded before the clock starts, as a client would have it
     start = time.perf_counter()
-    r = http.post(f"{SENET}/{path}", params=params, json=body)
+    r = http.post(f"{SENET}/{path}", params=params, content=content, headers={"content-type": "application/json"})
     r.raise_for_status()
+    print(f"  {path}: answered statusUrl after {time.perf_counter() - start:.3f} s")
     req_id = r.json()["statusUrl"].split("reqId=")[1]
     while True:
         status: dict[str, Any] = http.get(f"{SENET}/status", params={"reqId": req_id}).json()
         if status["state"] in ("DONE_SUC", "DONE_FAIL"):
             return time.perf_counter() - start, status
-        time.sleep(0.005)
+        time.sleep(0.02)  # a client polls; polling more often takes time from the job it waits for
 
 
 def main() -> None:

@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from heron.db.base import UtcDateTime, utcnow
 from heron.errors import FieldError, Forbidden, HeronError, InvalidInput, NotFound
@@ -440,8 +440,9 @@ def _devices(session: Session, euis: list[str]) -> dict[str, _Dev]:
     """The LoRaWAN devices among `euis`, with what activation, deactivation and update need
     (bulk.existing plus tags, position, devType, requested contract and last seen: one query)."""
     out: dict[str, _Dev] = {}
+    conn = session.connection()  # Core rows: no ORM loading for a plain column list
     for start in range(0, len(euis), 5000):
-        rows = session.execute(
+        rows = conn.execute(
             select(
                 Device.id,
                 Device.identifier,
@@ -826,6 +827,8 @@ def _settings_change(row: dict[str, Any], dev: _Dev, p: dict[str, Any]) -> dict[
     """The device's new settings (lat, lng, tags, devType) from the row and the call, or None
     when they change nothing. Tags are added (register, activate) or applied with the update's
     tagsOperation."""
+    if len(row) == 1 and not p["tags"]:
+        return None  # a bare {"d": devEui}: nothing to change
     lat = row.get("lat", dev.lat)
     lng = row.get("lng", dev.lng)
     given = (row.get("tags") or []) + p["tags"]
@@ -1031,7 +1034,8 @@ def task_status(session: Session, actor: Actor, req_id: str | None) -> dict[str,
         raise invalid("reqId", "required")
     if not _REQ_ID.fullmatch(req_id):
         raise invalid("reqId", "must look like DevMgmtJobReq:<hex> or DevUpdateJobReq:<hex>")
-    job = session.scalar(select(Job).where(Job.req_id == req_id))
+    # Not the stored rows: a client polling a 10,000-row task must not fetch them each time.
+    job = session.scalar(select(Job).options(defer(Job.input)).where(Job.req_id == req_id))
     gone = job is None or job.kind not in KINDS
     if job is not None and job.ended_at is not None and job.ended_at < utcnow() - STATUS_KEPT:
         gone = True
