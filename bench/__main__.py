@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-BENCHES = ["bench.group_tree", "bench.http_auth"]
+BENCHES = ["bench.group_tree", "bench.http_auth", "bench.device_queries"]
 BENCHES += ["bench.senet_onboarding"]
 
 

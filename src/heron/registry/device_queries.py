@@ -19,17 +19,32 @@ orders (read as a second segment, `last_seen_at IS NULL`, in id order)."""
 
 from __future__ import annotations
 
-import csv
-import io
+import queue
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, func, literal, or_, select
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    extract,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
+from sqlalchemy.sql.functions import FunctionElement
 
-from heron.db.base import to_ms
 from heron.db.engine import Database
 from heron.errors import InvalidInput
 from heron.registry._common import from_ms
@@ -207,23 +222,55 @@ def _after(keys: Sequence[Col], values: Sequence[Any], desc: bool) -> ColumnElem
 class Plan:
     """The conditions of one list or export, and how to read them."""
 
-    conditions: list[ColumnElement[bool]]  # all but the group condition
+    filters: list[Callable[[Callable[[Any], Any]], ColumnElement[bool]]]  # given how to name a column
     groups: Select[Any] | None  # the ids of the groups to read (None: every group)
     sort: str
     small: bool = False
     matches: int | None = None  # exact count, when taken
+    ranges: list[ColumnElement[bool]] = field(default_factory=list)  # on the walked order index
 
     @property
     def desc(self) -> bool:
         return self.sort.startswith("-")
 
-    def where(self, by_group: bool) -> list[ColumnElement[bool]]:
-        """The conditions, the group one served by the per-group indexes or (`by_group` false)
-        by none, so that the order index is walked."""
-        if self.groups is None:
-            return list(self.conditions)
-        column: Any = Device.group_id if by_group else Device.group_id + 0
-        return [column.in_(self.groups), *self.conditions]
+    def where(self, indexed: bool) -> list[ColumnElement[bool]]:
+        """The conditions; with `indexed` false no index serves them (but `ranges`), so the
+        database walks the order's index instead of gathering and sorting the matches."""
+        column: Callable[[Any], Any] = _same if indexed else _unindexed
+        out = [build(column) for build in self.filters] + list(self.ranges)
+        if self.groups is not None:
+            out.insert(0, column(Device.group_id).in_(self.groups))
+        return out
+
+
+def _same(column: Any) -> Any:
+    return column
+
+
+class _Unindexed(FunctionElement[Any]):
+    """A column no index may serve: `+column` on SQLite (a no-op the planner does not index),
+    the column itself elsewhere (PostgreSQL plans from its statistics)."""
+
+    name = "unindexed"
+    inherit_cache = True
+
+    def __init__(self, column: Any) -> None:
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(_Unindexed)
+def _render_unindexed(element: _Unindexed, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(_Unindexed, "sqlite")
+def _render_unindexed_sqlite(element: _Unindexed, compiler: Any, **kw: Any) -> str:
+    return "+" + str(compiler.process(element.clauses, **kw))
+
+
+def _unindexed(column: Any) -> Any:
+    return _Unindexed(column)
 
 
 def _visible_groups(actor: Actor) -> ColumnElement[bool] | None:
@@ -244,7 +291,7 @@ def plan(session: Session, actor: Actor, f: DeviceFilter, sort: str = "id", *, w
     """The conditions for `f` as `actor` sees it (a named group must be visible, else NotFound),
     and which way to read them; `with_total` counts the matches exactly."""
     check_sort(sort)
-    conds: list[ColumnElement[bool]] = []
+    conds: list[Callable[[Callable[[Any], Any]], ColumnElement[bool]]] = []
     group_conds: list[ColumnElement[bool]] = []
     visible = _visible_groups(actor)
     if visible is not None:
@@ -256,30 +303,40 @@ def plan(session: Session, actor: Actor, f: DeviceFilter, sort: str = "id", *, w
         else:
             group_conds.append(Group.id.in_([p.id for p in parents]))
     if not actor.scopes("device:read"):
-        conds.append(false())
-    conds.append(Device.lifecycle == f.lifecycle if f.lifecycle is not None else Device.lifecycle != DELETED)
+        conds.append(lambda c: false())
+    if f.lifecycle is not None:
+        conds.append(lambda c: c(Device.lifecycle) == f.lifecycle)
+    else:
+        conds.append(lambda c: c(Device.lifecycle) != DELETED)
     if f.com_state is not None:
-        conds.append(Device.com_state == f.com_state)
+        conds.append(lambda c: c(Device.com_state) == f.com_state)
     if f.token_state is not None:
         # Heron holds or lacks a token: NA_FOR_API and INVALID_TOKEN never occur.
         states = {0: [TOKEN_OK], 1: ["NONE", "OFF_CONTRACT"]}.get(f.token_state, [])
-        conds.append(Device.token_state.in_(states) if states else false())
+        conds.append(lambda c: c(Device.token_state).in_(states) if states else false())
     if f.device_type_id is not None:
-        conds.append(Device.device_type_id == f.device_type_id)
+        conds.append(lambda c: c(Device.device_type_id) == f.device_type_id)
     if f.contract_id is not None:
-        conds.append(Device.contract_id == f.contract_id)
+        conds.append(lambda c: c(Device.contract_id) == f.contract_id)
     if f.id_prefix is not None:
-        conds.append(Device.identifier.startswith(f.id_prefix, autoescape=True))
+        prefix = f.id_prefix
+        conds.append(lambda c: c(Device.identifier).startswith(prefix, autoescape=True))
+    by_id = sort.lstrip("-") == "id"  # then minId/maxId are ranges of the walked index
     if f.min_key is not None:
-        conds.append(Device.sort_key >= f.min_key)
+        low = f.min_key
+        conds.append(lambda c: (Device.sort_key if by_id else c(Device.sort_key)) >= low)
     if f.max_key is not None:
-        conds.append(Device.sort_key <= f.max_key)
+        high = f.max_key
+        conds.append(lambda c: (Device.sort_key if by_id else c(Device.sort_key)) <= high)
     if f.name is not None:
-        conds.append(func.lower(Device.name).contains(f.name.lower(), autoescape=True))
+        needle = f.name.lower()
+        conds.append(lambda c: func.lower(Device.name).contains(needle, autoescape=True))
     if f.last_seen_from is not None:
-        conds.append(Device.last_seen_at >= f.last_seen_from)
+        since = f.last_seen_from
+        conds.append(lambda c: c(Device.last_seen_at) >= since)
     if f.last_seen_to is not None:
-        conds.append(Device.last_seen_at < f.last_seen_to)
+        until = f.last_seen_to
+        conds.append(lambda c: c(Device.last_seen_at) < until)
     p = Plan(conds, select(Group.id).where(*group_conds) if group_conds else None, sort)
     if with_total:
         p.matches = session.scalar(select(func.count()).select_from(Device).where(*p.where(True)))
@@ -287,11 +344,31 @@ def plan(session: Session, actor: Actor, f: DeviceFilter, sort: str = "id", *, w
     else:
         capped = select(literal(1)).select_from(Device).where(*p.where(True)).limit(SMALL + 1)
         p.small = (session.scalar(select(func.count()).select_from(capped.subquery())) or 0) <= SMALL
+    if not p.small and p.groups is not None and sort.lstrip("-") == "id":
+        _start_at_the_groups(session, p)
     return p
 
 
-def statement(p: Plan, number: int, columns: Sequence[Any], after: Position | None) -> Select[Any]:
-    """Segment `number` of the plan in order, after `after` when it lies in that segment."""
+def _start_at_the_groups(session: Session, p: Plan) -> None:
+    """Devices of a group tend to hold neighbouring ids (a customer's devices come in series),
+    so walking the id index from its start may cross most of the table before the first match.
+    The smallest (largest, for `-id`) id in the groups, one index seek per group, bounds it."""
+    assert p.groups is not None
+    outer = aliased(Group)
+    pick = func.max if p.desc else func.min
+    per_group = select(pick(Device.sort_key)).where(Device.group_id == outer.id).scalar_subquery()
+    bound = session.scalar(select(pick(per_group)).select_from(outer).where(outer.id.in_(p.groups)))
+    if bound is None:
+        p.ranges.append(false())
+    else:
+        p.ranges.append(Device.sort_key <= bound if p.desc else Device.sort_key >= bound)
+
+
+def statement(
+    p: Plan, number: int, columns: Sequence[Any], after: Position | None, *, joined: bool = False
+) -> Select[Any]:
+    """Segment `number` of the plan in order, after `after` when it lies in that segment;
+    `joined` adds the device type, group (as `_GroupName`) and contract to the FROM."""
     seg = _segments(p.sort)[number]
     conds = p.where(p.small)
     if seg.where is not None:
@@ -299,7 +376,14 @@ def statement(p: Plan, number: int, columns: Sequence[Any], after: Position | No
     if after is not None and number == after.segment:
         conds.append(_after(seg.keys, after.values, p.desc))
     order = [k.desc() if p.desc else k.asc() for k in seg.keys]
-    return select(*columns, *seg.keys).where(*conds).order_by(*order)
+    stmt = select(*columns, *seg.keys).select_from(Device)
+    if joined:
+        stmt = (
+            stmt.join(DeviceType, DeviceType.id == Device.device_type_id)
+            .join(_GroupName, _GroupName.id == Device.group_id)
+            .outerjoin(Contract, Contract.id == Device.contract_id)
+        )
+    return stmt.where(*conds).order_by(*order)
 
 
 def _read(
@@ -309,14 +393,18 @@ def _read(
     after: Position | None,
     limit: int,
     offset: int = 0,
+    *,
+    joined: bool = False,
+    core: bool = False,
 ) -> list[tuple[int, Any]]:
     """Up to `limit` rows after `after` (and `offset` more), as (segment, row); each row holds
     `columns` followed by the segment's order keys."""
     out: list[tuple[int, Any]] = []
     segments = _segments(p.sort)
     for number in range(after.segment if after else 0, len(segments)):
-        stmt = statement(p, number, columns, after)
-        rows = session.execute(stmt.limit(limit - len(out)).offset(offset)).all()
+        stmt = statement(p, number, columns, after, joined=joined)
+        run = session.connection().execute if core else session.execute  # Core rows: no ORM loading
+        rows = run(stmt.limit(limit - len(out)).offset(offset)).all()
         if offset and not rows and number + 1 < len(segments):
             skipped = session.scalar(select(func.count()).select_from(stmt.order_by(None).subquery()))
             offset = max(0, offset - (skipped or 0))
@@ -373,105 +461,77 @@ def list_devices(
 
 
 # -- CSV export -----------------------------------------------------------------------------------
-def _text(value: Any) -> str:
-    """Free text as a spreadsheet shows it: a cell starting with = + - @ (a formula to Excel and
-    LibreOffice) gets a leading apostrophe (OWASP "CSV injection")."""
-    if value is None:
-        return ""
-    text = str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+# The database renders each CSV line (RFC 4180 quoting included), so a chunk is fetched as one
+# string per device and joined: no Python per cell, a million devices in seconds. Column names
+# are the API's field names and values are the API's (epoch ms, Sigfox codes); root keys are
+# not among them. Free text starting with = + - @ (a formula to Excel and LibreOffice) gets a
+# leading apostrophe (OWASP "CSV injection").
+_FORMULA_STARTS = ["=", "+", "-", "@", "\t", "\r"]
+_GroupName = aliased(Group)  # not `Group`: the group condition's subquery must not correlate with it
 
 
-def _bool(value: Any) -> str:
-    return "" if value is None else "true" if value else "false"
+def _text(column: Any) -> Any:
+    """Free text as one CSV cell: formula-guarded, quoted when it holds `"`, `,`, CR or LF."""
+    guarded = case((func.substr(column, 1, 1).in_(_FORMULA_STARTS), literal("'").concat(column)), else_=column)
+    special = or_(*(column.contains(c, autoescape=True) for c in ('"', ",", "\n", "\r")))
+    quoted = literal('"').concat(func.replace(guarded, '"', '""')).concat('"')
+    return func.coalesce(case((special, quoted), else_=guarded), "")
 
 
-def _num(value: Any) -> str:
-    return "" if value is None else str(value)
+def _plain(column: Any) -> Any:
+    """A value that never needs quoting (hex ids, enums, numbers): its text, or empty."""
+    return func.coalesce(cast(column, String), "")
 
 
-def _time(value: Any) -> str:
-    return "" if value is None else str(to_ms(value))
+def _bool(column: Any) -> Any:
+    return case((column.is_(True), "true"), (column.is_(False), "false"), else_="")
 
 
-def _state(r: dict[str, Any]) -> str:
-    if r["lifecycle"] == DELETED:
-        return "5"
-    if r["lifecycle"] == "DEACTIVATED":
-        return "3"
-    if r["token_state"] == TOKEN_OK:
-        return "0"
-    return "2" if r["activable"] else "7"
+def _epoch_ms(column: Any, dialect: str) -> Any:
+    """Epoch milliseconds, truncated like `to_ms`. SQLite holds `YYYY-MM-DD HH:MM:SS.ffffff`."""
+    if dialect == "sqlite":
+        return func.unixepoch(column) * 1000 + cast(func.substr(column, 21, 3), BigInteger)
+    return cast(func.floor(extract("epoch", column) * 1000), BigInteger)
 
 
-@dataclass(frozen=True)
-class ExportColumn:
-    reads: tuple[str, ...]  # Device attributes
-    render: Callable[[dict[str, Any], Names], str]
+def _state() -> Any:
+    return case(
+        (Device.lifecycle == DELETED, 5),
+        (Device.lifecycle == "DEACTIVATED", 3),
+        (Device.token_state == TOKEN_OK, 0),
+        (Device.activable.is_(True), 2),
+        else_=7,
+    )
 
 
-@dataclass
-class Names:
-    """Names of the device types, groups and contracts an export mentions, loaded per chunk."""
-
-    device_types: dict[int, str] = field(default_factory=dict)
-    groups: dict[int, str] = field(default_factory=dict)
-    contracts: dict[int, str] = field(default_factory=dict)
-
-    def load(self, session: Session, rows: list[dict[str, Any]], wanted: set[str]) -> None:
-        for key, model, cache in (
-            ("device_type_id", DeviceType, self.device_types),
-            ("group_id", Group, self.groups),
-            ("contract_id", Contract, self.contracts),
-        ):
-            if key not in wanted:
-                continue
-            missing = {r[key] for r in rows if r[key] is not None and r[key] not in cache}
-            if missing:
-                id_col: Any = model.id  # type: ignore[attr-defined]
-                name_col: Any = model.name  # type: ignore[attr-defined]
-                cache.update({i: n for i, n in session.execute(select(id_col, name_col).where(id_col.in_(missing)))})
-
-
-def _attr(name: str, render: Callable[[Any], str]) -> ExportColumn:
-    return ExportColumn((name,), lambda r, _n: render(r[name]))
-
-
-# Column names are the API's field names (values as the API gives them: times in epoch ms,
-# Sigfox enum codes); root keys (PAC, NAK, AppKey) are not among them.
-EXPORT_COLUMNS: dict[str, ExportColumn] = {
-    "id": _attr("identifier", str),
-    "name": _attr("name", _text),
-    "network": _attr("network", str),
-    "lifecycle": _attr("lifecycle", str),
-    "state": ExportColumn(("lifecycle", "token_state", "activable"), lambda r, _n: _state(r)),
-    "comState": _attr("com_state", _num),
-    "tokenState": ExportColumn(("token_state",), lambda r, _n: "0" if r["token_state"] == TOKEN_OK else "1"),
-    "tokenEnd": ExportColumn(
-        ("token_state", "token_end_at"),
-        lambda r, _n: _time(r["token_end_at"]) if r["token_state"] == TOKEN_OK else "",
-    ),
-    "deviceTypeId": _attr("device_type_id", _num),
-    "deviceTypeName": ExportColumn(("device_type_id",), lambda r, n: _text(n.device_types.get(r["device_type_id"]))),
-    "groupId": _attr("group_id", _num),
-    "groupName": ExportColumn(("group_id",), lambda r, n: _text(n.groups.get(r["group_id"]))),
-    "contractId": _attr("contract_id", _num),
-    "contractName": ExportColumn(
-        ("contract_id",), lambda r, n: _text(n.contracts.get(r["contract_id"])) if r["contract_id"] else ""
-    ),
-    "lastCom": _attr("last_seen_at", _time),
-    "creationTime": _attr("created_at", _time),
-    "activationTime": _attr("activated_at", _time),
-    "sequenceNumber": _attr("sequence_number", _num),
-    "lat": _attr("lat", _num),
-    "lng": _attr("lng", _num),
-    "activable": _attr("activable", _bool),
-    "automaticRenewal": _attr("automatic_renewal", _bool),
-    "prototype": _attr("prototype", _bool),
-    "productCertificate": _attr("product_certificate", _text),
-    "modemCertificate": _attr("modem_certificate", _text),
-    "devType": _attr("dev_type", _text),
-    "tags": _attr("tags", _text),
+EXPORT_COLUMNS: dict[str, Callable[[str], Any]] = {
+    "id": lambda d: _plain(Device.identifier),
+    "name": lambda d: _text(Device.name),
+    "network": lambda d: _plain(Device.network),
+    "lifecycle": lambda d: _plain(Device.lifecycle),
+    "state": lambda d: _plain(_state()),
+    "comState": lambda d: _plain(Device.com_state),
+    "tokenState": lambda d: case((Device.token_state == TOKEN_OK, "0"), else_="1"),
+    "tokenEnd": lambda d: _plain(case((Device.token_state == TOKEN_OK, _epoch_ms(Device.token_end_at, d)))),
+    "deviceTypeId": lambda d: _plain(Device.device_type_id),
+    "deviceTypeName": lambda d: _text(DeviceType.name),
+    "groupId": lambda d: _plain(Device.group_id),
+    "groupName": lambda d: _text(_GroupName.name),
+    "contractId": lambda d: _plain(Device.contract_id),
+    "contractName": lambda d: _text(Contract.name),
+    "lastCom": lambda d: _plain(_epoch_ms(Device.last_seen_at, d)),
+    "creationTime": lambda d: _plain(_epoch_ms(Device.created_at, d)),
+    "activationTime": lambda d: _plain(_epoch_ms(Device.activated_at, d)),
+    "sequenceNumber": lambda d: _plain(Device.sequence_number),
+    "lat": lambda d: _plain(Device.lat),
+    "lng": lambda d: _plain(Device.lng),
+    "activable": lambda d: _bool(Device.activable),
+    "automaticRenewal": lambda d: _bool(Device.automatic_renewal),
+    "prototype": lambda d: _bool(Device.prototype),
+    "productCertificate": lambda d: _text(Device.product_certificate),
+    "modemCertificate": lambda d: _text(Device.modem_certificate),
+    "devType": lambda d: _text(Device.dev_type),
+    "tags": lambda d: _text(Device.tags),
 }
 DEFAULT_COLUMNS = (
     "id",
@@ -524,29 +584,65 @@ def export_csv(
     last position, so memory stays constant and no transaction spans the export; a device
     changed meanwhile appears at most once."""
     chunk = chunk or CHUNK
-    specs = [EXPORT_COLUMNS[c] for c in columns]
-    attrs = sorted({a for s in specs for a in s.reads} | {"device_type_id", "group_id", "contract_id"})
-    selected = [getattr(Device, a) for a in attrs]
-    names = Names()
-    wanted = {a for s in specs for a in s.reads}
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(columns)
-    yield buffer.getvalue().encode()
-    after: Position | None = None
-    while True:
-        with db.read() as session:
-            found = _read(session, p, selected, after, chunk)
-            rows = [dict(zip(attrs, row[: len(attrs)], strict=True)) for _, row in found]
-            names.load(session, rows, wanted)
-        if not found:
-            return
-        buffer.seek(0)
-        buffer.truncate()
-        writer.writerows([s.render(r, names) for s in specs] for r in rows)
-        yield buffer.getvalue().encode()
+    cells = [EXPORT_COLUMNS[c](db.dialect) for c in columns]
+    line = cells[0]
+    for cell in cells[1:]:
+        line = line.concat(",").concat(cell)
+    yield (",".join(columns) + "\r\n").encode()
+
+    def chunks() -> Iterator[tuple[bytes, int]]:
+        after: Position | None = None
+        while True:
+            with db.read() as session:
+                found = _read(session, p, [line], after, chunk, joined=True, core=True)
+            if not found:
+                return
+            yield ("\r\n".join([row[0] for _, row in found]) + "\r\n").encode(), len(found)
+            if len(found) < chunk:
+                return
+            after = _position(*found[-1], 1)
+
+    for block, count in _read_ahead(chunks()):
+        yield block
         if progress is not None:
-            progress(len(rows))
-        if len(found) < chunk:
-            return
-        after = _position(*found[-1], len(attrs))
+            progress(count)
+
+
+_DONE = object()
+
+
+def _read_ahead(source: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """`source` run ahead in a thread: the database renders the next chunk (SQLite and the
+    PostgreSQL driver release the GIL while they work) while this one is being sent. At most
+    `depth` items wait, so memory stays bounded; closing this generator stops the thread."""
+    items: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def run() -> None:
+        try:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        items.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            items.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, raised there
+            items.put(exc)
+
+    worker = threading.Thread(target=run, name="device-export", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = items.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join(timeout=5)
