@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,8 @@ from heron.db.engine import Database
 from heron.jobs.engine import JobRunner
 from heron.jobs.models import Job
 from heron.registry import devices
-from heron.registry.models import Contract, ContractAllocation, Device
+from heron.registry.bulk import insert_devices, new_row
+from heron.registry.models import Contract, ContractAllocation, Device, DeviceType
 from tests.api.test_bad_input import assert_invalid, assert_message, unchanged
 from tests.api.test_device_export import run_cli
 from tests.conftest import Tenants
@@ -416,3 +418,28 @@ def test_series_files_over_50_mb_are_refused_naming_the_file(
     with unchanged(db):
         assert_invalid(series(admin_a, client, "new", huge, deviceTypeId=dt), "file")
         assert_invalid(series(admin_a, client, "new", huge, as_file=False, deviceTypeId=dt), "file")
+
+
+def test_bulk_rows_store_values_exactly_as_the_orm_does(admin_a: Api, db: Database, tenants: Tenants) -> None:
+    """The bulk insert bypasses the ORM: what it stores must be the ORM's, byte for byte (a whole
+    second, whose text form differs if a driver adapter formats it, included)."""
+    _cid, dt = setup(admin_a, tenants)
+    when = datetime(2026, 1, 1, 10, 0, 0, tzinfo=UTC)
+    with db.write() as s:
+        group = s.scalar(select(DeviceType.group_id).where(DeviceType.id == int(dt)))
+        assert group is not None
+        fields = {
+            "device_type_id": int(dt),
+            "group_id": group,
+            "automatic_renewal": True,
+            "created_by": "t",
+            "now": when,
+        }
+        insert_devices(s, [new_row(network="SIGFOX", identifier="B1", **fields) | {"token_end_at": when}])
+        s.add(Device(**(new_row(network="SIGFOX", identifier="O1", **fields) | {"token_end_at": when})))
+    with db.read() as s:
+        raw = s.connection().exec_driver_sql(
+            "SELECT created_at, token_end_at, prototype, activable FROM devices WHERE identifier IN ('B1', 'O1')"
+        )
+        bulk_row, orm_row = [tuple(r) for r in raw]
+    assert bulk_row == orm_row

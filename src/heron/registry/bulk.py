@@ -190,7 +190,7 @@ def insert_devices(session: Session, rows: Sequence[dict[str, Any]]) -> int:
     dialect = conn.dialect
     table = cast(Table, Device.__table__)
     columns = list(rows[0])
-    processors = [table.c[c].type.bind_processor(dialect) for c in columns]
+    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
     caches: list[dict[Any, Any]] = [{} for _ in columns]
 
     def convert(i: int, value: Any) -> Any:
