@@ -652,6 +652,18 @@ def test_bad_call_parameters_are_400_naming_the_parameter_and_change_nothing(app
         ("activate", f"appEui={APP_EUI}", None, "body"),
         ("activate", f"appEui={APP_EUI}", {"data": [], "bogus": 1}, "bogus"),
         ("activate", f"appEui={APP_EUI}", body | {"callback": {"url": "ftp://x"}}, "callback.url"),
+        (
+            "activate",
+            f"appEui={APP_EUI}",
+            body | {"callback": {"url": "http://x", "headers": {"a b": "1"}}},
+            "callback",
+        ),
+        (
+            "activate",
+            f"appEui={APP_EUI}",
+            body | {"callback": {"url": "http://x", "headers": {"X": "1\r\nY: 2"}}},
+            "callback",
+        ),
         ("update", "", body, "appEui"),
         ("update", f"appEui={APP_EUI}&tags=a", body, "tagsOperation"),
         ("update", f"appEui={APP_EUI}&tagsOperation=MERGE", body, "tagsOperation"),

@@ -61,6 +61,7 @@ _HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
 _HEX32 = re.compile(r"[0-9A-Fa-f]{32}")
 _REQ_ID = re.compile(r"(DevMgmtJobReq|DevUpdateJobReq):[0-9A-Fa-f]{1,32}")
 _TAG_SPLIT = re.compile(r"[,;]")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}")
 _LORAWAN = bulk.LORAWAN
 
 
@@ -362,8 +363,12 @@ def submit(
         raise invalid("data", "must list at least one device")
     if len(rows) > MAX_ROWS:
         raise invalid("data", f"must list at most {MAX_ROWS} devices")
-    if callback is not None and not callback.url.lower().startswith(("http://", "https://")):
-        raise invalid("callback.url", "must be an http or https URL")
+    if callback is not None:
+        if not callback.url.lower().startswith(("http://", "https://")):
+            raise invalid("callback.url", "must be an http or https URL")
+        for name, value in callback.headers.items():
+            if not _HEADER_NAME.fullmatch(name) or any(c in value for c in "\r\n\x00"):
+                raise invalid("callback.headers", f"{name[:40]!r} is not a valid HTTP header")
     if (
         kind == UPDATE
         and call.tags_operation is None
@@ -967,7 +972,7 @@ _STATS = {
     UPDATE: ("updated", "notChanged", "errors"),
 }
 _HANDLERS = {REGISTER: _register, ACTIVATE: _activate, DEACTIVATE: _deactivate, UPDATE: _update}
-BATCH_SIZE = 2500
+BATCH_SIZE = 5000
 for _kind, _handler in _HANDLERS.items():
     engine.register_kind(JobKind(_kind, _handler, _STATS[_kind], batch_size=BATCH_SIZE, summary=_summary(_kind)))
 
