@@ -195,6 +195,28 @@ def _lookup(b: _Batch, resolved: list[tuple[int, str, str] | RowOutcome]) -> dic
     return out
 
 
+def _named(
+    b: _Batch, batch: list[tuple[int, dict[str, Any]]]
+) -> tuple[list[RowOutcome | None], list[tuple[int, str, str, ExistingDevice]]]:
+    """The rows of a batch that name existing devices the submitter may write, as (index,
+    network, identifier, device); the outcomes list already holds the other rows' errors
+    (bad ids, a device twice in the batch, "Unknown device")."""
+    resolved = _resolve(batch)
+    _one_per_device(resolved)
+    found = _lookup(b, resolved)
+    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    named = []
+    for item in resolved:
+        if isinstance(item, tuple):
+            i, network, identifier = item
+            d = found.get((network, identifier))
+            if d is None:
+                outcomes[i] = _error(identifier, UNKNOWN)
+            else:
+                named.append((i, network, identifier, d))
+    return outcomes, named
+
+
 def _settings_of(row: dict[str, Any]) -> dict[str, Any]:
     given = {_SETTINGS[k]: v for k, v in row.items() if k in _SETTINGS}
     cert = given.get("product_certificate")
@@ -279,19 +301,9 @@ def _name(prefix: str, name: Any, seq: int, identifier: str) -> Any:
 # -- edit -----------------------------------------------------------------------------------------
 def _edit(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
     b = _Batch(session, ctx)
-    resolved = _resolve(batch)
-    _one_per_device(resolved)
-    found = _lookup(b, resolved)
-    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    outcomes, named = _named(b, batch)
     planned: list[tuple[int, ExistingDevice, dict[str, Any]]] = []
-    for item in resolved:
-        if not isinstance(item, tuple):
-            continue
-        i, network, identifier = item
-        d = found.get((network, identifier))
-        if d is None:
-            outcomes[i] = _error(identifier, UNKNOWN)
-            continue
+    for i, network, identifier, d in named:
         if d.lifecycle == DELETED:
             outcomes[i] = _error(identifier, f"device {identifier} is deleted: restore it first")
             continue
@@ -325,10 +337,7 @@ def _transfer(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str
     may use keeps it (its end date too); others give theirs back and, when activable, take one
     on the target's default contract. A device refused a token is not moved."""
     b, p = _Batch(session, ctx), ctx.params
-    resolved = _resolve(batch)
-    _one_per_device(resolved)
-    found = _lookup(b, resolved)
-    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    outcomes, named = _named(b, batch)
     target = _type_infos(session, [p["deviceTypeId"]])[p["deviceTypeId"]]
     usable_cache: dict[int, bool] = {}
 
@@ -340,14 +349,8 @@ def _transfer(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str
         return usable_cache[contract_id]
 
     moving: list[tuple[int, ExistingDevice, bool]] = []  # (index, device, wants a new token)
-    for item in resolved:
-        if not isinstance(item, tuple):
-            continue
-        i, network, identifier = item
-        d = found.get((network, identifier))
-        if d is None:
-            outcomes[i] = _error(identifier, UNKNOWN)
-        elif d.lifecycle == DELETED:
+    for i, network, identifier, d in named:
+        if d.lifecycle == DELETED:
             outcomes[i] = _error(identifier, f"device {identifier} is deleted: restore it first")
         elif network != target.network:
             outcomes[i] = _error(identifier, f"the target device type is {target.network}, the device {network}")
@@ -401,20 +404,11 @@ def _replace(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str,
     row) stay; the PAC and NAK belonged to the old hardware and are cleared; the sequence
     number starts over. The old id becomes free."""
     b = _Batch(session, ctx)
-    resolved = _resolve(batch)
-    _one_per_device(resolved)
-    found = _lookup(b, resolved)
-    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    outcomes, named = _named(b, batch)
     targets: dict[int, str] = {}
-    for item in resolved:
-        if not isinstance(item, tuple):
-            continue
-        i, network, identifier = item
-        d = found.get((network, identifier))
+    for i, network, identifier, d in named:
         raw = batch[i][1].get("targetId")
-        if d is None:
-            outcomes[i] = _error(identifier, UNKNOWN)
-        elif d.lifecycle == DELETED:
+        if d.lifecycle == DELETED:
             outcomes[i] = _error(identifier, f"device {identifier} is deleted: restore it first")
         elif network != SIGFOX:
             outcomes[i] = _error(identifier, "only SIGFOX devices are replaced")
@@ -431,11 +425,10 @@ def _replace(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str,
             else:
                 targets[i] = new
     taken = existing(session, SIGFOX, list(targets.values()))
+    devices_at = {i: d for i, _network, _identifier, d in named}
     rows = []
     for i, new in targets.items():
-        item = resolved[i]
-        assert isinstance(item, tuple)
-        d = found[(item[1], item[2])]
+        d = devices_at[i]
         if new in taken:
             outcomes[i] = _error(d.identifier, f"targetDeviceId: device {new} already exists")
             continue
@@ -453,21 +446,12 @@ def _unsubscribe(session: Session, ctx: JobContext, batch: list[tuple[int, dict[
     """The token ends at `unsubscriptionTime` and is not renewed; a time already past gives it
     back now."""
     b = _Batch(session, ctx)
-    resolved = _resolve(batch)
-    _one_per_device(resolved)
-    found = _lookup(b, resolved)
-    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    outcomes, named = _named(b, batch)
     now_ms = int(b.now.timestamp() * 1000)
     ending, past = [], []
-    for item in resolved:
-        if not isinstance(item, tuple):
-            continue
-        i, network, identifier = item
-        d = found.get((network, identifier))
+    for i, _network, identifier, d in named:
         when = batch[i][1].get("unsubscriptionTime", now_ms)
-        if d is None:
-            outcomes[i] = _error(identifier, UNKNOWN)
-        elif d.contract_id is None:
+        if d.contract_id is None:
             outcomes[i] = _error(identifier, f"device {identifier} holds no token")
         elif isinstance(when, bool) or not isinstance(when, int) or not 0 <= when <= MAX_EPOCH_MS:
             outcomes[i] = _error(identifier, "unsubscriptionTime: must be epoch milliseconds")
@@ -484,19 +468,13 @@ def _unsubscribe(session: Session, ctx: JobContext, batch: list[tuple[int, dict[
 def _delete(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
     """Soft delete (restorable until purged); the token is given back."""
     b = _Batch(session, ctx)
-    resolved = _resolve(batch)
-    _one_per_device(resolved)
-    found = _lookup(b, resolved)
-    outcomes: list[RowOutcome | None] = [x if isinstance(x, RowOutcome) else None for x in resolved]
+    outcomes, named = _named(b, batch)
     gone = []
-    for item in resolved:
-        if isinstance(item, tuple):
-            i, network, identifier = item
-            d = found.get((network, identifier))
-            if d is None or d.lifecycle == DELETED:
-                outcomes[i] = _error(identifier, UNKNOWN)
-            else:
-                gone.append(d)
+    for i, _network, identifier, d in named:
+        if d.lifecycle == DELETED:
+            outcomes[i] = _error(identifier, UNKNOWN)
+        else:
+            gone.append(d)
     release_tokens(session, [Holder(d.id, d.contract_id, d.token_alloc) for d in gone])
     update_devices(session, [{"b_id": d.id, "lifecycle": DELETED, "deleted_at": b.now} | b.stamp() for d in gone])
     return [o or _ok() for o in outcomes]
