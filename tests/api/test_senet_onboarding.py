@@ -716,3 +716,17 @@ def test_update_tags_operations_append_replace_delete(app: App) -> None:
     assert update_tags("REPLACE", "x;y") == "x,y"
     same = app.wait(app.post("update", f"appEui={APP_EUI}&tagsOperation=APPEND&tags=x", {"data": [{"devEui": eui}]}))
     assert same["result"]["stats"] == {"updated": 0, "notChanged": 1, "errors": 0}
+
+
+def test_malformed_bodies_are_400_naming_the_body_and_403_without_a_key(app: App) -> None:
+    before = db_snapshot(app.db)
+    for path in ("register", "activate", "deactivate", "update"):
+        url = f"{DEVICE}/{path}?appEui={APP_EUI}"
+        for content in (b'{"data": [', b"[1, 2]", b'"x"', b"", b'{"data": "x"}'):
+            h = app.key.headers | {"content-type": "application/json"}
+            r = app.client.post(url, content=content, headers=h)
+            assert r.status_code == 400 and set(r.json()) == {"message"}, (path, content, r.text)
+            assert r.json()["message"].startswith("Invalid parameter: "), r.text
+            anonymous = app.client.post(url, content=content, headers={"content-type": "application/json"})
+            assert anonymous.status_code == 403 and set(anonymous.json()) == {"message"}, (path, content)
+    assert db_snapshot(app.db) == before
