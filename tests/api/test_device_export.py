@@ -9,14 +9,13 @@ import io
 import os
 import subprocess
 import sys
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
 
-from heron.db.base import to_ms
 from heron.db.engine import Database
 from heron.keys import Keyring
 from heron.registry import device_queries, devices
@@ -26,6 +25,11 @@ from tests.conftest import TEST_KEK, Tenants
 from tests.registry.test_device_queries import T0, device_row, insert_devices, make_types
 
 API = "/api/v2"
+
+
+def iso(when: datetime) -> str:
+    """How the export writes a time: ISO 8601 UTC to the millisecond."""
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def export(client: TestClient, headers: dict[str, str], query: str = "") -> list[dict[str, str]]:
@@ -76,15 +80,15 @@ def test_default_columns_carry_the_api_values_of_each_device(
         "state": "0",
         "comState": "1",
         "tokenState": "0",
-        "tokenEnd": str(to_ms(T0 + timedelta(days=365))),
+        "tokenEnd": iso(T0 + timedelta(days=365)),
         "deviceTypeId": str(dt_a),
         "deviceTypeName": "Fleet",
         "groupId": str(tenants.customer_a),
         "groupName": "Customer A",
         "contractId": str(contract_a),
         "contractName": "Contract A",
-        "lastCom": str(to_ms(seen)),
-        "creationTime": str(to_ms(T0)),
+        "lastCom": iso(seen),
+        "creationTime": iso(T0),
     }
     assert rows["2C"]["state"] == "3" and rows["2C"]["contractName"] == ""
     assert rows["2C"]["tokenState"] == "1" and rows["2C"]["tokenEnd"] == "" and rows["2C"]["lastCom"] == ""
@@ -95,7 +99,7 @@ def test_default_columns_carry_the_api_values_of_each_device(
         assert (row["state"], row["comState"], row["lastCom"]) == (
             str(d["state"]),
             str(d["comState"]),
-            "" if d["lastCom"] is None else str(d["lastCom"]),
+            "" if d["lastCom"] is None else iso(datetime.fromtimestamp(d["lastCom"] / 1000, UTC)),
         )
 
 

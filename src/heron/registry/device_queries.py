@@ -27,14 +27,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     ColumnElement,
     Select,
     String,
     and_,
     case,
     cast,
-    extract,
     false,
     func,
     literal,
@@ -463,8 +461,8 @@ def list_devices(
 # -- CSV export -----------------------------------------------------------------------------------
 # The database renders each CSV line (RFC 4180 quoting included), so a chunk is fetched as one
 # string per device and joined: no Python per cell, a million devices in seconds. Column names
-# are the API's field names and values are the API's (epoch ms, Sigfox codes); root keys are
-# not among them. Free text starting with = + - @ (a formula to Excel and LibreOffice) gets a
+# are the API's field names and values the API's (Sigfox codes), but times are ISO 8601 UTC
+# (`_iso`); root keys are not among them. Free text starting with = + - @ (a formula to Excel and LibreOffice) gets a
 # leading apostrophe (OWASP "CSV injection").
 _FORMULA_STARTS = ["=", "+", "-", "@", "\t", "\r"]
 _GroupName = aliased(Group)  # not `Group`: the group condition's subquery must not correlate with it
@@ -473,7 +471,7 @@ _GroupName = aliased(Group)  # not `Group`: the group condition's subquery must 
 def _text(column: Any) -> Any:
     """Free text as one CSV cell: formula-guarded, quoted when it holds `"`, `,`, CR or LF."""
     guarded = case((func.substr(column, 1, 1).in_(_FORMULA_STARTS), literal("'").concat(column)), else_=column)
-    special = or_(*(column.contains(c, autoescape=True) for c in ('"', ",", "\n", "\r")))
+    special = or_(*(column.like(f"%{c}%") for c in ('"', ",", "\n", "\r")))  # constant patterns
     quoted = literal('"').concat(func.replace(guarded, '"', '""')).concat('"')
     return func.coalesce(case((special, quoted), else_=guarded), "")
 
@@ -487,11 +485,13 @@ def _bool(column: Any) -> Any:
     return case((column.is_(True), "true"), (column.is_(False), "false"), else_="")
 
 
-def _epoch_ms(column: Any, dialect: str) -> Any:
-    """Epoch milliseconds, truncated like `to_ms`. SQLite holds `YYYY-MM-DD HH:MM:SS.ffffff`."""
+def _iso(column: Any, dialect: str) -> Any:
+    """ISO 8601 UTC to the millisecond (`2026-11-23T19:21:38.123Z`), which spreadsheets read as
+    a time; the JSON API's epoch milliseconds are the same instant. On SQLite a slice of the
+    stored `YYYY-MM-DD HH:MM:SS.ffffff`: parsing it to a number cost a second per million cells."""
     if dialect == "sqlite":
-        return func.unixepoch(column) * 1000 + cast(func.substr(column, 21, 3), BigInteger)
-    return cast(func.floor(extract("epoch", column) * 1000), BigInteger)
+        return func.substr(column, 1, 10).concat("T").concat(func.substr(column, 12, 12)).concat("Z")
+    return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 
 
 def _state() -> Any:
@@ -512,16 +512,16 @@ EXPORT_COLUMNS: dict[str, Callable[[str], Any]] = {
     "state": lambda d: _plain(_state()),
     "comState": lambda d: _plain(Device.com_state),
     "tokenState": lambda d: case((Device.token_state == TOKEN_OK, "0"), else_="1"),
-    "tokenEnd": lambda d: _plain(case((Device.token_state == TOKEN_OK, _epoch_ms(Device.token_end_at, d)))),
+    "tokenEnd": lambda d: _plain(case((Device.token_state == TOKEN_OK, _iso(Device.token_end_at, d)))),
     "deviceTypeId": lambda d: _plain(Device.device_type_id),
     "deviceTypeName": lambda d: _text(DeviceType.name),
     "groupId": lambda d: _plain(Device.group_id),
     "groupName": lambda d: _text(_GroupName.name),
     "contractId": lambda d: _plain(Device.contract_id),
     "contractName": lambda d: _text(Contract.name),
-    "lastCom": lambda d: _plain(_epoch_ms(Device.last_seen_at, d)),
-    "creationTime": lambda d: _plain(_epoch_ms(Device.created_at, d)),
-    "activationTime": lambda d: _plain(_epoch_ms(Device.activated_at, d)),
+    "lastCom": lambda d: _plain(_iso(Device.last_seen_at, d)),
+    "creationTime": lambda d: _plain(_iso(Device.created_at, d)),
+    "activationTime": lambda d: _plain(_iso(Device.activated_at, d)),
     "sequenceNumber": lambda d: _plain(Device.sequence_number),
     "lat": lambda d: _plain(Device.lat),
     "lng": lambda d: _plain(Device.lng),

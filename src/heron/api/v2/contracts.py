@@ -224,7 +224,7 @@ async def list_contract_devices(
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     with_total: Annotated[bool, Query(alias="withTotal")] = False,
     page_id: Annotated[str | None, Query(alias="pageId", max_length=cursor.MAX_TOKEN)] = None,
-) -> dict[str, Any]:
+) -> Response:
     """The devices holding a token on the contract, among those the caller may read; pages by
     `pageId` (`limit` and `pageId` only, as in the Sigfox document)."""
     cid = parse_id(contract_id)

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from heron.api import cursor
 from heron.api.context import AppContext, Ctx, CurrentActor, base_url
+from heron.api.errors import json_body
 from heron.api.paging import keyset_page
 from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
@@ -139,10 +140,12 @@ def page_of_devices(
     scope: str,
     limit: int,
     with_total: bool,
-) -> dict[str, Any]:
+) -> Response:
+    """The page as JSON, serialized by orjson directly (FastAPI's encoder costs ~10 ms a page)."""
     token = cursor.sign(result.next.to_json(), ctx.session_secret, scope) if result.next is not None else None
     extra = {"total": result.total} if with_total else None
-    return keyset_page(request, ctx, [wire.device(v) for v in result.views], page_id=token, limit=limit, extra=extra)
+    data = [wire.device(v) for v in result.views]
+    return json_body(200, keyset_page(request, ctx, data, page_id=token, limit=limit, extra=extra))
 
 
 @router.get("")
@@ -155,7 +158,7 @@ async def list_devices(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     with_total: Annotated[bool, Query(alias="withTotal")] = False,
     page_id: Annotated[str | None, Query(alias="pageId", max_length=cursor.MAX_TOKEN)] = None,
-) -> dict[str, Any]:
+) -> Response:
     """`paging.next` carries `pageId`, the position after the page's last row; `offset` skips
     rows from there (or from the start). `withTotal=true` adds the exact `total`."""
     scope = cursor_scope("devices", filters.sort)
