@@ -242,12 +242,6 @@ def _sealer(keyring: Keyring) -> Callable[[str], str]:
     return lambda key: encrypt(key.encode())
 
 
-def _number(value: object, bound: float) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not -bound <= value <= bound:
-        return None
-    return float(value)
-
-
 def prepare_rows(
     rows: list[Any], *, app_key: str, seal: Callable[[str], str] | None, settings: bool = True
 ) -> list[dict[str, Any]]:
@@ -289,13 +283,13 @@ def prepare_rows(
 
 
 def _settings(row: dict[str, Any], eui: str, good: dict[str, Any]) -> str | None:
-    for name, bound in (("lat", 90.0), ("lng", 180.0)):
-        value = row.get(name)
-        if value is not None:
-            number = _number(value, bound)
-            if number is None:
-                return f"DevEUI: {eui}: {name} must be a number from {-bound:g} to {bound:g}."
-            good[name] = number
+    position = {name: row[name] for name in ("lat", "lng") if row.get(name) is not None}
+    if position:
+        try:
+            good |= bulk.check_settings(_LORAWAN, position)
+        except InvalidInput as exc:
+            problem = exc.errors[0]
+            return f"DevEUI: {eui}: {problem.field} {problem.message}."
     tags = row.get("tags")
     if tags is not None:
         try:
