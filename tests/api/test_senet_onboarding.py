@@ -647,6 +647,7 @@ def test_bad_call_parameters_are_400_naming_the_parameter_and_change_nothing(app
         ("activate", f"appEui={APP_EUI}&joinEui=12", body, "joinEui"),
         ("activate", f"appEui={APP_EUI}&contractId=abc", body, "contractId"),
         ("activate", f"appEui={APP_EUI}&contractId=999999", body, "contractId"),
+        ("activate", f"appEui={APP_EUI}&contractId={'9' * 5000}", body, "contractId"),
         ("activate", f"appEui={APP_EUI}&profId=999999", body, "profId"),
         ("activate", f"appEui={APP_EUI}", {"data": []}, "data"),
         ("activate", f"appEui={APP_EUI}", None, "body"),

@@ -114,7 +114,7 @@ def parse_eui(value: str, parameter: str) -> str:
 
 
 def parse_int(value: str, parameter: str) -> int:
-    if not value.isascii() or not value.isdigit() or not 0 < int(value) < 2**31:
+    if not value.isascii() or not value.isdigit() or len(value) > 10 or not 0 < int(value) < 2**31:
         raise invalid(parameter, "must be a positive integer")
     return int(value)
 
@@ -329,6 +329,31 @@ def _summary(kind: str) -> Callable[[dict[str, Any], dict[str, int]], str]:
     return summary
 
 
+def _params(call: Call, actor: Actor, keyring: Keyring, *, key_change: bool) -> dict[str, Any]:
+    """What a handler needs later, in the runner thread: the application, the call's values
+    (joinEui and profId already sealed), and the caller's read scopes (messages name another
+    application only when the caller may see it)."""
+    app = call.app
+    return {
+        "dt": app.device_type_id,
+        "group_id": app.group_id,
+        "group_path": app.group_path,
+        "app_eui": app.app_eui,
+        "join_eui": call.join_eui or app.join_eui or app.app_eui,
+        "join_sealed": keyring.encrypt(call.join_eui.encode(), JOIN_EUI_PURPOSE) if call.join_eui else None,
+        "prof_id": call.prof_id,
+        "prof_sealed": keyring.encrypt(str(call.prof_id).encode(), PROF_ID_PURPOSE) if call.prof_id else None,
+        "contract_id": call.contract_id,
+        "default_contract": app.contract_id,
+        "contracts": list(app.contract_ids),
+        "automatic_renewal": app.automatic_renewal,
+        "tags": call.tags or [],
+        "tags_operation": call.tags_operation,
+        "key_change": key_change,
+        "read_scopes": actor.scopes("device:read"),
+    }
+
+
 def lock_key(device_type_id: int) -> str:
     return f"dt:{device_type_id}"
 
@@ -380,24 +405,7 @@ def submit(
         key_change = True
     mode = {REGISTER: "required", ACTIVATE: "optional"}.get(kind, "ignored")
     prepared = prepare_rows(rows, app_key=mode, seal=_sealer(keyring), settings=kind != DEACTIVATE)
-    params = {
-        "dt": app.device_type_id,
-        "group_id": app.group_id,
-        "group_path": app.group_path,
-        "app_eui": app.app_eui,
-        "join_eui": call.join_eui or app.join_eui or app.app_eui,
-        "join_sealed": keyring.encrypt(call.join_eui.encode(), JOIN_EUI_PURPOSE) if call.join_eui else None,
-        "prof_id": call.prof_id,
-        "prof_sealed": keyring.encrypt(str(call.prof_id).encode(), PROF_ID_PURPOSE) if call.prof_id else None,
-        "contract_id": call.contract_id,
-        "default_contract": app.contract_id,
-        "contracts": list(app.contract_ids),
-        "automatic_renewal": app.automatic_renewal,
-        "tags": call.tags or [],
-        "tags_operation": call.tags_operation,
-        "key_change": key_change,
-        "read_scopes": actor.scopes("device:read"),
-    }
+    params = _params(call, actor, keyring, key_change=key_change)
     job = engine.submit(
         session,
         kind=kind,
@@ -991,25 +999,12 @@ def activate_one(
     prepared = prepare_rows([row | {"devEui": dev_eui}], app_key="ignored", seal=None)[0]
     if prepared.get("e"):
         raise _RowRefused(prepared["e"])
-    params = {
-        "dt": app.device_type_id,
-        "group_path": app.group_path,
-        "app_eui": app.app_eui,
-        "join_eui": call.join_eui or app.join_eui or app.app_eui,
-        "join_sealed": keyring.encrypt(call.join_eui.encode(), JOIN_EUI_PURPOSE) if call.join_eui else None,
-        "prof_sealed": keyring.encrypt(str(call.prof_id).encode(), PROF_ID_PURPOSE) if call.prof_id else None,
-        "contract_id": call.contract_id,
-        "default_contract": app.contract_id,
-        "contracts": list(app.contract_ids),
-        "tags": call.tags or [],
-        "key_change": False,
-        "read_scopes": actor.scopes("device:read"),
-    }
+    params = _params(call, actor, keyring, key_change=False)
     ctx = JobContext(-1, "", actor.ref, app.group_path, params)
     outcome = _activate(session, ctx, [(0, prepared)])[0]
     if outcome.stat == "errors":
         assert outcome.message is not None
-        if "has not been registered" in outcome.message:
+        if outcome.message == _not_registered(prepared["d"], params):  # not in this application
             raise NotFound("Device EUI was not found")
         raise _RowRefused(outcome.message)
     audit.record(session, actor, "activate", _Ref(prepared["d"]), "device", app.group_path, {"devEui": prepared["d"]})
