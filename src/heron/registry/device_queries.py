@@ -32,12 +32,12 @@ from sqlalchemy import (
     String,
     and_,
     case,
-    cast,
     false,
     func,
     literal,
     or_,
     select,
+    type_coerce,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
@@ -469,16 +469,17 @@ _GroupName = aliased(Group)  # not `Group`: the group condition's subquery must 
 
 
 def _text(column: Any) -> Any:
-    """Free text as one CSV cell: formula-guarded, quoted when it holds `"`, `,`, CR or LF."""
+    """Free text as one CSV cell: formula-guarded and always quoted (cheaper for the database
+    than looking for the characters that need it)."""
     guarded = case((func.substr(column, 1, 1).in_(_FORMULA_STARTS), literal("'").concat(column)), else_=column)
-    special = or_(*(column.like(f"%{c}%") for c in ('"', ",", "\n", "\r")))  # constant patterns
-    quoted = literal('"').concat(func.replace(guarded, '"', '""')).concat('"')
-    return func.coalesce(case((special, quoted), else_=guarded), "")
+    return literal('"').concat(func.replace(guarded, '"', '""')).concat('"')
 
 
-def _plain(column: Any) -> Any:
-    """A value that never needs quoting (hex ids, enums, numbers): its text, or empty."""
-    return func.coalesce(cast(column, String), "")
+def _line(cells: Sequence[Any], dialect: str) -> Any:
+    """One CSV line from its cells in one call, NULL as an empty cell: SQLite `printf` and
+    PostgreSQL `format` (half the cost of chaining `||` and `coalesce` per cell)."""
+    template = ",".join(["%s"] * len(cells))
+    return type_coerce((func.printf if dialect == "sqlite" else func.format)(template, *cells), String)
 
 
 def _bool(column: Any) -> Any:
@@ -490,7 +491,7 @@ def _iso(column: Any, dialect: str) -> Any:
     a time; the JSON API's epoch milliseconds are the same instant. On SQLite a slice of the
     stored `YYYY-MM-DD HH:MM:SS.ffffff`: parsing it to a number cost a second per million cells."""
     if dialect == "sqlite":
-        return func.substr(column, 1, 10).concat("T").concat(func.substr(column, 12, 12)).concat("Z")
+        return func.replace(func.substr(column, 1, 23), " ", "T").concat("Z")
     return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 
 
@@ -505,26 +506,26 @@ def _state() -> Any:
 
 
 EXPORT_COLUMNS: dict[str, Callable[[str], Any]] = {
-    "id": lambda d: _plain(Device.identifier),
+    "id": lambda d: Device.identifier,
     "name": lambda d: _text(Device.name),
-    "network": lambda d: _plain(Device.network),
-    "lifecycle": lambda d: _plain(Device.lifecycle),
-    "state": lambda d: _plain(_state()),
-    "comState": lambda d: _plain(Device.com_state),
+    "network": lambda d: Device.network,
+    "lifecycle": lambda d: Device.lifecycle,
+    "state": lambda d: _state(),
+    "comState": lambda d: Device.com_state,
     "tokenState": lambda d: case((Device.token_state == TOKEN_OK, "0"), else_="1"),
-    "tokenEnd": lambda d: _plain(case((Device.token_state == TOKEN_OK, _iso(Device.token_end_at, d)))),
-    "deviceTypeId": lambda d: _plain(Device.device_type_id),
+    "tokenEnd": lambda d: case((Device.token_state == TOKEN_OK, _iso(Device.token_end_at, d))),
+    "deviceTypeId": lambda d: Device.device_type_id,
     "deviceTypeName": lambda d: _text(DeviceType.name),
-    "groupId": lambda d: _plain(Device.group_id),
+    "groupId": lambda d: Device.group_id,
     "groupName": lambda d: _text(_GroupName.name),
-    "contractId": lambda d: _plain(Device.contract_id),
+    "contractId": lambda d: Device.contract_id,
     "contractName": lambda d: _text(Contract.name),
-    "lastCom": lambda d: _plain(_iso(Device.last_seen_at, d)),
-    "creationTime": lambda d: _plain(_iso(Device.created_at, d)),
-    "activationTime": lambda d: _plain(_iso(Device.activated_at, d)),
-    "sequenceNumber": lambda d: _plain(Device.sequence_number),
-    "lat": lambda d: _plain(Device.lat),
-    "lng": lambda d: _plain(Device.lng),
+    "lastCom": lambda d: _iso(Device.last_seen_at, d),
+    "creationTime": lambda d: _iso(Device.created_at, d),
+    "activationTime": lambda d: _iso(Device.activated_at, d),
+    "sequenceNumber": lambda d: Device.sequence_number,
+    "lat": lambda d: Device.lat,
+    "lng": lambda d: Device.lng,
     "activable": lambda d: _bool(Device.activable),
     "automaticRenewal": lambda d: _bool(Device.automatic_renewal),
     "prototype": lambda d: _bool(Device.prototype),
@@ -584,10 +585,7 @@ def export_csv(
     last position, so memory stays constant and no transaction spans the export; a device
     changed meanwhile appears at most once."""
     chunk = chunk or CHUNK
-    cells = [EXPORT_COLUMNS[c](db.dialect) for c in columns]
-    line = cells[0]
-    for cell in cells[1:]:
-        line = line.concat(",").concat(cell)
+    line = _line([EXPORT_COLUMNS[c](db.dialect) for c in columns], db.dialect)
     yield (",".join(columns) + "\r\n").encode()
 
     def chunks() -> Iterator[tuple[bytes, int]]:
