@@ -7,7 +7,7 @@ import sys
 import time
 
 BENCHES = ["bench.group_tree", "bench.http_auth", "bench.device_queries"]
-BENCHES += ["bench.senet_onboarding"]
+BENCHES += ["bench.senet_onboarding", "bench.bulk_create"]
 
 
 def main() -> None:
