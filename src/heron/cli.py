@@ -347,7 +347,7 @@ def devices_import(
             job_id, req_id, total = job.id, job.req_id, job.total
     except HeronError as exc:
         _fail(exc)
-    runner = engine.JobRunner(prepared.db, idle_poll=0.05)
+    runner = engine.JobRunner(prepared.db, keyring=prepared.keyring, idle_poll=0.05)
     runner.start()  # a running server may take the job instead: either way it runs once
     columns_shown = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     try:

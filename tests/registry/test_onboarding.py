@@ -140,7 +140,6 @@ def _application(db: Database, tenants: Tenants, app_eui: str = APP_EUI, contrac
 
 
 def _submit(ctx: AppContext, kind: str, app_eui: str, rows: list[Any], token: str | None = None) -> Job:
-    onboarding.attach_keyring(ctx.db.url, ctx.keyring)
     with ctx.db.write() as s:
         call = onboarding.check_call(s, SYSTEM, app_eui=app_eui, token=token)
         job = onboarding.submit(s, SYSTEM, ctx.keyring, kind=kind, call=call, rows=rows, callback=None)
@@ -167,7 +166,7 @@ def test_a_failing_batch_ends_done_fail_with_the_seed_message_and_keeps_earlier_
         stored = json.loads(s.scalar(select(Job.input).where(Job.id == job.id)) or "[]")
         del stored[onboarding.BATCH_SIZE + 50]["k"]
         s.execute(update(Job).where(Job.id == job.id).values(input=json.dumps(stored)))
-    JobRunner(ctx.db).run_until_idle()
+    JobRunner(ctx.db, keyring=ctx.keyring).run_until_idle()
     status = _status(ctx, job.req_id)
     assert status["state"] == "DONE_FAIL" and status["pctDone"] == 100
     assert status["result"]["stats"]["registered"] == onboarding.BATCH_SIZE
@@ -189,12 +188,12 @@ def test_two_applications_sharing_a_contract_activated_at_once_count_tokens_exac
     n = 3000
     for app_eui, start in ((first, 0), (second, n)):
         _submit(ctx, onboarding.REGISTER, app_eui, _rows(n, start), token=_issue(ctx.db, tenants.customer_a))
-    JobRunner(ctx.db).run_until_idle()
+    JobRunner(ctx.db, keyring=ctx.keyring).run_until_idle()
     jobs = [
         _submit(ctx, onboarding.ACTIVATE, app_eui, [{"devEui": r["devEui"]} for r in _rows(n, start)])
         for app_eui, start in ((first, 0), (second, n))
     ]
-    runners = [JobRunner(ctx.db), JobRunner(ctx.db)]
+    runners = [JobRunner(ctx.db, keyring=ctx.keyring), JobRunner(ctx.db, keyring=ctx.keyring)]
     threads = [threading.Thread(target=r.run_until_idle) for r in runners]
     for t in threads:
         t.start()
@@ -219,9 +218,9 @@ def test_activate_deactivate_activate_releases_and_retakes_tokens_of_devices_nev
     _submit(ctx, onboarding.REGISTER, APP_EUI, rows, token=_issue(ctx.db, tenants.customer_a))
     plain = [{"devEui": r["devEui"]} for r in rows]
     for kind in (onboarding.ACTIVATE, onboarding.DEACTIVATE, onboarding.ACTIVATE):
-        JobRunner(ctx.db).run_until_idle()
+        JobRunner(ctx.db, keyring=ctx.keyring).run_until_idle()
         _submit(ctx, kind, APP_EUI, plain)
-    JobRunner(ctx.db).run_until_idle()
+    JobRunner(ctx.db, keyring=ctx.keyring).run_until_idle()
     with ctx.db.read() as s:
         assert s.scalar(select(func.sum(Contract.tokens_in_use))) == 10
         states = set(s.scalars(select(Device.lifecycle)))

@@ -41,6 +41,7 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
     allow = parse_allow_cidrs(settings.callback_allow_cidrs)
     runner = JobRunner(
         prepared.db,
+        keyring=prepared.keyring,
         stale_after=settings.job_stale_seconds,
         retention=timedelta(days=settings.job_retention_days),
         on_finished=[callback_hook(prepared.db, prepared.keyring, allow)],

@@ -29,12 +29,13 @@ from typing import Any
 
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.errors import HeronError
 from heron.jobs.models import Job, JobLock, JobMessage
+from heron.keys import Keyring
 
 log = logging.getLogger("heron.jobs")
 
@@ -59,6 +60,12 @@ class JobContext:
     created_by: str
     group_path: str
     params: dict[str, Any]
+    keyring: Keyring | None = None  # the runner's, for kinds that read sealed keys
+
+    def keys(self) -> Keyring:
+        if self.keyring is None:
+            raise RuntimeError("this job runner was started without a keyring")
+        return self.keyring
 
 
 # A kind's handler receives (session, context, [(row number, row), ...]) and returns one outcome
@@ -241,6 +248,7 @@ class JobRunner:
     """Runs jobs from the database in a background thread (one per process)."""
 
     db: Database
+    keyring: Keyring | None = None  # handed to handlers (JobContext.keys())
     stale_after: float = 15.0
     idle_poll: float = 0.5
     retention: timedelta | None = None  # finished jobs older than this are purged
@@ -328,7 +336,8 @@ class JobRunner:
         stale = now - timedelta(seconds=self.stale_after)
         with self.db.write() as session:
             blocked: set[str] = set()
-            for job in session.scalars(select(Job).where(Job.state.in_(UNFINISHED)).order_by(Job.id)):
+            unfinished = select(Job).where(Job.state.in_(UNFINISHED)).order_by(Job.id)
+            for job in session.scalars(unfinished.options(defer(Job.input), defer(Job.params))):
                 keys = set(_keys(job.lock_keys))
                 if job.state == "RUNNING":
                     alive = (
@@ -361,7 +370,7 @@ class JobRunner:
             assert job is not None
             kind = KINDS.get(job.kind)
             rows: list[dict[str, Any]] = json.loads(job.input)
-            ctx = JobContext(job.id, job.req_id, job.created_by, job.group_path, json.loads(job.params))
+            ctx = JobContext(job.id, job.req_id, job.created_by, job.group_path, json.loads(job.params), self.keyring)
             processed, stats = job.processed, json.loads(job.stats)
         if kind is None:
             self._finish(job_id, "DONE_FAIL", f"unknown job kind {job.kind!r}")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from heron.errors import InvalidInput
@@ -328,15 +328,16 @@ def reserve_tokens(
 
 
 def grant_existing(session: Session, reservation: Reservation, device_ids: Sequence[int], now: datetime) -> None:
-    """Give reserved tokens to existing devices (at most `reservation.granted` of them)."""
+    """Give reserved tokens to existing devices (at most `reservation.granted` of them): one
+    UPDATE per chunk, keeping a first activation time already set."""
     assert len(device_ids) <= reservation.granted
+    values: dict[str, Any] = reservation.columns(now) | {"activated_at": func.coalesce(Device.activated_at, now)}
     for start in range(0, len(device_ids), _CHUNK):
-        chunk = list(device_ids[start : start + _CHUNK])
-        values = reservation.columns(now)
-        del values["activated_at"]
-        session.execute(update(Device).where(Device.id.in_(chunk)).values(**values))
         session.execute(
-            update(Device).where(Device.id.in_(chunk), Device.activated_at.is_(None)).values(activated_at=now)
+            update(Device)
+            .where(Device.id.in_(list(device_ids[start : start + _CHUNK])))
+            .values(**values)
+            .execution_options(synchronize_session=False)
         )
 
 

@@ -29,7 +29,6 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, func, select, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, defer
 
 from heron.db.base import UtcDateTime, utcnow
@@ -38,7 +37,7 @@ from heron.jobs import engine
 from heron.jobs.engine import JobContext, JobKind, RowOutcome
 from heron.jobs.models import Job
 from heron.jobs.notify import encrypt_headers, status_body
-from heron.keys import Keyring, load_keyring
+from heron.keys import Keyring
 from heron.registry import bulk, device_profiles, registration_tokens
 from heron.registry.device_types import current_contracts
 from heron.registry.identifiers import mask_key
@@ -68,27 +67,6 @@ _LORAWAN = bulk.LORAWAN
 def invalid(parameter: str, why: str) -> InvalidInput:
     """The Senet family's 400: `{"message"}` naming the parameter."""
     return InvalidInput(f"Invalid parameter: {parameter} ({why})", [FieldError(parameter, why, "query")])
-
-
-# -- keyrings for the runner thread ----------------------------------------------------------------
-# A handler runs in the job runner, which knows only the database. The API attaches its keyring
-# per database at submission; a runner resuming a job after a restart, before any submission,
-# loads it from the settings as the server did.
-_KEYRINGS: dict[str, Keyring] = {}
-
-
-def attach_keyring(db_url: str, keyring: Keyring) -> None:
-    _KEYRINGS[make_url(db_url).render_as_string(hide_password=False)] = keyring
-
-
-def _keyring(session: Session) -> Keyring:
-    url = session.get_bind().engine.url.render_as_string(hide_password=False)
-    found = _KEYRINGS.get(url)
-    if found is None:
-        from heron.config import get_settings
-
-        found = _KEYRINGS[url] = load_keyring(get_settings(), create=False)
-    return found
 
 
 # -- the application and the call's parameters ------------------------------------------------------
@@ -621,7 +599,7 @@ def _key_decisions(
     when the stored key is the same, a change (with the masked message) when it differs and the
     call used a registration token; without one the row's outcome becomes an error. Writes
     nothing (`_write_keys` does, for the rows that go through)."""
-    keyring = _keyring(session)
+    keyring = ctx.keys()
     stored = _secrets(session, [dev_id for _, _, dev_id in rows], Device.app_key)
     out: dict[int, _KeyChange | None] = {}
     for i, row, dev_id in rows:
@@ -944,7 +922,7 @@ def _update(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, 
     now = utcnow()
     prof_changes: set[int] = set()
     if p.get("prof_id") is not None:
-        keyring = _keyring(session)
+        keyring = ctx.keys()
         ids = [d.id for d in found.values() if d.device_type_id == p["dt"]]
         for dev_id, sealed in _secrets(session, ids, Device.prof_id).items():
             current = keyring.decrypt(sealed, PROF_ID_PURPOSE).decode() if sealed else None
@@ -1000,7 +978,7 @@ def activate_one(
     if prepared.get("e"):
         raise _RowRefused(prepared["e"])
     params = _params(call, actor, keyring, key_change=False)
-    ctx = JobContext(-1, "", actor.ref, app.group_path, params)
+    ctx = JobContext(-1, "", actor.ref, app.group_path, params, keyring)
     outcome = _activate(session, ctx, [(0, prepared)])[0]
     if outcome.stat == "errors":
         assert outcome.message is not None

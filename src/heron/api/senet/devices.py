@@ -42,7 +42,6 @@ def _submit(
     callback = None
     if body.callback is not None:
         callback = onboarding.Callback(body.callback.url, body.callback.headers or {})
-    onboarding.attach_keyring(ctx.db.url, ctx.keyring)
     with ctx.db.write() as session:
         call = onboarding.check_call(session, actor, **params)
         job = onboarding.submit(session, actor, ctx.keyring, kind=kind, call=call, rows=body.data, callback=callback)
@@ -134,7 +133,6 @@ async def activate_one(
                 raise onboarding.invalid(name, "must be a number") from None
     if dev_type is not None:
         row["devType"] = dev_type
-    onboarding.attach_keyring(ctx.db.url, ctx.keyring)
     with ctx.db.write() as session:
         call = onboarding.check_call(
             session, actor, app_eui=app_eui, join_eui=join_eui, contract_id=contract_id, prof_id=prof_id, tags=tags
