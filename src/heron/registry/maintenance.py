@@ -21,8 +21,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from heron.jobs.engine import Periodic
-from heron.registry.bulk import DELETED, Holder, add_months, release_tokens, update_devices
-from heron.registry.models import Contract, Device
+from heron.registry.bulk import Holder, add_months, release_tokens, update_devices
+from heron.registry.models import HOLDS_TOKEN, IS_DELETED, Contract, Device
 
 BATCH = 5000
 
@@ -40,7 +40,7 @@ def expire_tokens(session: Session, now: datetime, limit: int = BATCH) -> tuple[
             Contract.end_at,
         )
         .join(Contract, Contract.id == Device.contract_id)
-        .where(Device.token_end_at <= now, Device.contract_id.is_not(None))
+        .where(Device.token_end_at <= now, HOLDS_TOKEN)  # the partial index's own term
         .order_by(Device.token_end_at)
         .limit(limit)
         .with_for_update(of=Device, skip_locked=True)
@@ -66,7 +66,7 @@ def purge_deleted(session: Session, deleted_before: datetime, limit: int = BATCH
     ids = list(
         session.scalars(
             select(Device.id)
-            .where(Device.lifecycle == DELETED, Device.deleted_at < deleted_before)
+            .where(IS_DELETED, Device.deleted_at < deleted_before)  # the partial index's own term
             .limit(limit)
             .with_for_update(skip_locked=True)
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from heron.db.base import Base, UtcDateTime
@@ -125,6 +125,10 @@ class DeviceTypeContract(Base):
     contract_id: Mapped[int] = mapped_column(ForeignKey("contracts.id"), primary_key=True, index=True)
 
 
+HOLDS_TOKEN = text("contract_id IS NOT NULL")
+IS_DELETED = text("lifecycle = 'DELETED'")
+
+
 class Device(Base):
     """A Sigfox or LoRaWAN device. The surrogate `id` is internal; the API names a device by its
     normalized `identifier` (Sigfox id upper-case without leading zeros, or the 16-hex DevEUI),
@@ -154,8 +158,10 @@ class Device(Base):
         Index("ix_devices_group_id_token_state_lifecycle_sort_key", "group_id", "token_state", "lifecycle", "sort_key"),
         Index("ix_devices_name_sort_key", "name", "sort_key"),
         Index("ix_devices_last_seen_at_sort_key", "last_seen_at", "sort_key"),
-        Index("ix_devices_token_end_at", "token_end_at"),  # due tokens (registry/maintenance.py)
-        Index("ix_devices_lifecycle_deleted_at", "lifecycle", "deleted_at"),  # the purge
+        # Due tokens and the purge (registry/maintenance.py): partial, so that registering a
+        # device without a token, or any device not deleted, costs these indexes nothing.
+        Index("ix_devices_token_end_at", "token_end_at", sqlite_where=HOLDS_TOKEN, postgresql_where=HOLDS_TOKEN),
+        Index("ix_devices_deleted_at", "deleted_at", sqlite_where=IS_DELETED, postgresql_where=IS_DELETED),
         CheckConstraint("lat IS NULL OR (lat >= -90 AND lat <= 90)", name="lat_range"),
         CheckConstraint("lng IS NULL OR (lng >= -180 AND lng <= 180)", name="lng_range"),
     )
