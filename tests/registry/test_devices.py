@@ -17,7 +17,7 @@ from heron.db.engine import Database
 from heron.db.models import Base
 from heron.errors import Conflict
 from heron.keys import Keyring, rotate_all
-from heron.registry import devices
+from heron.registry import devices, registration_tokens
 from heron.registry.models import Contract, ContractAllocation, Device
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import AuditEvent
@@ -320,19 +320,31 @@ def _key_spellings() -> list[bytes]:
     return out
 
 
-def _register_one_of_each(admin_a: Api, tenants: Tenants) -> None:
+def _register_one_of_each(admin_a: Api, db: Database, tenants: Tenants) -> None:
     _, dt = setup_sigfox(admin_a, tenants)
     lora = admin_a.create(
         "/device-types", device_type_body(tenants.customer_a, name="L", network="LORAWAN", appEui="70B3D57ED0000002")
     )
     admin_a.create("/devices", sigfox(dt, "ABC", nak=NAK.lower()))
     admin_a.create("/devices", {"devEui": "0004A30B001C0530", "appKey": APP_KEY, "name": "L", "deviceTypeId": lora})
+    # The bulk paths too: a Sigfox bulk job and a Senet register job (their stored input included).
+    r = admin_a.post("/devices/bulk", {"deviceTypeId": dt, "data": [{"id": "ABD", "pac": PAC}]})
+    assert r.status_code == 200, r.text
+    with db.write() as s:
+        code = registration_tokens.create(s, SYSTEM, group_id=tenants.customer_a, issued_to="test").code
+    body = {"data": [{"devEui": "0004A30B001C0531", "appKey": APP_KEY}]}
+    r = admin_a.client.post(
+        f"/rest/integration/device/register?appEui=70B3D57ED0000002&token={code}",
+        json=body,
+        headers={"authorization": admin_a.cred.secret},
+    )
+    assert r.status_code == 200, r.text
 
 
 def test_root_keys_never_appear_in_clear_in_the_database(
     admin_a: Api, db: Database, settings: Settings, tenants: Tenants
 ) -> None:
-    _register_one_of_each(admin_a, tenants)
+    _register_one_of_each(admin_a, db, tenants)
     if db.engine.dialect.name == "sqlite":
         with db.engine.connect() as conn:
             conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -358,7 +370,7 @@ def test_root_keys_never_appear_in_clear_in_the_database(
 def test_key_rotation_re_encrypts_device_keys(
     admin_a: Api, ctx: AppContext, db: Database, settings: Settings, tenants: Tenants
 ) -> None:
-    _register_one_of_each(admin_a, tenants)
+    _register_one_of_each(admin_a, db, tenants)
     new_kek = base64.b64encode(bytes(range(100, 132))).decode()
     count, new_id = rotate_all(settings, db, ctx.keyring, new_kek=new_kek)
     assert count >= 3
