@@ -350,6 +350,16 @@ QUERY_CASES: list[tuple[str, str]] = [
     ("/audit-events?since=yesterday", "since"),
     ("/audit-events?since=99999999999999999999", "since"),
     ("/audit-events?before=-1", "before"),
+    # device queries (registry/device_queries.py)
+    ("/devices?comState=6", "comState"),
+    ("/devices?tokenState=VALID", "tokenState"),
+    ("/devices?lastSeenFrom=today", "lastSeenFrom"),
+    ("/devices?lastSeenTo=%00", "lastSeenTo"),
+    ("/devices?pageId=not-a-token", "pageId"),
+    ("/devices?contractId=x", "contractId"),
+    ("/devices/export?columns=pac", "columns"),
+    ("/devices/export?comState=x", "comState"),
+    ("/contract-infos/1/devices?pageId=not-a-token", "pageId"),
 ]
 
 
