@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -86,3 +88,25 @@ def heron_server(data_dir: Path, workers: int = 1, extra_env: dict[str, str] | N
 
 def temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def insert_floor(db_file: str, rows: list[dict[str, Any]]) -> tuple[sqlite3.Connection, float]:
+    """The floor of a registration benchmark: `rows` (`registry.bulk.new_row` shaped, whose
+    `created_by` is "bench") as one bare sqlite3 executemany INSERT into `devices`, committed.
+    Returns the open connection (the caller may time more, then calls `drop_floor_rows`)."""
+    for r in rows:
+        r["created_at"] = r["created_at"].isoformat()
+    columns = list(rows[0])
+    sql = f"INSERT INTO devices ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    values = [tuple(r[c] for c in columns) for r in rows]
+    conn = sqlite3.connect(db_file)
+    start = time.perf_counter()
+    conn.executemany(sql, values)
+    conn.commit()
+    return conn, time.perf_counter() - start
+
+
+def drop_floor_rows(conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM devices WHERE created_by = 'bench'")
+    conn.commit()
+    conn.close()

@@ -7,7 +7,6 @@ same run (and, for activation, one bare executemany UPDATE of the same rows)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from bench.common import heron_server, target, temp_dir
+from bench.common import drop_floor_rows, heron_server, insert_floor, target, temp_dir
 from heron.api.app import build_context
 from heron.bootstrap import prepare
 from heron.config import Settings
@@ -67,16 +66,8 @@ def _floors(db_file: str, device_type_id: int, group_id: int) -> tuple[float, fl
         for i in range(ROWS)
     ]
     for r in rows:
-        r["created_at"] = now.isoformat()
         r["app_key"] = "x" * 70
-    columns = list(rows[0])
-    sql = f"INSERT INTO devices ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-    values = [tuple(r[c] for c in columns) for r in rows]
-    conn = sqlite3.connect(db_file)
-    start = time.perf_counter()
-    conn.executemany(sql, values)
-    conn.commit()
-    insert = time.perf_counter() - start
+    conn, insert = insert_floor(db_file, rows)
     start = time.perf_counter()
     conn.executemany(
         "UPDATE devices SET lifecycle = 'ACTIVE', token_state = 'OK', contract_id = NULL, updated_by = 'bench' "
@@ -85,9 +76,7 @@ def _floors(db_file: str, device_type_id: int, group_id: int) -> tuple[float, fl
     )
     conn.commit()
     updated = time.perf_counter() - start
-    conn.execute("DELETE FROM devices WHERE created_by = 'bench'")
-    conn.commit()
-    conn.close()
+    drop_floor_rows(conn)
     return insert, updated
 
 

@@ -240,6 +240,18 @@ def _one_per_device(resolved: list[tuple[int, str, str] | RowOutcome]) -> None:
 # -- create ---------------------------------------------------------------------------------------
 def _create(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
     b, p = _Batch(session, ctx), ctx.params
+    defaults = check_settings(SIGFOX, _create_defaults(p))  # checked at submission already
+    template = new_row(
+        network=SIGFOX,
+        identifier="",
+        device_type_id=p["deviceTypeId"],
+        group_id=p["groupId"],
+        automatic_renewal=defaults["automatic_renewal"],
+        created_by=ctx.created_by,
+        now=b.now,
+    )
+    template.update(defaults)
+    prefix = p.get("prefix") or ""
     outcomes: list[RowOutcome | None] = [None] * len(batch)
     candidates: list[tuple[int, dict[str, Any]]] = []
     for i, (seq, row) in enumerate(batch):
@@ -249,24 +261,14 @@ def _create(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, 
             continue
         try:
             identifier = str(SigfoxId.parse(entity, "id"))
-            given = {"activable": p["activable"], "automatic_renewal": p["automaticRenewal"]}
-            given |= {"prototype": p["prototype"], "product_certificate": p["productCertificate"]}
-            given |= _settings_of(row)
-            given["name"] = _name(p.get("prefix") or "", given.get("name"), seq, identifier)
+            given = _settings_of(row)
+            given["name"] = _name(prefix, given.get("name"), seq, identifier)
             values = check_settings(SIGFOX, given)
         except InvalidInput as exc:
             outcomes[i] = _error(entity, _reason(exc))
             continue
-        new = new_row(
-            network=SIGFOX,
-            identifier=identifier,
-            device_type_id=p["deviceTypeId"],
-            group_id=p["groupId"],
-            automatic_renewal=values["automatic_renewal"],
-            created_by=ctx.created_by,
-            now=b.now,
-        )
-        new.update(values, pac=row["pacCipher"])
+        new = template | values
+        new.update(identifier=identifier, sort_key=sort_key(identifier), pac=row["pacCipher"])
         candidates.append((i, new))
     seen: set[str] = set()
     taken = existing(session, SIGFOX, [n["identifier"] for _, n in candidates])
@@ -288,6 +290,16 @@ def _create(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, 
     rows = [new for i, new in fresh if outcomes[i] is None]
     insert_devices(session, rows)
     return [o or _ok() for o in outcomes]
+
+
+def _create_defaults(params: dict[str, Any]) -> dict[str, Any]:
+    """The job-wide settings of a bulk creation, as `check_settings` takes them."""
+    return {
+        "activable": params["activable"],
+        "automatic_renewal": params["automaticRenewal"],
+        "prototype": params["prototype"],
+        "product_certificate": params["productCertificate"],
+    }
 
 
 def _name(prefix: str, name: Any, seq: int, identifier: str) -> Any:
@@ -488,7 +500,7 @@ for _name_, _handler in (
     (UNSUBSCRIBE, _unsubscribe),
     (DELETE, _delete),
 ):
-    engine.register_kind(JobKind(_name_, _handler, (SUCCESS, ERRORS), ERRORS, batch_size=2000))
+    engine.register_kind(JobKind(_name_, _handler, (SUCCESS, ERRORS), ERRORS, batch_size=5000))
 
 
 # -- submission -----------------------------------------------------------------------------------
@@ -581,6 +593,7 @@ def submit_create(
         "automaticRenewal": dt.automatic_renewal if automatic_renewal is None else automatic_renewal,
         "name": name,
     }
+    check_settings(SIGFOX, _create_defaults(params))  # a bad job-wide setting is the caller's 400
     return _submit(session, actor, CREATE, prepared, [target.id], target.group_path, params)
 
 

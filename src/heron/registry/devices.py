@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, select
+from sqlalchemy import exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -49,13 +49,11 @@ from heron.registry.eui import Eui64
 from heron.registry.identifiers import SigfoxId, parse_app_key, parse_nak, parse_pac
 from heron.registry.models import Contract, Device, DeviceType
 from heron.tenancy import audit
-from heron.tenancy import groups as groups_service
-from heron.tenancy.access import Actor, in_any_subtree
+from heron.tenancy.access import Actor
 from heron.tenancy.groups import register_content_check
 from heron.tenancy.models import Group
 
 LIFECYCLES = (REGISTERED, ACTIVE, DEACTIVATED, DELETED)
-SORTS = {"id", "-id", "name", "-name", "lastCom", "-lastCom"}
 ENCRYPTED = {
     "pac": "devices.pac",
     "nak": "devices.nak",
@@ -67,8 +65,6 @@ for _column, _purpose in ENCRYPTED.items():
     register_encrypted_column("devices", "id", _column, _purpose)
 
 register_content_check("devices", lambda gid: select(Device.id).where(Device.group_id == gid).limit(1))
-
-_HEX = re.compile(r"[0-9A-Fa-f]{1,16}")
 
 
 @dataclass
@@ -105,13 +101,6 @@ def parse_ref(ref: str, field: str = "id", where: str = "path") -> tuple[str, st
     if len(ref) == 16:
         return LORAWAN, ref.upper()
     return SIGFOX, str(SigfoxId.parse(ref, field, where))
-
-
-def _hex_bound(value: str, field: str) -> str:
-    text = value.strip()
-    if not _HEX.fullmatch(text):
-        raise InvalidInput.field(field, "must be 1 to 16 hex digits", "query")
-    return sort_key(text.upper().lstrip("0") or "0")
 
 
 def _g(value: Any) -> bool:
@@ -328,63 +317,3 @@ def restore(session: Session, actor: Actor, ref: str) -> DeviceView:
         _take_token(session, view)
     audit.record(session, actor, "restore", d, "device", view.group.path, {"id": d.identifier})
     return view
-
-
-# -- list -----------------------------------------------------------------------------------------
-def list_devices(
-    session: Session,
-    actor: Actor,
-    *,
-    id_prefix: str | None = None,
-    group_ids: list[int] | None = None,
-    deep: bool = False,
-    device_type_id: int | None = None,
-    lifecycle: str | None = None,
-    sort: str = "id",
-    min_id: str | None = None,
-    max_id: str | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> tuple[list[DeviceView], bool]:
-    if sort not in SORTS:
-        raise InvalidInput.field("sort", "must be one of " + ", ".join(sorted(SORTS)), "query")
-    if lifecycle is not None and lifecycle not in LIFECYCLES:
-        raise InvalidInput.field("lifecycle", "must be one of " + ", ".join(LIFECYCLES), "query")
-    visible = select(Group.id).where(actor.visible_filter(Group.path, "device:read"))
-    conds: list[ColumnElement[bool]] = [Device.group_id.in_(visible)]
-    if group_ids:
-        parents = [groups_service.get(session, actor, gid) for gid in group_ids]
-        if deep:
-            conds.append(
-                Device.group_id.in_(select(Group.id).where(in_any_subtree(Group.path, [p.path for p in parents])))
-            )
-        else:
-            conds.append(Device.group_id.in_([p.id for p in parents]))
-    if device_type_id is not None:
-        conds.append(Device.device_type_id == device_type_id)
-    conds.append(Device.lifecycle == lifecycle if lifecycle is not None else Device.lifecycle != DELETED)
-    if id_prefix:
-        text = id_prefix.strip()
-        if not _HEX.fullmatch(text):
-            raise InvalidInput.field("id", "must be 1 to 16 hex digits", "query")
-        conds.append(Device.identifier.startswith(text.upper().lstrip("0") or "0", autoescape=True))
-    if min_id is not None:
-        conds.append(Device.sort_key >= _hex_bound(min_id, "minId"))
-    if max_id is not None:
-        conds.append(Device.sort_key <= _hex_bound(max_id, "maxId"))
-    key: Any = {"id": Device.sort_key, "name": Device.name, "lastCom": Device.last_seen_at}[sort.lstrip("-")]
-    columns = (key, Device.sort_key, Device.network)
-    order: list[Any] = [c.desc() if sort.startswith("-") else c.asc() for c in columns]
-    rows = list(
-        session.execute(
-            select(Device, DeviceType, Group, Contract)
-            .join(DeviceType, DeviceType.id == Device.device_type_id)
-            .join(Group, Group.id == Device.group_id)
-            .outerjoin(Contract, Contract.id == Device.contract_id)
-            .where(*conds)
-            .order_by(*order)
-            .limit(limit + 1)
-            .offset(offset)
-        )
-    )
-    return [DeviceView(d, dt, g, c) for d, dt, g, c in rows[:limit]], len(rows) > limit
