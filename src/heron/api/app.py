@@ -92,6 +92,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.router.redirect_slashes = False
     app.state.ctx = ctx
     errors.install(app)
+    app.include_router(ops.router)  # first: routes are matched in order, and probes come often
     # device_bulk before devices: `/devices/bulk` must never be read as a device id.
     native = (
         groups,
@@ -110,7 +111,6 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         app.include_router(module.router)
     app.include_router(senet_devices.router)
     app.include_router(contracts.infos_router)
-    app.include_router(ops.router)
     app.include_router(web_auth.router)
     app.add_middleware(EdgeMiddleware, access_log=settings.access_log)
     return app
