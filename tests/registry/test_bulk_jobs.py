@@ -201,6 +201,27 @@ def test_transfer_within_a_contract_keeps_the_token_and_its_end(admin_a: Api, db
     assert tokens_in_use(db, cid) == (1, 1)
 
 
+def test_a_kept_token_leaves_the_old_device_types_quota_and_stays_on_the_contract(
+    admin_a: Api, db: Database, tenants: Tenants
+) -> None:
+    cid, dt1 = setup(admin_a, tenants, max_tokens=10, name="Quota")
+    dt2 = admin_a.create("/device-types", device_type_body(tenants.customer_a, name="Other", contractId=cid))
+    r = admin_a.put(f"/contracts/{cid}/allocations", {"allocations": [{"deviceTypeId": dt1, "maxTokens": 3}]})
+    assert r.status_code == 204, r.text
+    create(admin_a, dt1, [{"id": f"{i + 1:X}", "pac": PAC} for i in range(3)])
+    job = admin_a.post("/devices/bulk/transfer", {"deviceTypeId": dt2, "data": [{"id": "1"}, {"id": "2"}]})
+    assert wait_done(admin_a, job.json()["jobId"])["status"]["success"] == 2
+    with db.read() as s:
+        alloc = s.scalar(select(ContractAllocation).where(ContractAllocation.contract_id == int(cid)))
+        assert alloc is not None and alloc.tokens_in_use == 1  # only device 3 still draws on it
+    assert tokens_in_use(db, cid) == (3, 3)
+    # The quota has room again: two more devices of the first device type get tokens.
+    assert create(admin_a, dt1, [{"id": "A", "pac": PAC}, {"id": "B", "pac": PAC}])["status"]["success"] == 2
+    assert tokens_in_use(db, cid) == (5, 5)
+    assert admin_a.delete("/devices/1").status_code == 204
+    assert tokens_in_use(db, cid) == (4, 4)
+
+
 def test_bulk_replace_gives_the_device_its_new_id_keeping_name_settings_and_token(
     admin_a: Api, db: Database, tenants: Tenants
 ) -> None:

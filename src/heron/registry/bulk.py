@@ -350,11 +350,12 @@ class Holder:
     token_alloc: str | None
 
 
-def adjust_counters(session: Session, holders: Iterable[Holder], sign: int) -> None:
+def adjust_counters(session: Session, holders: Iterable[Holder], sign: int, *, contracts: bool = True) -> None:
     """Add (`sign` +1) or remove (-1) the holders' tokens from the counters of their contracts
-    and of the allocations they draw on: one UPDATE per contract and per allocation."""
+    (unless `contracts` is false: the tokens stay held, only their allocation changes) and of the
+    allocations they draw on: one UPDATE per contract and per allocation."""
     holding = [h for h in holders if h.contract_id is not None]
-    for contract_id, count in Counter(h.contract_id for h in holding).items():
+    for contract_id, count in Counter(h.contract_id for h in holding).items() if contracts else ():
         session.execute(
             update(Contract)
             .where(Contract.id == contract_id)

@@ -402,11 +402,14 @@ def _transfer(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str
             .where(Device.id.in_(dropped))
             .values(contract_id=None, token_alloc=None, token_state=TOKEN_OFF)
         )
-    # Keepers' allocation key: a device type's own allocation no longer applies after the move.
-    rehome = [d.id for d in keeping if d.token_alloc == f"dt:{d.device_type_id}"]
-    if rehome:
-        adjust_counters(session, [Holder(d.id, d.contract_id, d.token_alloc) for d in keeping if d.id in rehome], -1)
-        session.execute(update(Device).where(Device.id.in_(rehome)).values(token_alloc=None))
+    # A kept token stays on its contract, but the allocation it drew on may not apply any more
+    # (the old device type's own, or a group's outside the target's ancestry): it leaves that
+    # quota and counts on the contract alone.
+    ancestors = {f"g:{g}" for g in target.group_path.strip("/").split("/")}
+    stale = [d for d in keeping if d.token_alloc is not None and d.token_alloc not in ancestors]
+    if stale:
+        adjust_counters(session, [Holder(d.id, d.contract_id, d.token_alloc) for d in stale], -1, contracts=False)
+        session.execute(update(Device).where(Device.id.in_([d.id for d in stale])).values(token_alloc=None))
     return [o or _ok() for o in outcomes]
 
 
