@@ -269,3 +269,17 @@ def test_runner_purges_finished_jobs_past_their_retention(db: Database) -> None:
 def _job_or_none(db: Database, job_id: int) -> Job | None:
     with db.read() as s:
         return s.get(Job, job_id)
+
+
+def test_a_runner_presumed_dead_cannot_end_the_job_its_successor_runs(db: Database) -> None:
+    job_id = _submit(db, [{"n": 1}], ["dt:9"])
+    with db.write() as s:
+        job = s.get(Job, job_id)
+        assert job is not None
+        job.state, job.runner, job.heartbeat_at = "RUNNING", "host:1:successor", utcnow()
+        s.add(JobLock(key="dt:9", job_id=job_id))
+    JobRunner(db)._finish(job_id, "DONE_FAIL", "internal error")  # the old runner's late failure
+    with db.read() as s:
+        job = s.get(Job, job_id)
+        assert job is not None and job.state == "RUNNING" and job.runner == "host:1:successor"
+        assert s.scalar(select(func.count()).select_from(JobLock)) == 1

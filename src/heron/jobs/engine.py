@@ -429,11 +429,13 @@ class JobRunner:
 
     def _finish(self, job_id: int, state: str, failure: str | None) -> None:
         with self.db.write() as session:
-            session.execute(
+            ended = session.execute(
                 update(Job)
-                .where(Job.id == job_id)
+                .where(Job.id == job_id, or_(Job.runner == self.id, Job.runner.is_(None)))
                 .values(state=state, failure=failure, ended_at=utcnow(), runner=None, heartbeat_at=None)
             )
+            if ended.rowcount != 1:  # type: ignore[attr-defined]
+                return  # another runner took the job over (this one was presumed dead): it finishes it
             session.execute(delete(JobLock).where(JobLock.job_id == job_id))
             # A finished job no longer needs its input (which may hold encrypted root keys):
             # its results are in `stats` and the row messages.

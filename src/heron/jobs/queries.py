@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from heron.errors import InvalidInput, NotFound
@@ -23,9 +23,16 @@ def check_job_id(job_id: str, field: str = "jobId") -> str:
     return job_id
 
 
+def may_read(actor: Actor, job: Job) -> bool:
+    """`device:read` where the job is filed, or being the one who submitted it (a job touching
+    devices of two sibling groups is filed at their common parent, which its submitter may not
+    read)."""
+    return job.created_by == actor.ref or actor.can("device:read", job.group_path)
+
+
 def get(session: Session, actor: Actor, job_id: str) -> Job:
     job = session.scalar(select(Job).where(Job.req_id == check_job_id(job_id)))
-    if job is None or not actor.can("device:read", job.group_path):
+    if job is None or not may_read(actor, job):
         raise NotFound("job not found")
     return job
 
@@ -40,7 +47,9 @@ def list_jobs(
     offset: int = 0,
 ) -> list[Job]:
     """Newest first; one more than `limit` when there are more."""
-    conds: list[ColumnElement[bool]] = [actor.visible_filter(Job.group_path, "device:read")]
+    conds: list[ColumnElement[bool]] = [
+        or_(actor.visible_filter(Job.group_path, "device:read"), Job.created_by == actor.ref)
+    ]
     if kind is not None:
         if kind not in KINDS:
             raise InvalidInput.field("kind", "must be one of " + ", ".join(sorted(KINDS)), "query")

@@ -155,24 +155,29 @@ class ExistingDevice:
     activable: bool
 
 
-def existing(session: Session, network: str, identifiers: Iterable[str]) -> dict[str, ExistingDevice]:
-    """The devices of `network` among `identifiers` (normalized), by identifier."""
+def existing(
+    session: Session, network: str, identifiers: Iterable[str], *, for_update: bool = False
+) -> dict[str, ExistingDevice]:
+    """The devices of `network` among `identifiers` (normalized), by identifier. With
+    `for_update`, their rows stay locked to the end of the transaction (PostgreSQL; SQLite's
+    writer is alone anyway), so what the caller read about their tokens stays true."""
     wanted = list(dict.fromkeys(identifiers))
     out: dict[str, ExistingDevice] = {}
     for start in range(0, len(wanted), _CHUNK):
-        rows = session.execute(
-            select(
-                Device.id,
-                Device.identifier,
-                Device.name,
-                Device.device_type_id,
-                Device.group_id,
-                Device.lifecycle,
-                Device.contract_id,
-                Device.token_alloc,
-                Device.activable,
-            ).where(Device.network == network, Device.identifier.in_(wanted[start : start + _CHUNK]))
-        )
+        query = select(
+            Device.id,
+            Device.identifier,
+            Device.name,
+            Device.device_type_id,
+            Device.group_id,
+            Device.lifecycle,
+            Device.contract_id,
+            Device.token_alloc,
+            Device.activable,
+        ).where(Device.network == network, Device.identifier.in_(wanted[start : start + _CHUNK]))
+        if for_update:
+            query = query.order_by(Device.id).with_for_update()
+        rows = session.execute(query)
         for row in rows:
             out[row.identifier] = ExistingDevice(*row)
     return out

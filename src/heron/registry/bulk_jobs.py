@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
 from heron.errors import Forbidden, InvalidInput, NotFound
-from heron.jobs import engine
+from heron.jobs import engine, queries
 from heron.jobs.engine import JobContext, JobKind, RowOutcome
 from heron.jobs.models import Job
 from heron.keys import Keyring
@@ -99,10 +99,6 @@ class Scope:
         return any(path.startswith(p) for p in self.paths)
 
 
-def _write_paths(actor: Actor) -> list[str]:
-    return sorted({r.path for r in actor.roles if "device:write" in r.actions})
-
-
 def _common_path(paths: Iterable[str]) -> str:
     """The deepest group path that is an ancestor-or-self of every one of `paths`."""
     common: list[str] | None = None
@@ -132,7 +128,7 @@ class _Batch:
 
     def found(self, network: str, identifiers: list[str]) -> dict[str, ExistingDevice]:
         """The named devices the submitter may write (others are left out: "unknown")."""
-        rows = existing(self.session, network, identifiers)
+        rows = existing(self.session, network, identifiers, for_update=True)
         paths = _group_paths(self.session, {d.group_id for d in rows.values()})
         scope = self.scope
         return {k: d for k, d in rows.items() if scope.allows(paths[d.group_id])}
@@ -507,12 +503,37 @@ for _name_, _handler in (
 
 
 # -- submission -----------------------------------------------------------------------------------
-def _check_rows(rows: list[Any]) -> list[dict[str, Any]]:
+# The fields a row of each kind may carry (Sigfox v2 names; series files add `line` and, for a bad
+# line, `error`). Anything else is refused with 400 naming it: a row is stored with its job, so an
+# unexpected field (a NAK, an AppKey) must never reach the database in clear.
+ROW_FIELDS = {
+    CREATE: frozenset({"id", "pac", "name", "lat", "lng", "automaticRenewal", "activable"}),
+    EDIT: frozenset({"id", "name", "lat", "lng", "activable", "automaticRenewal", "prototype", "productCertificate"}),
+    TRANSFER: frozenset({"id", "keepHistory", "activable"}),
+    REPLACE: frozenset({"deviceId", "targetDeviceId", "id", "targetId"}),
+    UNSUBSCRIBE: frozenset({"id", "unsubscriptionTime"}),
+    DELETE: frozenset({"id"}),
+}
+SERIES_FIELDS = frozenset({"line", "error"})
+ROW_FIELDS_IGNORED = frozenset({"payloadEncryption"})  # Sigfox fields Heron accepts and drops
+
+
+def _check_rows(rows: list[Any], kind: str) -> list[dict[str, Any]]:
     if not rows:
         raise InvalidInput.field("data", "must hold at least one row")
     if len(rows) > MAX_ROWS:
         raise InvalidInput.field("data", f"must hold at most {MAX_ROWS} rows per job")
-    return [r if isinstance(r, dict) else {"error": "a row must be an object", "id": None} for r in rows]
+    allowed = ROW_FIELDS[kind] | SERIES_FIELDS
+    out = []
+    for n, row in enumerate(rows):
+        if not isinstance(row, dict):
+            out.append({"error": "a row must be an object", "id": None})
+            continue
+        unknown = [k for k in row if k not in allowed and k not in ROW_FIELDS_IGNORED]
+        if unknown:
+            raise InvalidInput.field(f"data[{n}].{unknown[0]}", "unknown field")
+        out.append({k: v for k, v in row.items() if k in allowed})
+    return out
 
 
 def _target(session: Session, actor: Actor, device_type_id: int, field: str = "deviceTypeId") -> _TypeInfo:
@@ -533,7 +554,7 @@ def _submit(
     params: dict[str, Any],
     callback: tuple[str | None, str | None] = (None, None),
 ) -> Job:
-    params = params | {"scope": _write_paths(actor)}
+    params = params | {"scope": actor.scopes("device:write")}
     job = engine.submit(
         session,
         kind=kind,
@@ -575,7 +596,7 @@ def submit_create(
     assert dt is not None
     prepared = []
     seal = keyring.encrypter(ENCRYPTED["pac"])
-    for row in _check_rows(rows):
+    for row in _check_rows(rows, CREATE):
         if "error" in row:
             prepared.append(row)
             continue
@@ -614,7 +635,7 @@ def _named_devices(session: Session, actor: Actor, rows: list[dict[str, Any]], k
             by_network[network].append(identifier)
     found = [d for network, ids in by_network.items() for d in existing(session, network, ids).values()]
     paths = _group_paths(session, {d.group_id for d in found})
-    scope = Scope(tuple(_write_paths(actor)))
+    scope = Scope(tuple(actor.scopes("device:write")))
     mine = [d for d in found if scope.allows(paths[d.group_id])]
     filed = _common_path(paths[d.group_id] for d in mine) if mine else _common_path(scope.paths)
     return {d.device_type_id for d in mine}, filed
@@ -622,8 +643,8 @@ def _named_devices(session: Session, actor: Actor, rows: list[dict[str, Any]], k
 
 def submit_on_devices(session: Session, actor: Actor, kind: str, rows: list[Any], key: str = "id") -> Job:
     """Edit, replace, unsubscribe or delete devices named by id."""
-    checked = _check_rows(rows)
-    if not _write_paths(actor):
+    checked = _check_rows(rows, kind)
+    if not actor.scopes("device:write"):
         raise Forbidden("this credential lacks the right 'device:write'")
     types, filed = _named_devices(session, actor, checked, key)
     if key != "id":  # replace rows name the device as `deviceId`
@@ -635,7 +656,7 @@ def submit_transfer(
     session: Session, actor: Actor, *, device_type_id: int, rows: list[Any], keep_history: bool = False
 ) -> Job:
     target = _target(session, actor, device_type_id)
-    checked = _check_rows(rows)
+    checked = _check_rows(rows, TRANSFER)
     types, _filed = _named_devices(session, actor, checked)
     params = {"deviceTypeId": target.id, "keepHistory": keep_history}
     return _submit(session, actor, TRANSFER, checked, types | {target.id}, target.group_path, params)
@@ -647,7 +668,7 @@ def get_job(session: Session, actor: Actor, job_id: str, kinds: Iterable[str] | 
     if len(job_id) != 16 or not all(c in "0123456789abcdef" for c in job_id):
         raise InvalidInput.field("jobId", "must be 16 lower-case hex digits (a Sigfox jobId)", "path")
     job = session.scalar(select(Job).where(Job.req_id == job_id))
-    if job is None or (kinds is not None and job.kind not in kinds) or not actor.can("device:read", job.group_path):
+    if job is None or (kinds is not None and job.kind not in kinds) or not queries.may_read(actor, job):
         raise NotFound("job not found")
     return job
 

@@ -253,22 +253,25 @@ def create_lorawan(
 
 
 # -- read, change, delete -------------------------------------------------------------------------
-def _load(session: Session, ref: str) -> DeviceView:
+def _load(session: Session, ref: str, for_update: bool = False) -> DeviceView:
     network, identifier = parse_ref(ref)
-    row = session.execute(
+    query = (
         select(Device, DeviceType, Group, Contract)
         .join(DeviceType, DeviceType.id == Device.device_type_id)
         .join(Group, Group.id == Device.group_id)
         .outerjoin(Contract, Contract.id == Device.contract_id)
         .where(Device.network == network, Device.identifier == identifier)
-    ).first()
+    )
+    if for_update:  # a writer: the device row stays locked to commit (its token with it)
+        query = query.with_for_update(of=Device)
+    row = session.execute(query).first()
     if row is None:
         raise NotFound("device not found")
     return DeviceView(row[0], row[1], row[2], row[3])
 
 
 def get(session: Session, actor: Actor, ref: str, action: str = "device:read") -> DeviceView:
-    view = _load(session, ref)
+    view = _load(session, ref, for_update=action != "device:read")
     actor.require(action, view.group.path, "device")
     return view
 

@@ -443,7 +443,10 @@ def _devices(session: Session, euis: list[str]) -> dict[str, _Dev]:
                 Device.lng,
                 Device.tags,
                 Device.dev_type,
-            ).where(Device.network == _LORAWAN, Device.identifier.in_(euis[start : start + 5000]))
+            )
+            .where(Device.network == _LORAWAN, Device.identifier.in_(euis[start : start + 5000]))
+            .order_by(Device.id)
+            .with_for_update()  # held to commit: no other writer changes their tokens meanwhile
         )
         for row in rows:
             out[row.identifier] = _Dev._make(row)
