@@ -45,10 +45,9 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from heron.db.engine import Database
 from heron.errors import InvalidInput
-from heron.registry._common import from_ms
+from heron.registry._common import from_ms, in_groups
 from heron.registry.devices import LIFECYCLES, DeviceView
 from heron.registry.models import Contract, Device, DeviceType
-from heron.tenancy import groups as groups_service
 from heron.tenancy.access import Actor, in_any_subtree
 from heron.tenancy.models import Group
 
@@ -295,11 +294,7 @@ def plan(session: Session, actor: Actor, f: DeviceFilter, sort: str = "id", *, w
     if visible is not None:
         group_conds.append(visible)
     if f.group_ids:
-        parents = [groups_service.get(session, actor, gid) for gid in f.group_ids]
-        if f.deep:
-            group_conds.append(in_any_subtree(Group.path, [p.path for p in parents]))
-        else:
-            group_conds.append(Group.id.in_([p.id for p in parents]))
+        group_conds.append(in_groups(session, actor, list(f.group_ids), f.deep, Group.id))
     if not actor.scopes("device:read"):
         conds.append(lambda c: false())
     if f.lifecycle is not None:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
 from heron.errors import Forbidden, InvalidInput
+from heron.registry._common import owning_group
 from heron.registry.models import RegistrationToken
 from heron.tenancy import audit
 from heron.tenancy.access import Actor
@@ -50,10 +51,7 @@ def create(session: Session, actor: Actor, *, group_id: int, issued_to: str) -> 
     took part, so a key that could mint its own would prove nothing."""
     if actor.kind == "api_user":
         raise Forbidden("registration tokens are issued to people (GUI or CLI), never to an API key")
-    group = session.get(Group, group_id)
-    if group is None or not actor.actions_on(group.path):
-        raise InvalidInput.field("groupId", "no such group")
-    actor.require("device:write", group.path, "group")
+    group = owning_group(session, actor, group_id, "device:write")
     issued_to = issued_to.strip()
     if not 1 <= len(issued_to) <= 250:
         raise InvalidInput.field("issuedTo", "must be 1 to 250 characters")
