@@ -47,7 +47,7 @@ from heron.registry.bulk import (
     sort_key,
     update_devices,
 )
-from heron.registry.devices import ENCRYPTED, parse_ref
+from heron.registry.devices import ENCRYPTED, parse_ref, writable_device_type
 from heron.registry.identifiers import SigfoxId, parse_pac
 from heron.registry.models import Contract, Device, DeviceType
 from heron.tenancy import audit
@@ -536,12 +536,9 @@ def _check_rows(rows: list[Any], kind: str) -> list[dict[str, Any]]:
     return out
 
 
-def _target(session: Session, actor: Actor, device_type_id: int, field: str = "deviceTypeId") -> _TypeInfo:
-    info = _type_infos(session, [device_type_id]).get(device_type_id)
-    if info is None or not actor.can("device:read", info.group_path):
-        raise InvalidInput.field(field, "no such device type")
-    actor.require("device:write", info.group_path, "device type")
-    return info
+def _target(session: Session, actor: Actor, device_type_id: int) -> _TypeInfo:
+    dt, group = writable_device_type(session, actor, device_type_id)
+    return _TypeInfo(dt.id, dt.network, group.id, group.path, dt.contract_id)
 
 
 def _submit(

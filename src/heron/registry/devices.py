@@ -150,7 +150,11 @@ def _release_token(session: Session, d: Device) -> None:
 
 
 # -- create ---------------------------------------------------------------------------------------
-def _device_type(session: Session, actor: Actor, device_type_id: int, network: str) -> tuple[DeviceType, Group]:
+def writable_device_type(
+    session: Session, actor: Actor, device_type_id: int, network: str | None = None
+) -> tuple[DeviceType, Group]:
+    """The device type new or moved devices join: unknown or invisible is a 400 naming
+    `deviceTypeId` (a reference in a body is input), then `device:write` on its group."""
     row = session.execute(
         select(DeviceType, Group).join(Group, Group.id == DeviceType.group_id).where(DeviceType.id == device_type_id)
     ).first()
@@ -158,7 +162,7 @@ def _device_type(session: Session, actor: Actor, device_type_id: int, network: s
         raise InvalidInput.field("deviceTypeId", "no such device type")
     dt, group = row[0], row[1]
     actor.require("device:write", group.path, "device type")
-    if dt.network != network:
+    if network is not None and dt.network != network:
         raise InvalidInput.field("deviceTypeId", f"is a {dt.network} device type, not {network}")
     return dt, group
 
@@ -213,7 +217,7 @@ def create_sigfox(
     nak = parse_nak(nak) if nak is not None else None
     if not _g(fields.name):
         raise InvalidInput.field("name", "field required")
-    dt, group = _device_type(session, actor, device_type_id, SIGFOX)
+    dt, group = writable_device_type(session, actor, device_type_id, SIGFOX)
     d = _new(SIGFOX, str(sid), dt, group)
     changes = _apply(d, fields)
     d.pac = keyring.encrypt(pac.encode(), ENCRYPTED["pac"])
@@ -241,7 +245,7 @@ def create_lorawan(
     join = str(Eui64.parse(join_eui, "joinEui")) if join_eui is not None else None
     if not _g(fields.name):
         raise InvalidInput.field("name", "field required")
-    dt, group = _device_type(session, actor, device_type_id, LORAWAN)
+    dt, group = writable_device_type(session, actor, device_type_id, LORAWAN)
     if prof_id is not None and device_profiles.usable_by(session, prof_id, group) is None:
         raise InvalidInput.field("profId", "no such device profile in this group or above")
     d = _new(LORAWAN, str(eui), dt, group)
