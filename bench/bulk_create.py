@@ -6,7 +6,6 @@ the same rows as one bare `executemany` insert into the same table in the same r
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy import select
@@ -16,7 +15,6 @@ from heron.api.app import build_context
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.registry import contracts, device_types, devices
-from heron.registry.bulk import new_row
 from heron.registry.models import Device
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
@@ -37,23 +35,9 @@ def _series() -> tuple[bytes, int]:
 
 
 def _floor(db_file: str, device_type_id: int, group_id: int) -> float:
-    """The same number of rows as one bare executemany into `devices` (then rolled back)."""
-    now = datetime.now(UTC)
-    rows = [
-        new_row(
-            network="SIGFOX",
-            identifier=f"F{i:07X}",
-            device_type_id=device_type_id,
-            group_id=group_id,
-            automatic_renewal=True,
-            created_by="bench",
-            now=now,
-        )
-        for i in range(ROWS)
-    ]
-    for r in rows:
-        r["pac"] = "x" * 60
-    conn, elapsed = insert_floor(db_file, rows)
+    """The same number of rows as one bare executemany into `devices` (then removed)."""
+    identifiers = [f"F{i:07X}" for i in range(ROWS)]
+    conn, elapsed = insert_floor(db_file, "SIGFOX", identifiers, device_type_id, group_id, "pac")
     drop_floor_rows(conn)
     return elapsed
 

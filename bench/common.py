@@ -12,8 +12,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -90,12 +90,28 @@ def temp_dir(prefix: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix))
 
 
-def insert_floor(db_file: str, rows: list[dict[str, Any]]) -> tuple[sqlite3.Connection, float]:
-    """The floor of a registration benchmark: `rows` (`registry.bulk.new_row` shaped, whose
-    `created_by` is "bench") as one bare sqlite3 executemany INSERT into `devices`, committed.
-    Returns the open connection (the caller may time more, then calls `drop_floor_rows`)."""
-    for r in rows:
-        r["created_at"] = r["created_at"].isoformat()
+def insert_floor(
+    db_file: str, network: str, identifiers: list[str], device_type_id: int, group_id: int, key_column: str
+) -> tuple[sqlite3.Connection, float]:
+    """The floor of a registration benchmark: the same devices (`registry.bulk.new_row` rows with
+    a 70-character stand-in for the sealed key, `created_by` "bench") as one bare sqlite3
+    executemany INSERT into `devices`, committed. Returns the open connection (the caller may
+    time more on it) and the seconds; `drop_floor_rows` removes them."""
+    from heron.registry.bulk import new_row
+
+    now = datetime.now(UTC)
+    rows = []
+    for identifier in identifiers:
+        row = new_row(
+            network=network,
+            identifier=identifier,
+            device_type_id=device_type_id,
+            group_id=group_id,
+            automatic_renewal=True,
+            created_by="bench",
+            now=now,
+        )
+        rows.append(row | {"created_at": now.isoformat(), key_column: "x" * 70})
     columns = list(rows[0])
     sql = f"INSERT INTO devices ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     values = [tuple(r[c] for c in columns) for r in rows]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -19,7 +18,6 @@ from heron.api.app import build_context
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.registry import contracts, device_types, registration_tokens
-from heron.registry.bulk import new_row
 from heron.registry.models import Device
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
@@ -52,27 +50,13 @@ def _rows() -> tuple[list[dict[str, Any]], set[str]]:
 def _floors(db_file: str, device_type_id: int, group_id: int) -> tuple[float, float]:
     """The same rows as one bare sqlite3 executemany INSERT into `devices`, and one bare
     executemany UPDATE of them (then deleted)."""
-    now = datetime.now(UTC)
-    rows = [
-        new_row(
-            network="LORAWAN",
-            identifier=f"00F0{i:012X}",
-            device_type_id=device_type_id,
-            group_id=group_id,
-            automatic_renewal=True,
-            created_by="bench",
-            now=now,
-        )
-        for i in range(ROWS)
-    ]
-    for r in rows:
-        r["app_key"] = "x" * 70
-    conn, insert = insert_floor(db_file, rows)
+    identifiers = [f"00F0{i:012X}" for i in range(ROWS)]
+    conn, insert = insert_floor(db_file, "LORAWAN", identifiers, device_type_id, group_id, "app_key")
     start = time.perf_counter()
     conn.executemany(
         "UPDATE devices SET lifecycle = 'ACTIVE', token_state = 'OK', contract_id = NULL, updated_by = 'bench' "
         "WHERE network = 'LORAWAN' AND identifier = ?",
-        [(r["identifier"],) for r in rows],
+        [(identifier,) for identifier in identifiers],
     )
     conn.commit()
     updated = time.perf_counter() - start
