@@ -5,9 +5,10 @@ The rules live in heron.registry.onboarding."""
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 
 from heron.api.context import AppContext, Ctx, CurrentActor, base_url
@@ -31,6 +32,33 @@ class OnboardingBody(ApiModel):
     callback: CallbackIn | None = None
 
 
+@dataclass(frozen=True)
+class AppParams:
+    """The query parameters register, activate and activateOne share (the seed's tables)."""
+
+    app_eui: str | None
+    join_eui: str | None
+    contract_id: str | None
+    prof_id: str | None
+    tags: str | None
+
+    def as_kwargs(self) -> dict[str, str | None]:
+        return asdict(self)
+
+
+async def _app_params(  # async: FastAPI runs a plain-def dependency in a worker thread
+    app_eui: Annotated[str | None, Query(alias="appEui")] = None,
+    join_eui: Annotated[str | None, Query(alias="joinEui")] = None,
+    contract_id: Annotated[str | None, Query(alias="contractId")] = None,
+    prof_id: Annotated[str | None, Query(alias="profId")] = None,
+    tags: Param = None,
+) -> AppParams:
+    return AppParams(app_eui, join_eui, contract_id, prof_id, tags)
+
+
+AppQuery = Annotated[AppParams, Depends(_app_params)]
+
+
 def _submit(
     request: Request,
     ctx: AppContext,
@@ -52,73 +80,27 @@ def _submit(
 
 @router.post("/register")
 async def register(
-    request: Request,
-    body: OnboardingBody,
-    actor: CurrentActor,
-    ctx: Ctx,
-    token: Param = None,
-    app_eui: Annotated[str | None, Query(alias="appEui")] = None,
-    join_eui: Annotated[str | None, Query(alias="joinEui")] = None,
-    contract_id: Annotated[str | None, Query(alias="contractId")] = None,
-    prof_id: Annotated[str | None, Query(alias="profId")] = None,
-    tags: Param = None,
+    request: Request, body: OnboardingBody, actor: CurrentActor, ctx: Ctx, app: AppQuery, token: Param = None
 ) -> dict[str, str]:
     """Register devices (DevEUI, AppKey) on the application; needs a registration token."""
-    return _submit(
-        request,
-        ctx,
-        actor,
-        onboarding.REGISTER,
-        body,
-        token=token,
-        app_eui=app_eui,
-        join_eui=join_eui,
-        contract_id=contract_id,
-        prof_id=prof_id,
-        tags=tags,
-    )
+    return _submit(request, ctx, actor, onboarding.REGISTER, body, token=token, **app.as_kwargs())
 
 
 @router.post("/activate")
 async def activate(
-    request: Request,
-    body: OnboardingBody,
-    actor: CurrentActor,
-    ctx: Ctx,
-    app_eui: Annotated[str | None, Query(alias="appEui")] = None,
-    join_eui: Annotated[str | None, Query(alias="joinEui")] = None,
-    contract_id: Annotated[str | None, Query(alias="contractId")] = None,
-    prof_id: Annotated[str | None, Query(alias="profId")] = None,
-    tags: Param = None,
-    token: Param = None,
+    request: Request, body: OnboardingBody, actor: CurrentActor, ctx: Ctx, app: AppQuery, token: Param = None
 ) -> dict[str, str]:
     """Activate registered or deactivated devices (each takes a token on its contract); an
     `appKey` in a row changes the device's AppKey, with a registration token only."""
-    return _submit(
-        request,
-        ctx,
-        actor,
-        onboarding.ACTIVATE,
-        body,
-        token=token,
-        app_eui=app_eui,
-        join_eui=join_eui,
-        contract_id=contract_id,
-        prof_id=prof_id,
-        tags=tags,
-    )
+    return _submit(request, ctx, actor, onboarding.ACTIVATE, body, token=token, **app.as_kwargs())
 
 
 @router.post("/activateOne")
 async def activate_one(
     actor: CurrentActor,
     ctx: Ctx,
+    app: AppQuery,
     dev_eui: Annotated[str | None, Query(alias="devEui")] = None,
-    app_eui: Annotated[str | None, Query(alias="appEui")] = None,
-    join_eui: Annotated[str | None, Query(alias="joinEui")] = None,
-    contract_id: Annotated[str | None, Query(alias="contractId")] = None,
-    prof_id: Annotated[str | None, Query(alias="profId")] = None,
-    tags: Param = None,
     lat: Param = None,
     lng: Param = None,
     dev_type: Annotated[str | None, Query(alias="devType")] = None,
@@ -134,9 +116,7 @@ async def activate_one(
     if dev_type is not None:
         row["devType"] = dev_type
     with ctx.db.write() as session:
-        call = onboarding.check_call(
-            session, actor, app_eui=app_eui, join_eui=join_eui, contract_id=contract_id, prof_id=prof_id, tags=tags
-        )
+        call = onboarding.check_call(session, actor, **app.as_kwargs())
         message = onboarding.activate_one(session, actor, ctx.keyring, call=call, dev_eui=dev_eui, row=row)
     return {"message": message}
 
