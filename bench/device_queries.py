@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
-from bench.common import describe_ms, heron_server, percentile, target, temp_dir
+from bench.common import describe_ms, group_row, heron_server, percentile, target, temp_dir
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.registry.models import Contract, DeviceType
@@ -31,23 +31,6 @@ DEVICES = int(os.environ.get("HERON_BENCH_DEVICES", "1000000"))
 FANOUT = (2, 5, 5, 5, 8)  # root > 2 > 10 > 50 > 250 > 2,000 leaf groups; a depth-2 group holds 10 %
 REQUESTS = int(os.environ.get("HERON_BENCH_REQUESTS", "30"))
 SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores datetimes in SQLite
-
-
-def _group(gid: int, parent: int, path: str, depth: int, now: datetime) -> dict[str, Any]:
-    name = f"Group {gid}"
-    return {
-        "id": gid,
-        "parent_id": parent,
-        "path": path,
-        "depth": depth,
-        "name": name,
-        "name_ci": name.lower(),
-        "description": "",
-        "type": 2,
-        "timezone": "UTC",
-        "created_at": now,
-        "created_by": "bench",
-    }
 
 
 def build_tree(settings: Settings) -> tuple[list[int], int, int]:
@@ -67,7 +50,7 @@ def build_tree(settings: Settings) -> tuple[list[int], int, int]:
             for parent, path in frontier:
                 for _ in range(fan):
                     gid, next_id = next_id, next_id + 1
-                    rows.append(_group(gid, parent, f"{path}{gid}/", depth, now))
+                    rows.append(group_row(gid, parent, f"{path}{gid}/", depth, now))
                     new.append((gid, f"{path}{gid}/"))
             if depth == 2:
                 mid = new[len(new) // 2][0]

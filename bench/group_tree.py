@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import func, select, text
 
-from bench.common import describe_ms, percentile, target, temp_dir
+from bench.common import describe_ms, group_row, percentile, target, temp_dir
 from heron.api.v2 import wire
 from heron.bootstrap import prepare
 from heron.config import Settings
@@ -33,7 +33,7 @@ def build_tree(db: Database, root_id: int) -> tuple[int, int, int]:
             break
         op_id, next_id = next_id, next_id + 1
         operators.append(op_id)
-        rows.append(_row(op_id, root_id, f"/{root_id}/{op_id}/", 1, now))
+        rows.append(group_row(op_id, root_id, f"/{root_id}/{op_id}/", 1, now))
         frontier = [(op_id, f"/{root_id}/{op_id}/")]
         for depth in range(2, 10):
             new_frontier = []
@@ -43,7 +43,7 @@ def build_tree(db: Database, root_id: int) -> tuple[int, int, int]:
                         break
                     gid, next_id = next_id, next_id + 1
                     path = f"{parent_path}{gid}/"
-                    rows.append(_row(gid, parent_id, path, depth, now))
+                    rows.append(group_row(gid, parent_id, path, depth, now))
                     new_frontier.append((gid, path))
                     if depth == 5 and depth5 is None:
                         depth5 = gid
@@ -52,23 +52,6 @@ def build_tree(db: Database, root_id: int) -> tuple[int, int, int]:
         conn.execute(Group.__table__.insert(), rows)
     assert depth5 is not None
     return len(rows) + 1, depth5, operators[0]
-
-
-def _row(gid: int, parent: int, path: str, depth: int, now: datetime) -> dict[str, object]:
-    name = f"Group {gid}"
-    return {
-        "id": gid,
-        "parent_id": parent,
-        "path": path,
-        "depth": depth,
-        "name": name,
-        "name_ci": name.lower(),
-        "description": "",
-        "type": 2,
-        "timezone": "UTC",
-        "created_at": now,
-        "created_by": "bench",
-    }
 
 
 def main() -> None:
