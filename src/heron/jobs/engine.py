@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session, defer, undefer
 
 from heron.db.base import utcnow
 from heron.db.engine import Database
@@ -337,7 +337,7 @@ class JobRunner:
         with self.db.write() as session:
             blocked: set[str] = set()
             unfinished = select(Job).where(Job.state.in_(UNFINISHED)).order_by(Job.id)
-            for job in session.scalars(unfinished.options(defer(Job.input), defer(Job.params))):
+            for job in session.scalars(unfinished.options(defer(Job.params))):
                 keys = set(_keys(job.lock_keys))
                 if job.state == "RUNNING":
                     alive = (
@@ -366,7 +366,7 @@ class JobRunner:
     # -- running ------------------------------------------------------------------------------
     def _execute(self, job_id: int) -> None:
         with self.db.read() as session:
-            job = session.get(Job, job_id)
+            job = session.get(Job, job_id, options=[undefer(Job.input)])
             assert job is not None
             kind = KINDS.get(job.kind)
             rows: list[dict[str, Any]] = json.loads(job.input)

@@ -30,7 +30,8 @@ class Job(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     lock_keys: Mapped[str] = mapped_column(String(400))  # ",dt:3,dt:7," : what it must hold to run
     params: Mapped[str] = mapped_column(Text, default="{}")
-    input: Mapped[str] = mapped_column(Text, default="[]")
+    # Deferred: only the runner reads the rows; status polls must not pull them (megabytes).
+    input: Mapped[str] = mapped_column(Text, default="[]", deferred=True)
     total: Mapped[int] = mapped_column(Integer, default=0)
     processed: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)

@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from sqlalchemy import Table, bindparam, func, select, update
-from sqlalchemy.orm import Session, defer
+from sqlalchemy.orm import Session
 
 from heron.db.base import UtcDateTime, utcnow
 from heron.errors import FieldError, Forbidden, HeronError, InvalidInput, NotFound
@@ -1010,7 +1010,7 @@ def task_status(session: Session, actor: Actor, req_id: str | None) -> dict[str,
     if not _REQ_ID.fullmatch(req_id):
         raise invalid("reqId", "must look like DevMgmtJobReq:<hex> or DevUpdateJobReq:<hex>")
     # Not the stored rows: a client polling a 10,000-row task must not fetch them each time.
-    job = session.scalar(select(Job).options(defer(Job.input)).where(Job.req_id == req_id))
+    job = session.scalar(select(Job).where(Job.req_id == req_id))
     gone = job is None or job.kind not in KINDS
     if job is not None and job.ended_at is not None and job.ended_at < utcnow() - STATUS_KEPT:
         gone = True
