@@ -54,6 +54,12 @@ class Settings(BaseSettings):
     # How often each process renews or releases tokens that reached their end, and purges.
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
 
+    # Message pipeline. Receptions of one (device, sequence number) arriving within the dedup
+    # window become one message, delivered by the DATA callbacks when the window closes; later
+    # ones, up to the horizon, attach to it as late receptions (DATA_ADVANCED).
+    dedup_window_seconds: float = Field(default=1.0, gt=0, le=30)
+    dedup_horizon_seconds: float = Field(default=30.0, gt=0, le=600)
+
     log_level: str = "INFO"
     access_log: bool = True
 

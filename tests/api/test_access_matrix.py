@@ -29,6 +29,7 @@ from heron.db.engine import Database
 from heron.db.models import Base
 from heron.jobs import engine
 from heron.keys import Keyring
+from heron.network.sigfox import stations
 from heron.registry import bulk_jobs, contracts, device_profiles, device_types, devices, onboarding, registration_tokens
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
@@ -134,7 +135,15 @@ def world(db: Database, tenants: Tenants) -> World:
                     device_type_id=host.device_type.id,
                     fields=devices.DeviceFields(name=f"Device {ident}"),
                 )
+            station, _secret = stations.create(
+                s,
+                SYSTEM,
+                group_id=group_id,
+                identifier=f"BA5E{suffix[1:].upper()}".replace("_", ""),
+                fields=stations.StationFields(name=f"Station{suffix}"),
+            )
             registry |= {
+                f"station_id{suffix}": station.station.identifier,
                 f"device_id{suffix}": f"A1{suffix[1:].upper()}",
                 f"contract_id{suffix}": str(contract.contract.id),
                 f"device_profile_id{suffix}": str(profile.profile.id),
@@ -263,6 +272,7 @@ CREATE_BODIES: dict[str, Callable[[str], dict[str, Any]]] = {
         "subBand": 2,
     },
     NATIVE + "/device-types": lambda g: {"name": "New type", "groupId": g, "keepAlive": 1800},
+    NATIVE + "/base-stations": lambda g: {"id": "5EED", "groupId": g, "name": "New station"},
 }
 
 
@@ -329,6 +339,7 @@ def _senet_rows(w: World) -> dict[str, Any]:
 G, U, K = NATIVE + "/groups", NATIVE + "/users", NATIVE + "/api-users"
 C, CI = NATIVE + "/contracts", NATIVE + "/contract-infos"
 DP, DT, DV = NATIVE + "/device-profiles", NATIVE + "/device-types", NATIVE + "/devices"
+BS = NATIVE + "/base-stations"
 MATRIX: list[Row] = [
     Row("GET", G, expect(200, 200, 200), "withTotal=true", owners=_group_owners),
     Row("GET", G, expect(200, 200, 404), "parentIds={customer_a}&deep=true&withTotal=true", owners=_group_owners),
@@ -433,6 +444,17 @@ MATRIX: list[Row] = [
     ),
     Row("GET", CI + "/{contract_id}/devices", expect(200, 200, 404), "withTotal=true", owners=_owned_by_group),
     # -- end of device queries ------------------------------------------------------------------
+    # -- the message pipeline: base stations (OBSERVER reads them), messages ----------------------
+    Row("GET", BS, expect(200, 200, 200), owners=_owned_by_group),
+    Row("GET", BS, expect(200, 200, 404), "groupIds={customer_a}&deep=true", owners=_owned_by_group),
+    Row("POST", BS, expect(201, 403, 400), body=_create_in_a(BS)),
+    Row("GET", BS + "/{station_id}", expect(200, 200, 404)),
+    Row("PUT", BS + "/{station_id}", expect(204, 403, 404), body=lambda w: {"name": "Renamed", "altitude": 120}),
+    Row("PUT", BS + "/{station_id}/renew-credential", expect(200, 403, 404)),
+    Row("DELETE", BS + "/{station_id}", expect(204, 403, 404)),
+    Row("GET", DV + "/{device_id}/messages", expect(200, 200, 404)),
+    Row("GET", DT + "/{device_type_id}/messages", expect(200, 200, 404), "limit=10"),
+    # -- end of the message pipeline -------------------------------------------------------------
     # -- Senet onboarding (api/senet/devices.py): the application and task of `_senet_world` ---------
     # A sibling naming Customer A's application gets the 400 of an unknown appEui; another
     # tenant's task answers 403 (the seed's status codes); no key is the family's 403.

@@ -10,13 +10,14 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from heron import __version__
-from heron.api import errors, ops
+from heron.api import errors, ingest, ops
 from heron.api.context import AppContext
 from heron.api.middleware import EdgeMiddleware
 from heron.api.senet import devices as senet_devices
 from heron.api.v2 import (
     api_users,
     audit,
+    base_stations,
     contracts,
     device_bulk,
     device_profiles,
@@ -24,6 +25,7 @@ from heron.api.v2 import (
     devices,
     groups,
     jobs,
+    messages,
     profiles,
     users,
 )
@@ -33,6 +35,7 @@ from heron.delivery.ssrf import parse_allow_cidrs
 from heron.jobs.engine import JobRunner
 from heron.jobs.notify import callback_hook
 from heron.observability import configure_logging
+from heron.pipeline import UplinkWriter
 from heron.registry import maintenance
 from heron.tenancy.auth import Authenticator
 from heron.web import auth as web_auth
@@ -57,6 +60,11 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
         session_secret=prepared.session_secret,
         authenticator=Authenticator(prepared.db, settings.api_user_last_used_flush_seconds),
         jobs=runner,
+        uplinks=UplinkWriter(
+            prepared.db,
+            dedup_window=timedelta(seconds=settings.dedup_window_seconds),
+            horizon=timedelta(seconds=settings.dedup_horizon_seconds),
+        ),
     )
 
 
@@ -78,9 +86,11 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
             checkpointer.start()
         if settings.run_jobs:
             ctx.jobs.start()
+        ctx.uplinks.start()
         try:
             yield
         finally:
+            ctx.uplinks.stop()
             ctx.jobs.stop()
             if checkpointer is not None:
                 checkpointer.stop()
@@ -100,6 +110,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.state.ctx = ctx
     errors.install(app)
     app.include_router(ops.router)  # first: routes are matched in order, and probes come often
+    app.include_router(ingest.router)
     # device_bulk before devices: `/devices/bulk` must never be read as a device id.
     native = (
         groups,
@@ -113,6 +124,8 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         device_bulk,
         devices,
         jobs,
+        base_stations,
+        messages,
     )
     for module in native:
         app.include_router(module.router)

@@ -15,6 +15,7 @@ from heron.db.engine import Database
 from heron.errors import NotAuthenticated
 from heron.jobs.engine import JobRunner
 from heron.keys import Keyring
+from heron.pipeline import UplinkWriter
 from heron.tenancy.access import Actor
 from heron.tenancy.auth import Authenticator, load_session, unsign_token
 
@@ -29,6 +30,7 @@ class AppContext:
     session_secret: bytes
     authenticator: Authenticator
     jobs: JobRunner
+    uplinks: UplinkWriter
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
 
 

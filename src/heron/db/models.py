@@ -2,7 +2,9 @@
 
 from heron.db.base import Base
 from heron.jobs import models as jobs_models
+from heron.messages import models as messages_models
+from heron.network.sigfox import models as stations_models
 from heron.registry import models as registry_models
 from heron.tenancy import models as tenancy_models
 
-__all__ = ["Base", "jobs_models", "registry_models", "tenancy_models"]
+__all__ = ["Base", "jobs_models", "messages_models", "registry_models", "stations_models", "tenancy_models"]

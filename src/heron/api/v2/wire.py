@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from heron.db.base import to_ms, utcnow
+from heron.messages.queries import MessageView
+from heron.network.sigfox.stations import StationView
 from heron.registry.bulk import DELETED, LORAWAN, TOKEN_OK
 from heron.registry.contracts import AllocationView, ContractInfo, ContractView
 from heron.registry.device_profiles import ProfileView
@@ -236,4 +238,65 @@ def device(view: DeviceView, secrets: dict[str, str | None] | None = None) -> di
         if d.network == LORAWAN:
             out["joinEui"] = secrets.get("join_eui")
             out["profId"] = secrets.get("prof_id")
+    return out
+
+
+def base_station(view: StationView) -> dict[str, Any]:
+    s = view.station
+    return {
+        "id": s.identifier,
+        "name": s.name,
+        "group": min_group(view.group),
+        "location": {"lat": s.lat, "lng": s.lng},
+        "altitude": s.altitude,
+        "radioZone": s.radio_zone,
+        "enabled": s.enabled,
+        "state": s.state,
+        "lastSeen": to_ms(s.last_seen_at),
+        "framesLastDay": view.frames_last_day,
+        "undeliveredFramesLastDay": view.undelivered_last_day,
+        "credentialRenewalTime": to_ms(s.secret_rotated_at),
+        **_stamps(s),
+    }
+
+
+def _decimal(value: float | None) -> str | None:
+    """RSSI, SNR and coordinates of `rinfos` as the live Sigfox service sends them: strings
+    with two decimals (api.md)."""
+    return None if value is None else f"{value:.2f}"
+
+
+def message(view: MessageView) -> dict[str, Any]:
+    m = view.message
+    out: dict[str, Any] = {
+        "device": {"id": view.device_identifier, "name": view.device_name},
+        "time": to_ms(m.time),
+        "data": m.data,
+        "ackRequired": m.ack_required,
+        "lqi": m.lqi,
+        "seqNumber": m.seq_number,
+        "nbFrames": m.nb_frames,
+        "computedLocation": [],
+        "rinfos": [
+            {
+                "baseStation": {"id": r.station.identifier, "name": r.station.name, "resourceType": 0},
+                "rssi": _decimal(r.reception.rssi),
+                "snr": _decimal(r.reception.snr),
+                "lat": _decimal(r.station.lat),
+                "lng": _decimal(r.station.lng),
+                "freq": r.reception.freq,
+                "rep": r.reception.rep,
+                "late": r.reception.late,
+                "cbStatus": [],
+            }
+            for r in view.receptions
+        ],
+        # Heron's additions
+        "frameType": m.frame_type,
+        "lostMessages": m.lost,
+    }
+    if m.decoded is not None:
+        out["decodedData"] = view.decoded
+    if m.service is not None:
+        out["service"] = view.service
     return out

@@ -1,0 +1,1 @@
+"""Messages: the store, its queries, payload decoding and events."""

@@ -1,0 +1,58 @@
+"""Tables of the message store: one row per radio frame, one per reception of it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from heron.db.base import Base, UtcDateTime
+
+# BIGINT on PostgreSQL; SQLite's rowid alias must be exactly INTEGER.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Message(Base):
+    """An uplink: one radio frame, however many stations heard it. `time` is when the first
+    reception reached Heron (the frame time Sigfox shows); `lost` is the number of frames the
+    sequence-number gap before this one says were never heard."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index("ix_messages_device_id_time", "device_id", "time"),
+        Index("ix_messages_device_type_id_time", "device_type_id", "time"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    device_type_id: Mapped[int] = mapped_column(Integer)  # at reception (a transfer does not move history)
+    time: Mapped[datetime] = mapped_column(UtcDateTime)
+    seq_number: Mapped[int] = mapped_column(Integer)
+    frame_type: Mapped[str] = mapped_column(String(10))  # DATA, KEEPALIVE, REPEATER
+    data: Mapped[str] = mapped_column(String(24))  # hex, lower-case, 0-12 bytes
+    ack_required: Mapped[bool] = mapped_column(Boolean, default=False)
+    nb_frames: Mapped[int] = mapped_column(Integer, default=1)  # repetitions the device sent (1 or 3)
+    receptions: Mapped[int] = mapped_column(Integer, default=1)
+    best_rssi: Mapped[float | None] = mapped_column(Float)
+    lqi: Mapped[int] = mapped_column(Integer, default=4)  # api.md lqi enum, from in-window receptions
+    lost: Mapped[int] = mapped_column(Integer, default=0)
+    decoded: Mapped[str | None] = mapped_column(Text)  # JSON object of payload fields
+    service: Mapped[str | None] = mapped_column(Text)  # JSON: battery, temperature of service frames
+
+
+class Reception(Base):
+    """One station's reception of a message. `late` receptions arrived after the dedup window
+    closed: they are in the message and in DATA_ADVANCED, not in the DATA callbacks."""
+
+    __tablename__ = "receptions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
+    station_id: Mapped[int] = mapped_column(ForeignKey("base_stations.id"))
+    time: Mapped[datetime] = mapped_column(UtcDateTime)  # when it reached Heron
+    rssi: Mapped[float | None] = mapped_column(Float)
+    snr: Mapped[float | None] = mapped_column(Float)
+    freq: Mapped[float | None] = mapped_column(Float)  # Hz
+    rep: Mapped[int] = mapped_column(Integer, default=1)  # repetitions of the frame this station heard
+    late: Mapped[bool] = mapped_column(Boolean, default=False)

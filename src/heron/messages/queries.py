@@ -1,0 +1,134 @@
+"""Reading messages: a device's or a device type's, newest first, by time window. Pages are
+keyset pages on (time, id): one group commit stores thousands of messages at one instant, so
+a time alone cannot say where a page ended."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy.orm import Session
+
+from heron.messages.models import Message, Reception
+from heron.network.sigfox.models import BaseStation
+from heron.registry import device_types, devices
+from heron.registry.models import Device
+from heron.tenancy.access import Actor
+
+MAX_LIMIT = 100
+
+
+@dataclass
+class ReceptionView:
+    reception: Reception
+    station: BaseStation
+
+
+@dataclass
+class MessageView:
+    message: Message
+    device_identifier: str
+    device_name: str
+    receptions: list[ReceptionView] = field(default_factory=list)
+
+    @property
+    def decoded(self) -> dict[str, Any] | None:
+        loaded: dict[str, Any] | None = json.loads(self.message.decoded) if self.message.decoded else None
+        return loaded
+
+    @property
+    def service(self) -> dict[str, Any] | None:
+        loaded: dict[str, Any] | None = json.loads(self.message.service) if self.message.service else None
+        return loaded
+
+
+Position = tuple[datetime, int]  # (time, id) of the last message shown
+
+
+@dataclass
+class MessagePage:
+    items: list[MessageView]
+    next_after: Position | None  # set when older messages follow this page
+
+
+def device_messages(
+    session: Session,
+    actor: Actor,
+    ref: str,
+    *,
+    since: datetime | None = None,
+    before: datetime | None = None,
+    after: Position | None = None,
+    limit: int = MAX_LIMIT,
+) -> MessagePage:
+    view = devices.get(session, actor, ref, "device:read")
+    actor.require("message:read", view.group.path, "device")
+    return _page(session, Message.device_id == view.device.id, since, before, after, limit)
+
+
+def device_type_messages(
+    session: Session,
+    actor: Actor,
+    device_type_id: int,
+    *,
+    since: datetime | None = None,
+    before: datetime | None = None,
+    after: Position | None = None,
+    limit: int = MAX_LIMIT,
+) -> MessagePage:
+    view = device_types.get(session, actor, device_type_id)
+    actor.require("message:read", view.group.path, "device type")
+    return _page(session, Message.device_type_id == device_type_id, since, before, after, limit)
+
+
+def _page(
+    session: Session,
+    scope: ColumnElement[bool],
+    since: datetime | None,
+    before: datetime | None,
+    after: Position | None,
+    limit: int,
+) -> MessagePage:
+    conds = [scope]
+    if since is not None:
+        conds.append(Message.time >= since)
+    if before is not None:
+        conds.append(Message.time < before)
+    if after is not None:
+        conds.append(or_(Message.time < after[0], and_(Message.time == after[0], Message.id < after[1])))
+    rows = list(
+        session.execute(
+            select(Message, Device.identifier, Device.name)
+            .join(Device, Device.id == Message.device_id)
+            .where(*conds)
+            .order_by(Message.time.desc(), Message.id.desc())
+            .limit(limit + 1)
+        )
+    )
+    next_after = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        next_after = (rows[-1][0].time, rows[-1][0].id)
+    items = [MessageView(m, ident, name) for m, ident, name in rows]
+    _attach_receptions(session, items)
+    return MessagePage(items, next_after)
+
+
+def _attach_receptions(session: Session, items: list[MessageView]) -> None:
+    if not items:
+        return
+    by_id = {v.message.id: v for v in items}
+    found: dict[int, list[ReceptionView]] = defaultdict(list)
+    for reception, station in session.execute(
+        select(Reception, BaseStation)
+        .join(BaseStation, BaseStation.id == Reception.station_id)
+        .where(Reception.message_id.in_(list(by_id)))
+        .order_by(Reception.id)
+    ):
+        found[reception.message_id].append(ReceptionView(reception, station))
+    for message_id, receptions in found.items():
+        by_id[message_id].receptions = receptions

@@ -1,0 +1,1 @@
+"""Sigfox-style base stations: their registry, credentials, ingest and link quality."""
