@@ -7,7 +7,7 @@ import sys
 import time
 
 BENCHES = ["bench.group_tree", "bench.http_auth", "bench.device_queries"]
-BENCHES += ["bench.senet_onboarding", "bench.bulk_create"]
+BENCHES += ["bench.senet_onboarding", "bench.bulk_create", "bench.ingest"]
 
 
 def main() -> None:

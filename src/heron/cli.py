@@ -38,6 +38,8 @@ app.add_typer(users_app, name="users")
 app.add_typer(groups_app, name="groups")
 app.add_typer(devices_app, name="devices")
 app.add_typer(registration_token_app, name="registration-token")
+simulate_app = typer.Typer(help="Simulated radio networks, sending to a running Heron.", no_args_is_help=True)
+app.add_typer(simulate_app, name="simulate")
 
 # Messages go to stderr, so --json output on stdout stays parseable. Every command prepares with
 # the default announce_password=True: whichever command first meets an empty database creates the
@@ -379,6 +381,129 @@ def devices_import(
         raise typer.Exit(1)
     if failed:
         raise typer.Exit(3)
+
+
+@simulate_app.command("sigfox")
+def simulate_sigfox(
+    devices: Annotated[int, typer.Option(min=1, max=100_000, help="number of simulated devices")],
+    rate: Annotated[float, typer.Option(min=0.01, help="frames per second (at most)")],
+    stations: Annotated[
+        int | None, typer.Option(min=1, max=100, help="stations hearing each frame: 1 to K (default: all, or 3)")
+    ] = None,
+    duration: Annotated[float, typer.Option(min=0.1, help="seconds (Ctrl-C stops earlier)")] = 10.0,
+    url: Annotated[str, typer.Option(help="the Heron to send to")] = "http://127.0.0.1:8000",
+    register: Annotated[
+        bool, typer.Option("--register", help="create the stations and register the devices first")
+    ] = False,
+    device_type: Annotated[str | None, typer.Option("--device-type", help="device type id (with --register)")] = None,
+    group: Annotated[str | None, typer.Option(help="group id for the stations (with --register)")] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", envvar="HERON_API_KEY", help="API key (with --register)")
+    ] = None,
+    station_secret: Annotated[
+        list[str] | None, typer.Option("--station-secret", help="ID:SECRET of an existing station (repeatable)")
+    ] = None,
+    first_device: Annotated[str, typer.Option("--first-device", help="hex id of the first device")] = "5100000",
+    first_station: Annotated[
+        str, typer.Option("--first-station", help="hex id of the first station (with --register)")
+    ] = "5E000",
+    clients: Annotated[int, typer.Option(min=1, max=200, help="concurrent requests per station")] = 4,
+    batch: Annotated[int, typer.Option(min=1, max=1000, help="receptions per request, at most")] = 20,
+    first_seq: Annotated[
+        int | None, typer.Option("--first-seq", min=0, max=4095, help="first sequence number (default: random)")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="random seed, for a repeatable run")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the figures as JSON on stdout")] = False,
+) -> None:
+    """Devices sending frames, heard by base stations that post their receptions to
+    POST /ingest/sigfox, paced to RATE frames/s for DURATION seconds. Exit status: 0 every
+    request accepted, 1 some failed (or the set-up did), 2 bad arguments."""
+    import asyncio
+    import signal
+
+    import httpx
+
+    from heron import simulate as sim
+
+    try:
+        first = int(first_device.removeprefix("0x"), 16)
+        ids = sim.device_ids(first, devices)
+        int(first_station, 16)
+        given = [sim.StationCredential.parse(s) for s in station_secret or []]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if register and (device_type is None or api_key is None or (group is None and not given)):
+        raise typer.BadParameter("--register needs --device-type, --api-key and --group (or --station-secret)")
+    if not register and not given:
+        raise typer.BadParameter("give --station-secret ID:SECRET (repeatable), or --register to create stations")
+    if given and stations is not None and stations > len(given):
+        raise typer.BadParameter(f"--stations {stations} but only {len(given)} --station-secret given")
+
+    async def main() -> sim.Stats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        creds = list(given)
+        if register:
+            assert api_key is not None and device_type is not None
+            headers = {"authorization": api_key}
+            async with httpx.AsyncClient(base_url=url.rstrip("/"), headers=headers, timeout=60) as http:
+                if not creds:
+                    count = stations or 3
+                    idents = [f"{int(first_station, 16) + i:X}" for i in range(count)]
+                    assert group is not None
+                    creds = await sim.create_stations(http, group, idents)
+                    console.print("stations: " + " ".join(f"{c.id}:{c.secret}" for c in creds), markup=False)
+                done = await sim.register_devices(http, device_type, ids)
+            console.print(
+                f"devices {ids[0]}..{ids[-1]}: {done.registered} registered, {done.existing} already there"
+                f" (job {done.job_id})"
+            )
+            if done.errors:
+                shown = "; ".join(done.errors[:5])
+                raise sim.SimulationError(f"{len(done.errors)} devices not registered: {shown}")
+        k = stations or len(creds)
+        plan = sim.Plan(
+            url=url,
+            stations=creds,
+            devices=ids,
+            rate=rate,
+            duration=duration,
+            heard_by=(1, k),
+            clients_per_station=clients,
+            batch=batch,
+            first_seq=first_seq,
+            seed=seed,
+        )
+        return await sim.run(plan, stop)
+
+    try:
+        with asyncio.Runner(loop_factory=sim.fast_event_loop()) as runner:
+            stats = runner.run(main())
+    except (sim.SimulationError, httpx.HTTPError) as exc:
+        console.print(f"[red]error:[/red] {exc}", markup=True)
+        raise typer.Exit(1) from None
+    figures = stats.as_dict()
+    if as_json:
+        print(json.dumps(figures))
+    else:
+        table = Table("", "", title="heron simulate sigfox", show_header=False)
+        latency = figures["latencyMs"]
+        for label, value in (
+            ("frames sent", f"{stats.frames:,}"),
+            ("receptions", f"{stats.receptions:,}"),
+            ("requests", f"{stats.requests:,}"),
+            ("errors", f"{stats.errors:,}"),
+            ("achieved rate", f"{stats.frames_per_second:,.1f} frames/s over {stats.elapsed:.1f} s"),
+            ("latency p50 / p99", f"{latency['p50']} ms / {latency['p99']} ms"),
+        ):
+            table.add_row(label, value)
+        Console().print(table)
+        for sample in stats.error_samples:
+            console.print(f"  {sample}", markup=False)
+    if stats.errors:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

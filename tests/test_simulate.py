@@ -1,0 +1,150 @@
+"""`heron simulate sigfox`, the real CLI as a subprocess, against a real Heron served over HTTP on
+a loopback port: it creates the stations, registers the devices through the bulk API, sends
+frames, and what the database holds afterwards matches what the CLI says it sent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy import func, select
+from typer.testing import CliRunner
+
+from heron.api.app import create_app
+from heron.api.context import AppContext
+from heron.cli import app
+from heron.config import Settings
+from heron.db.engine import Database
+from heron.messages.models import Message, Reception
+from heron.network.sigfox.models import BaseStation
+from heron.registry import contracts, device_types
+from heron.registry.models import Device
+from heron.simulate import SEQ_MODULO, device_ids
+from heron.tenancy.access import SYSTEM
+from tests.conftest import Tenants
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+HERON = Path(sys.executable).with_name("heron")
+FIRST_SEQ = 4090  # so that every device's numbers wrap during the run
+
+
+@pytest.fixture
+def server(settings: Settings, ctx: AppContext) -> Iterator[str]:
+    """The app on the test database, served by uvicorn on a free loopback port in a thread."""
+    config = uvicorn.Config(create_app(settings, ctx), host="127.0.0.1", port=0, log_config=None, access_log=False)
+    served = uvicorn.Server(config)
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not served.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    port = served.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    served.should_exit = True
+    thread.join(timeout=30)
+
+
+@pytest.fixture
+def device_type(db: Database, tenants: Tenants) -> str:
+    with db.write() as s:
+        contract = contracts.create(s, SYSTEM, group_id=tenants.customer_a, name="Plan", max_tokens=100)
+        dt = device_types.create(
+            s,
+            SYSTEM,
+            group_id=tenants.customer_a,
+            network="SIGFOX",
+            fields=device_types.DeviceTypeFields(name="Simulated", contract_id=contract.contract.id),
+        )
+        return str(dt.device_type.id)
+
+
+def simulate(*args: str) -> subprocess.CompletedProcess[str]:
+    command = [str(HERON)] if HERON.exists() else [sys.executable, "-m", "heron.cli"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HERON_")}
+    return subprocess.run([*command, "simulate", "sigfox", *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_simulated_frames_become_messages_with_their_receptions(
+    server: str, db: Database, tenants: Tenants, device_type: str
+) -> None:
+    done = simulate(
+        "--url", server, "--register", "--device-type", device_type, "--group", str(tenants.operator),
+        "--api-key", tenants.root_admin.secret, "--devices", "5", "--rate", "25", "--duration", "2",
+        "--stations", "3", "--first-seq", str(FIRST_SEQ), "--seed", "7", "--json",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["errors"] == 0 and stats["failedFrames"] == 0
+    assert 30 <= stats["frames"] <= 55  # 25 frames/s for 2 s
+    assert stats["requests"] > 0 and stats["latencyMs"]["p50"] is not None
+
+    ids = device_ids(0x5100000, 5)
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(BaseStation)) == 3
+        devices = {d.id: d for d in s.scalars(select(Device).where(Device.identifier.in_(ids)))}
+        assert len(devices) == 5 and all(d.token_state == "OK" for d in devices.values())
+        messages = list(s.scalars(select(Message).order_by(Message.id)))
+        heard: dict[int, list[int]] = defaultdict(list)
+        for message_id, station_id in s.execute(select(Reception.message_id, Reception.station_id)):
+            heard[message_id].append(station_id)
+
+    # Every frame sent is one message; each holds the receptions of 1 to 3 distinct stations.
+    assert len(messages) == stats["frames"]
+    assert sum(len(v) for v in heard.values()) == stats["receptions"]
+    for m in messages:
+        assert 1 <= m.receptions == len(heard[m.id]) == len(set(heard[m.id])) <= 3
+        assert m.frame_type in ("DATA", "KEEPALIVE") and len(m.data) <= 24
+    assert any(m.receptions == 3 for m in messages) and any(m.receptions == 1 for m in messages)
+
+    # Per device: numbers from FIRST_SEQ up by one, wrapping at 4096, nothing lost.
+    by_device: dict[int, list[Message]] = defaultdict(list)
+    for m in messages:
+        by_device[m.device_id].append(m)
+    assert set(by_device) == set(devices)
+    for device_id, sent in by_device.items():
+        assert [m.seq_number for m in sent] == [(FIRST_SEQ + i) % SEQ_MODULO for i in range(len(sent))]
+        assert all(m.lost == 0 for m in sent)
+        assert devices[device_id].sequence_number == sent[-1].seq_number
+    assert max(len(v) for v in by_device.values()) > SEQ_MODULO - FIRST_SEQ  # the wrap happened
+
+
+def test_refused_requests_make_exit_status_1(server: str, db: Database) -> None:
+    done = simulate(
+        "--url", server, "--station-secret", "ABC:wrong-secret", "--devices", "2", "--rate", "10",
+        "--duration", "0.5", "--json",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["frames"] == 0 and stats["errors"] == stats["requests"] > 0
+    assert "HTTP 401" in stats["errorSamples"][0]
+    with db.read() as s:
+        assert s.scalar(select(func.count()).select_from(Message)) == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--devices", "5", "--rate", "10"],  # neither --station-secret nor --register
+        ["--devices", "5", "--rate", "10", "--station-secret", "no-colon"],
+        ["--devices", "0", "--rate", "10", "--station-secret", "A:s"],
+        ["--devices", "5", "--rate", "0", "--station-secret", "A:s"],
+        ["--devices", "5", "--rate", "10", "--register", "--api-key", "k"],  # no --device-type
+        ["--devices", "5", "--rate", "10", "--station-secret", "A:s", "--stations", "2"],
+        ["--devices", "5", "--rate", "10", "--station-secret", "A:s", "--first-device", "XYZ"],
+        ["--devices", "5", "--rate", "10", "--station-secret", "A:s", "--first-device", "FFFFFFFF"],
+    ],
+)
+def test_bad_arguments_exit_2_without_sending(args: list[str]) -> None:
+    result = CliRunner().invoke(app, ["simulate", "sigfox", "--url", "http://127.0.0.1:9", *args])
+    assert result.exit_code == 2, result.output
