@@ -215,24 +215,30 @@ async def run(plan: Plan, stop: asyncio.Event | None = None) -> Stats:
     queues: list[asyncio.Queue[_Batch | None]] = [
         asyncio.Queue(maxsize=2 * plan.clients_per_station) for _ in plan.stations
     ]
-    connections = len(plan.stations) * plan.clients_per_station
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    # One client (one keep-alive connection) per station client: httpcore's shared pool scans
+    # every connection for each request, which costs more than the request at 50 connections.
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    clients = [
+        httpx.AsyncClient(base_url=plan.url.rstrip("/"), limits=limits, timeout=plan.timeout)
+        for _ in range(len(plan.stations) * plan.clients_per_station)
+    ]
     cpu0 = _cpu()
-    async with httpx.AsyncClient(base_url=plan.url.rstrip("/"), limits=limits, timeout=plan.timeout) as http:
-        workers = [
-            asyncio.create_task(_station_client(http, station, queue, stats))
-            for station, queue in zip(plan.stations, queues, strict=True)
-            for _ in range(plan.clients_per_station)
-        ]
-        start = time.perf_counter()
-        try:
-            await _generate(plan, radio, queues, stats, stop, start)
-        finally:
-            for queue in queues:
-                for _ in range(plan.clients_per_station):
-                    await queue.put(None)
-            await asyncio.gather(*workers)
+    workers = [
+        asyncio.create_task(_station_client(clients[i * plan.clients_per_station + j], station, queue, stats))
+        for i, (station, queue) in enumerate(zip(plan.stations, queues, strict=True))
+        for j in range(plan.clients_per_station)
+    ]
+    start = time.perf_counter()
+    try:
+        await _generate(plan, radio, queues, stats, stop, start)
+    finally:
+        for queue in queues:
+            for _ in range(plan.clients_per_station):
+                await queue.put(None)
+        await asyncio.gather(*workers)
         stats.elapsed = time.perf_counter() - start
+        for client in clients:
+            await client.aclose()
     stats.cpu_seconds = _cpu() - cpu0
     stats.last_seq = {d: (s - 1) % SEQ_MODULO for d, s in radio.seq.items()}
     return stats
