@@ -60,6 +60,13 @@ class Settings(BaseSettings):
     dedup_window_seconds: float = Field(default=1.0, gt=0, le=30)
     dedup_horizon_seconds: float = Field(default=30.0, gt=0, le=600)
 
+    # Callback delivery: failed requests are retried with exponential backoff (base x 2^n, capped)
+    # until they are this old, then recorded as not delivered.
+    delivery_backoff_base_seconds: float = Field(default=10.0, gt=0)
+    delivery_backoff_max_seconds: float = Field(default=1800.0, gt=0)
+    delivery_give_up_hours: float = Field(default=48.0, ge=24)
+    run_deliveries: bool = True
+
     log_level: str = "INFO"
     access_log: bool = True
 

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 
 from heron.db.base import utcnow
 from heron.db.engine import Database
-from heron.messages.store import Decoder, HeardFrame, StoreResult, store_frames
+from heron.delivery.outbox import enqueue_messages
+from heron.messages.store import HeardFrame, StoreResult, store_frames
 
 log = logging.getLogger("heron.pipeline")
 
@@ -38,10 +39,8 @@ class UplinkWriter:
         dedup_window: timedelta,
         horizon: timedelta,
         clock: Callable[[], datetime] = utcnow,
-        decoder: Decoder | None = None,
     ) -> None:
-        self.db, self.dedup_window, self.horizon = db, dedup_window, horizon
-        self.clock, self.decoder = clock, decoder
+        self.db, self.dedup_window, self.horizon, self.clock = db, dedup_window, horizon, clock
         self._queue: queue.Queue[_Pending] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -71,14 +70,10 @@ class UplinkWriter:
     def store_now(self, frames: Sequence[HeardFrame]) -> StoreResult:
         """Store in the caller's thread, in its own transaction (tools and tests)."""
         with self.db.write() as session:
-            return store_frames(
-                session,
-                frames,
-                self.clock(),
-                dedup_window=self.dedup_window,
-                horizon=self.horizon,
-                decoder=self.decoder,
-            )
+            result = store_frames(session, frames, self.clock(), dedup_window=self.dedup_window, horizon=self.horizon)
+            # The messages' outbox rows commit with them: nothing stored is ever left undelivered.
+            enqueue_messages(session, result.new, dedup_window=self.dedup_window, horizon=self.horizon)
+        return result
 
     def _loop(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):

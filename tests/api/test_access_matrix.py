@@ -27,6 +27,7 @@ from heron.config import Settings
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.db.models import Base
+from heron.delivery import callbacks
 from heron.jobs import engine
 from heron.keys import Keyring
 from heron.network.sigfox import stations
@@ -142,7 +143,17 @@ def world(db: Database, tenants: Tenants) -> World:
                 identifier=f"BA5E{suffix[1:].upper()}".replace("_", ""),
                 fields=stations.StationFields(name=f"Station{suffix}"),
             )
+            hook = callbacks.create(
+                s,
+                SYSTEM,
+                keyring,
+                dtype.device_type.id,
+                callbacks.CallbackFields(
+                    channel="URL", callback_type=0, callback_subtype=3, enabled=True, url="https://example.com/hook"
+                ),
+            )
             registry |= {
+                f"callback_id{suffix}": str(hook.callback.id),
                 f"station_id{suffix}": station.station.identifier,
                 f"device_id{suffix}": f"A1{suffix[1:].upper()}",
                 f"contract_id{suffix}": str(contract.contract.id),
@@ -340,6 +351,13 @@ G, U, K = NATIVE + "/groups", NATIVE + "/users", NATIVE + "/api-users"
 C, CI = NATIVE + "/contracts", NATIVE + "/contract-infos"
 DP, DT, DV = NATIVE + "/device-profiles", NATIVE + "/device-types", NATIVE + "/devices"
 BS = NATIVE + "/base-stations"
+CB = DT + "/{device_type_id}/callbacks"
+
+
+def _callback_body() -> dict[str, Any]:
+    return {"channel": "URL", "callbackType": 0, "callbackSubtype": 2, "enabled": True, "url": "https://example.com/x"}
+
+
 MATRIX: list[Row] = [
     Row("GET", G, expect(200, 200, 200), "withTotal=true", owners=_group_owners),
     Row("GET", G, expect(200, 200, 404), "parentIds={customer_a}&deep=true&withTotal=true", owners=_group_owners),
@@ -454,6 +472,12 @@ MATRIX: list[Row] = [
     Row("DELETE", BS + "/{station_id}", expect(204, 403, 404)),
     Row("GET", DV + "/{device_id}/messages", expect(200, 200, 404)),
     Row("GET", DT + "/{device_type_id}/messages", expect(200, 200, 404), "limit=10"),
+    Row("GET", CB, expect(200, 200, 404)),
+    Row("POST", CB, expect(201, 403, 404), body=lambda w: _callback_body()),
+    Row("PUT", CB + "/{callback_id}", expect(204, 403, 404), body=lambda w: {"url": "https://example.com/other"}),
+    Row("DELETE", CB + "/{callback_id}", expect(204, 403, 404)),
+    Row("PUT", CB + "/{callback_id}/enable", expect(204, 403, 404), "enabled=false"),
+    Row("PUT", CB + "/{callback_id}/downlink", expect(204, 403, 404)),
     # -- end of the message pipeline -------------------------------------------------------------
     # -- Senet onboarding (api/senet/devices.py): the application and task of `_senet_world` ---------
     # A sibling naming Customer A's application gets the 400 of an unknown appEui; another
@@ -612,7 +636,9 @@ def test_matrix_rows_cover_every_kind_of_caller() -> None:
     for row in MATRIX:
         assert set(row.expect) == set(KINDS), row.id
         assert row.method in HTTP_METHODS, row.id
-        if row.method in {"POST", "PUT"} and not row.template.endswith(("renew-credential", "/restore")):
+        if row.method in {"POST", "PUT"} and not row.template.endswith(
+            ("renew-credential", "/restore", "/enable", "/downlink")
+        ):
             assert row.body is not None, f"{row.id}: writes need a body"
 
 
@@ -684,6 +710,7 @@ def test_sibling_reference_to_foreign_object_is_indistinguishable_from_unknown_i
         params = dict(world.params) | {names[0]: unknown}
         body = row.body(world) if row.body else None
         foreign = client.request(row.method, row.url(world), json=body, headers=b.headers)
-        missing = client.request(row.method, row.template.format(**params), json=body, headers=b.headers)
+        query = "?" + row.query.format(**params) if row.query else ""
+        missing = client.request(row.method, row.template.format(**params) + query, json=body, headers=b.headers)
         assert foreign.status_code == missing.status_code == 404, (row.id, foreign.text, missing.text)
         assert foreign.json() == missing.json(), row.id

@@ -3,14 +3,16 @@ and redirects checked hop by hop, against a real HTTP server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
 
-from heron.delivery.http import send
+from heron.delivery.http import HttpResult, send
 from heron.delivery.ssrf import allowed, parse_allow_cidrs
 
 LOOPBACK = parse_allow_cidrs("127.0.0.0/8")
@@ -45,14 +47,24 @@ def server() -> Iterator[str]:
     srv.server_close()
 
 
+class Client:
+    """The async `send` driven from a synchronous test."""
+
+    def request(self, method: str, url: str, **kwargs: Any) -> HttpResult:
+        async def go() -> HttpResult:
+            async with httpx.AsyncClient() as c:
+                return await send(c, method, url, **kwargs)
+
+        return asyncio.run(go())
+
+
 @pytest.fixture
-def client() -> Iterator[httpx.Client]:
-    with httpx.Client() as c:
-        yield c
+def client() -> Client:
+    return Client()
 
 
-def test_allowed_destination_receives_the_request_with_its_host_header(server: str, client: httpx.Client) -> None:
-    result = send(client, "POST", f"http://{server}/hook?x=1", content=b'{"a":1}', allow=LOOPBACK)
+def test_allowed_destination_receives_the_request_with_its_host_header(server: str, client: Client) -> None:
+    result = client.request("POST", f"http://{server}/hook?x=1", content=b'{"a":1}', allow=LOOPBACK)
     assert result.ok and result.status == 204
     assert _Handler.received == [("POST", "/hook?x=1", server, b'{"a":1}')]
 
@@ -75,36 +87,36 @@ def test_allowed_destination_receives_the_request_with_its_host_header(server: s
     ],
 )
 def test_loopback_private_and_metadata_destinations_are_refused_by_default(
-    host: str, server: str, client: httpx.Client
+    host: str, server: str, client: Client
 ) -> None:
     port = server.rsplit(":", 1)[1]
-    result = send(client, "POST", f"http://{host}:{port}/hook", content=b"{}")
+    result = client.request("POST", f"http://{host}:{port}/hook", content=b"{}")
     assert result.status is None and result.error is not None
     assert result.error.startswith("destination refused")
     assert _Handler.received == []
 
 
-def test_link_local_stays_refused_even_when_listed(client: httpx.Client) -> None:
+def test_link_local_stays_refused_even_when_listed(client: Client) -> None:
     allow = parse_allow_cidrs("169.254.0.0/16, 127.0.0.0/8")
-    result = send(client, "POST", "http://169.254.169.254/latest/meta-data", allow=allow)
+    result = client.request("POST", "http://169.254.169.254/latest/meta-data", allow=allow)
     assert result.status is None and "169.254.169.254" in (result.error or "")
 
 
-def test_redirect_to_a_forbidden_address_is_refused_at_the_hop(server: str, client: httpx.Client) -> None:
+def test_redirect_to_a_forbidden_address_is_refused_at_the_hop(server: str, client: Client) -> None:
     only_this = parse_allow_cidrs("127.0.0.1/32")
     port = server.rsplit(":", 1)[1]
     for target in (f"http://127.0.0.2:{port}/hook", "http://169.254.169.254/", f"http://[::1]:{port}/hook"):
-        result = send(client, "POST", f"http://{server}/redirect?to={target}", allow=only_this)
+        result = client.request("POST", f"http://{server}/redirect?to={target}", allow=only_this)
         assert result.status is None and (result.error or "").startswith("destination refused"), target
     assert _Handler.received == []
     # A redirect to an allowed place is followed.
-    result = send(client, "POST", f"http://{server}/redirect?to=http://{server}/final", content=b"x", allow=only_this)
+    result = client.request("POST", f"http://{server}/redirect?to=http://{server}/final", content=b"x", allow=only_this)
     assert result.status == 204
     assert [r[1] for r in _Handler.received] == ["/final"]
 
 
-def test_connection_refused_and_timeouts_are_results_not_exceptions(client: httpx.Client) -> None:
-    result = send(client, "POST", "http://127.0.0.1:1/hook", allow=LOOPBACK, timeout=2)
+def test_connection_refused_and_timeouts_are_results_not_exceptions(client: Client) -> None:
+    result = client.request("POST", "http://127.0.0.1:1/hook", allow=LOOPBACK, timeout=2)
     assert result.status is None and (result.error or "").startswith("connection error")
 
 

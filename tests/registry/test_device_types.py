@@ -81,6 +81,7 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"payloadType": 4}, "payloadType"),
     ({"payloadType": 3}, "payloadConfig"),
     ({"payloadType": 3, "payloadConfig": "   "}, "payloadConfig"),
+    ({"payloadType": 3, "payloadConfig": "door::bool:9"}, "payloadConfig"),
     ({"network": "NBIOT"}, "network"),
     ({"appEui": "70B3D57ED0000001"}, "appEui"),
     ({"profId": "1"}, "profId"),

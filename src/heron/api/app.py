@@ -18,6 +18,7 @@ from heron.api.v2 import (
     api_users,
     audit,
     base_stations,
+    callbacks,
     contracts,
     device_bulk,
     device_profiles,
@@ -31,6 +32,7 @@ from heron.api.v2 import (
 )
 from heron.bootstrap import Prepared, prepare
 from heron.config import Settings, get_settings
+from heron.delivery.outbox import DeliveryWorker, Policy
 from heron.delivery.ssrf import parse_allow_cidrs
 from heron.jobs.engine import JobRunner
 from heron.jobs.notify import callback_hook
@@ -65,6 +67,16 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
             dedup_window=timedelta(seconds=settings.dedup_window_seconds),
             horizon=timedelta(seconds=settings.dedup_horizon_seconds),
         ),
+        deliveries=DeliveryWorker(
+            prepared.db,
+            prepared.keyring,
+            allow=allow,
+            policy=Policy(
+                backoff_base=timedelta(seconds=settings.delivery_backoff_base_seconds),
+                backoff_max=timedelta(seconds=settings.delivery_backoff_max_seconds),
+                give_up=timedelta(hours=settings.delivery_give_up_hours),
+            ),
+        ),
     )
 
 
@@ -87,9 +99,12 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         if settings.run_jobs:
             ctx.jobs.start()
         ctx.uplinks.start()
+        if settings.run_deliveries:
+            ctx.deliveries.start()
         try:
             yield
         finally:
+            ctx.deliveries.stop()
             ctx.uplinks.stop()
             ctx.jobs.stop()
             if checkpointer is not None:
@@ -126,6 +141,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         jobs,
         base_stations,
         messages,
+        callbacks,
     )
     for module in native:
         app.include_router(module.router)

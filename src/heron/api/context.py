@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from heron.api.ratelimit import RateLimiter
 from heron.config import Settings
 from heron.db.engine import Database
+from heron.delivery.outbox import DeliveryWorker
 from heron.errors import NotAuthenticated
 from heron.jobs.engine import JobRunner
 from heron.keys import Keyring
@@ -31,6 +32,7 @@ class AppContext:
     authenticator: Authenticator
     jobs: JobRunner
     uplinks: UplinkWriter
+    deliveries: DeliveryWorker
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
 
 

@@ -1,9 +1,11 @@
 """One guarded HTTP request: the destination is resolved and checked (see ssrf.py), the
 connection goes to the checked address (Host header and TLS SNI keep the name), and every
-redirect is checked the same way before it is followed."""
+redirect is checked the same way before it is followed. Asynchronous: the delivery worker keeps
+many requests in flight on one event loop."""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
@@ -25,8 +27,8 @@ class HttpResult:
         return self.status is not None and 200 <= self.status < 300
 
 
-def send(
-    client: httpx.Client,
+async def send(
+    client: httpx.AsyncClient,
     method: str,
     url: str,
     *,
@@ -34,13 +36,15 @@ def send(
     content: bytes | None = None,
     allow: tuple[IPNetwork, ...] = (),
     timeout: float = 10.0,
+    send_sni: bool = True,
 ) -> HttpResult:
+    loop = asyncio.get_running_loop()
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            address = pick_address(host, port, allow)
+            address = await loop.run_in_executor(None, pick_address, host, port, allow)
         except ForbiddenDestination as exc:
             return HttpResult(None, f"destination refused: {exc}")
         literal = f"[{address}]" if address.version == 6 else str(address)
@@ -48,14 +52,14 @@ def send(
         pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
         request_headers = {**(headers or {}), "Host": parts.netloc.rpartition("@")[2]}
         try:
-            response = client.request(
+            response = await client.request(
                 method,
                 pinned,
                 headers=request_headers,
                 content=content,
                 timeout=timeout,
                 follow_redirects=False,
-                extensions={"sni_hostname": host} if parts.scheme == "https" else {},
+                extensions={"sni_hostname": host} if parts.scheme == "https" and send_sni else {},
             )
         except httpx.TimeoutException:
             return HttpResult(None, f"timeout after {timeout:g} s")

@@ -4,6 +4,7 @@ for now; the pipeline issue moves this onto the durable outbox with its retries.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import httpx
 import orjson
 
 from heron.db.engine import Database
-from heron.delivery.http import send
+from heron.delivery.http import HttpResult, send
 from heron.delivery.ssrf import IPNetwork
 from heron.jobs.engine import JobReport, report
 from heron.jobs.models import Job
@@ -50,8 +51,12 @@ def callback_hook(
             url, sealed = job.callback_url, job.callback_headers
         headers = json.loads(keyring.decrypt(sealed, HEADERS_PURPOSE)) if sealed else {}
         headers["content-type"] = "application/json"
-        with httpx.Client() as client:
-            result = send(client, "POST", url, headers=headers, content=body, allow=allow, timeout=timeout)
+
+        async def post() -> HttpResult:
+            async with httpx.AsyncClient() as client:
+                return await send(client, "POST", url, headers=headers, content=body, allow=allow, timeout=timeout)
+
+        result = asyncio.run(post())
         log.info("jobs.callback", extra={"job_id": job_id, "status": result.status, "error": result.error})
 
     return deliver

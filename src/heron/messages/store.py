@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter, defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -32,19 +32,17 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from heron.db.upsert import add_counts
+from heron.messages.decoding import decode_payload
 from heron.messages.models import Message, Reception
 from heron.network.sigfox.lqi import lqi
 from heron.network.sigfox.models import BaseStation, StationTraffic, UndeliveredFrames
 from heron.registry.bulk import DELETED, SIGFOX, TOKEN_OK
-from heron.registry.models import Device
+from heron.registry.models import Device, DeviceType
 
 SEQ_MODULO = 4096
 STALE_REPEAT = timedelta(hours=1)
 COM_OK = 1  # api.md comState
 UNKNOWN, NO_TOKEN = "UNKNOWN", "NO_TOKEN"
-
-# device_type_id, payload hex -> decoded fields as JSON text (None: nothing to decode)
-Decoder = Callable[[int, str], str | None]
 
 
 @dataclass(frozen=True)
@@ -73,6 +71,8 @@ class StoredMessage:
     device_type_id: int
     seq_number: int
     ack_required: bool
+    frame_type: str
+    time: datetime
 
 
 @dataclass
@@ -123,7 +123,6 @@ def store_frames(
     *,
     dedup_window: timedelta,
     horizon: timedelta,
-    decoder: Decoder | None = None,
 ) -> StoreResult:
     result = StoreResult(frames=len(frames))
     if not frames:
@@ -175,6 +174,7 @@ def store_frames(
     result.undelivered = sum(undelivered.values())
 
     recent = _recent(session, [d.id for d in devices.values()], now - horizon)
+    payloads = _payload_settings(session, {d.device_type_id for d in devices.values()})
     by_id = {d.id: d for d in devices.values()}
     new_rows: list[dict[str, Any]] = []
     new_receptions: list[list[dict[str, Any]]] = []
@@ -232,7 +232,7 @@ def store_frames(
                 "best_rssi": best_rssi,
                 "lqi": quality,
                 "lost": lost,
-                "decoded": decoder(dev.device_type_id, first.data) if decoder and first.frame_type == "DATA" else None,
+                "decoded": _decoded(payloads.get(dev.device_type_id), first) if first.frame_type == "DATA" else None,
                 "service": service,
             }
         )
@@ -249,6 +249,24 @@ def store_frames(
     _touch_devices(session, [d for d in devices.values() if d.changed])
     _count_traffic(session, traffic, undelivered, now)
     return result
+
+
+def _payload_settings(session: Session, device_type_ids: set[int]) -> dict[int, tuple[int, str | None]]:
+    if not device_type_ids:
+        return {}
+    rows = session.execute(
+        select(DeviceType.id, DeviceType.payload_type, DeviceType.payload_config).where(
+            DeviceType.id.in_(sorted(device_type_ids))
+        )
+    )
+    return {dt_id: (kind, config) for dt_id, kind, config in rows}
+
+
+def _decoded(settings: tuple[int, str | None] | None, f: HeardFrame) -> str | None:
+    if settings is None:
+        return None
+    fields = decode_payload(settings[0], settings[1], f.data)
+    return json.dumps(fields) if fields is not None else None
 
 
 def _reception(f: HeardFrame, message_id: int | None, late: bool) -> dict[str, Any]:
@@ -298,7 +316,15 @@ def _write_messages(
     flat = []
     for message_id, row, heard in zip(ids, rows, receptions, strict=True):
         result.new.append(
-            StoredMessage(message_id, row["device_id"], row["device_type_id"], row["seq_number"], row["ack_required"])
+            StoredMessage(
+                message_id,
+                row["device_id"],
+                row["device_type_id"],
+                row["seq_number"],
+                row["ack_required"],
+                row["frame_type"],
+                row["time"],
+            )
         )
         for r in heard:
             r["message_id"] = message_id

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
+from heron.messages.grammar import parse_grammar
 from heron.registry import contracts as contracts_service
 from heron.registry import device_profiles, downlink_template
 from heron.registry._common import KEEP, check_name, in_groups, owning_group
@@ -117,10 +118,10 @@ def _apply(
         dt.payload_type = changes["payloadType"] = f.payload_type
     if _given(f.payload_config):
         dt.payload_config = changes["payloadConfig"] = f.payload_config
-    # The custom grammar itself is checked by the message pipeline issue, which parses it; until
-    # then a custom payload type only needs a non-empty configuration.
-    if dt.payload_type == 3 and not (dt.payload_config or "").strip():
-        raise InvalidInput.field("payloadConfig", "is required with payloadType 3 (custom grammar)")
+    if dt.payload_type == 3:
+        if not (dt.payload_config or "").strip():
+            raise InvalidInput.field("payloadConfig", "is required with payloadType 3 (custom grammar)")
+        parse_grammar(dt.payload_config or "", "payloadConfig")  # refused with the field and the reason
     if _given(f.automatic_renewal):
         dt.automatic_renewal = changes["automaticRenewal"] = f.automatic_renewal
     _apply_lorawan(session, dt, group, f, changes)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from heron.db.base import to_ms, utcnow
+from heron.delivery.callbacks import MASK, SUBTYPE_IDS, TYPE_IDS, CallbackView, shown_url
 from heron.messages.queries import MessageView
 from heron.network.sigfox.stations import StationView
 from heron.registry.bulk import DELETED, LORAWAN, TOKEN_OK
@@ -299,4 +300,34 @@ def message(view: MessageView) -> dict[str, Any]:
         out["decodedData"] = view.decoded
     if m.service is not None:
         out["service"] = view.service
+    return out
+
+
+def callback(view: CallbackView) -> dict[str, Any]:
+    cb = view.callback
+    out: dict[str, Any] = {
+        "id": str(cb.id),
+        "channel": cb.channel,
+        "callbackType": TYPE_IDS[cb.callback_type],
+        "callbackSubtype": SUBTYPE_IDS[cb.callback_subtype] if cb.callback_subtype else None,
+        "payloadConfig": cb.payload_config,
+        "enabled": cb.enabled,
+        "dead": cb.dead,
+        "sendDuplicate": cb.send_duplicate,
+        "signingSecret": MASK if cb.signing_secret else None,
+    }
+    if cb.channel == "URL":
+        out |= {
+            "url": shown_url(cb),
+            "httpMethod": cb.http_method,
+            "headers": view.headers,
+            "sendSni": cb.send_sni,
+            "bodyTemplate": cb.body_template,
+            "contentType": cb.content_type,
+            "downlinkHook": cb.downlink_hook,
+        }
+    elif cb.channel == "BATCH_URL":
+        out |= {"url": shown_url(cb), "httpMethod": cb.http_method, "linePattern": cb.line_pattern}
+    else:
+        out |= {"recipient": cb.recipient, "subject": cb.subject, "message": cb.message}
     return out
