@@ -131,6 +131,54 @@ def enqueue_messages(
     return len(rows)
 
 
+def enqueue_event(
+    session: Session,
+    *,
+    device_type_id: int,
+    device_id: int | None,
+    callback_type: str,
+    subtype: str | None,
+    variables: dict[str, object],
+    now: datetime,
+) -> int:
+    """Outbox rows for something that is not a message (an ERROR callback of a lost device, a
+    SERVICE ACKNOWLEDGE): one per enabled callback of the device type and kind, carrying the
+    values its templates render (`time` as epoch seconds, as for messages)."""
+    ids = list(
+        session.scalars(
+            select(Callback.id).where(
+                Callback.device_type_id == device_type_id,
+                Callback.enabled.is_(True),
+                Callback.callback_type == callback_type,
+                Callback.callback_subtype.is_(None) if subtype is None else Callback.callback_subtype == subtype,
+            )
+        )
+    )
+    if not ids:
+        return 0
+    encoded = json.dumps(variables)
+    session.execute(
+        insert(Delivery),
+        [
+            {
+                "key": new_key(),
+                "callback_id": cb_id,
+                "device_type_id": device_type_id,
+                "device_id": device_id,
+                "message_id": None,
+                "event": subtype or callback_type,
+                "variables": encoded,
+                "state": PENDING,
+                "attempts": 0,
+                "next_at": now,
+                "created_at": now,
+            }
+            for cb_id in ids
+        ],
+    )
+    return len(ids)
+
+
 # -- what a delivery sends -------------------------------------------------------------------------
 @dataclass
 class Outgoing:
