@@ -14,6 +14,7 @@ import csv
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -28,8 +29,10 @@ from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.db.models import Base
 from heron.delivery import callbacks
+from heron.delivery.models import Delivery
 from heron.jobs import engine
 from heron.keys import Keyring
+from heron.messages.models import Message
 from heron.network.sigfox import stations
 from heron.registry import bulk_jobs, contracts, device_profiles, device_types, devices, onboarding, registration_tokens
 from heron.tenancy import api_users, groups
@@ -126,15 +129,18 @@ def world(db: Database, tenants: Tenants) -> World:
                 s, SYSTEM, group_id=group_id, network="SIGFOX", fields=device_types.DeviceTypeFields(name="Host")
             )
             keyring = Keyring.parse(TEST_KEK)
+            made = []
             for ident in (f"A1{suffix[1:].upper()}", f"D1{suffix[1:].upper()}"):
-                devices.create_sigfox(
-                    s,
-                    SYSTEM,
-                    keyring,
-                    identifier=ident.replace("_", ""),
-                    pac="0123456789ABCDEF",
-                    device_type_id=host.device_type.id,
-                    fields=devices.DeviceFields(name=f"Device {ident}"),
+                made.append(
+                    devices.create_sigfox(
+                        s,
+                        SYSTEM,
+                        keyring,
+                        identifier=ident.replace("_", ""),
+                        pac="0123456789ABCDEF",
+                        device_type_id=host.device_type.id,
+                        fields=devices.DeviceFields(name=f"Device {ident}"),
+                    )
                 )
             station, _secret = stations.create(
                 s,
@@ -152,6 +158,7 @@ def world(db: Database, tenants: Tenants) -> World:
                     channel="URL", callback_type=0, callback_subtype=3, enabled=True, url="https://example.com/hook"
                 ),
             )
+            _undelivered(s, made[0].device.id, dtype.device_type.id, hook.callback.id)
             registry |= {
                 f"callback_id{suffix}": str(hook.callback.id),
                 f"station_id{suffix}": station.station.identifier,
@@ -354,6 +361,47 @@ BS = NATIVE + "/base-stations"
 CB = DT + "/{device_type_id}/callbacks"
 
 
+def _undelivered(s: Session, device_id: int, device_type_id: int, callback_id: int) -> None:
+    """A message of 1970 (inside `since=0&before=1`) whose delivery to the callback failed."""
+    message = Message(
+        device_id=device_id,
+        device_type_id=device_type_id,
+        time=datetime.fromtimestamp(0, UTC),
+        seq_number=1,
+        frame_type="DATA",
+        data="00",
+        ack_required=False,
+        nb_frames=1,
+        receptions=0,
+        lqi=4,
+        lost=0,
+    )
+    s.add(message)
+    s.flush()
+    now = utcnow()
+    s.add(
+        Delivery(
+            key="0" * 32,
+            callback_id=callback_id,
+            device_type_id=device_type_id,
+            device_id=device_id,
+            message_id=message.id,
+            event="BIDIR",
+            state="FAILED",
+            attempts=3,
+            next_at=now,
+            created_at=now,
+            last_status=500,
+            last_error="HTTP 500",
+        )
+    )
+
+
+def _no_owner(item: dict[str, Any], w: World, db: Database) -> list[str]:
+    """Lists whose items name no group (undelivered callbacks): the scope is the route's object."""
+    return []
+
+
 def _callback_body() -> dict[str, Any]:
     return {"channel": "URL", "callbackType": 0, "callbackSubtype": 2, "enabled": True, "url": "https://example.com/x"}
 
@@ -471,6 +519,8 @@ MATRIX: list[Row] = [
     Row("PUT", BS + "/{station_id}/renew-credential", expect(200, 403, 404)),
     Row("DELETE", BS + "/{station_id}", expect(204, 403, 404)),
     Row("GET", DV + "/{device_id}/messages", expect(200, 200, 404)),
+    Row("GET", DV + "/{device_id}/events", expect(200, 200, 404)),
+    Row("GET", BS + "/{station_id}/events", expect(200, 200, 404), "limit=10"),
     Row("GET", DT + "/{device_type_id}/messages", expect(200, 200, 404), "limit=10"),
     Row("GET", CB, expect(200, 200, 404)),
     Row("POST", CB, expect(201, 403, 404), body=lambda w: _callback_body()),
@@ -478,6 +528,14 @@ MATRIX: list[Row] = [
     Row("DELETE", CB + "/{callback_id}", expect(204, 403, 404)),
     Row("PUT", CB + "/{callback_id}/enable", expect(204, 403, 404), "enabled=false"),
     Row("PUT", CB + "/{callback_id}/downlink", expect(204, 403, 404)),
+    # callbacks not delivered (OBSERVER holds callback:read) and the outbox actions (callback:write)
+    Row("GET", DV + "/{device_id}/callbacks-not-delivered", expect(200, 200, 404), owners=_no_owner),
+    Row("GET", DT + "/{device_type_id}/callbacks-not-delivered", expect(200, 200, 404), owners=_no_owner),
+    Row("GET", CB + "/{callback_id}/callbacks-not-delivered", expect(200, 200, 404), owners=_no_owner),
+    Row("GET", G + "/{group_id}/callbacks-not-delivered", expect(200, 200, 404), owners=_no_owner),
+    Row("POST", DT + "/{device_type_id}/callbacks-not-delivered/retry", expect(200, 403, 404), body=lambda w: {}),
+    Row("POST", CB + "/{callback_id}/test", expect(200, 403, 404), body=lambda w: {}),
+    Row("POST", CB + "/{callback_id}/resend", expect(200, 403, 404), "since=0&before=1", body=lambda w: {}),
     # -- end of the message pipeline -------------------------------------------------------------
     # -- Senet onboarding (api/senet/devices.py): the application and task of `_senet_world` ---------
     # A sibling naming Customer A's application gets the 400 of an unknown appEui; another

@@ -20,6 +20,7 @@ from heron.api.v2 import (
     base_stations,
     callbacks,
     contracts,
+    deliveries,
     device_bulk,
     device_profiles,
     device_types,
@@ -142,6 +143,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         base_stations,
         messages,
         callbacks,
+        deliveries,
     )
     for module in native:
         app.include_router(module.router)

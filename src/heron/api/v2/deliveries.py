@@ -1,0 +1,154 @@
+"""Callbacks not delivered (per device, device type, group, callback: the Sigfox v2 routes) and
+Heron's outbox actions: retry now, send a test callback, resend messages to a callback."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from heron.api.context import Ctx, CurrentActor
+from heron.api.paging import page
+from heron.api.schemas import MAX_OFFSET
+from heron.api.v2 import PREFIX
+from heron.delivery import queries
+from heron.delivery.queries import Undelivered
+from heron.registry._common import MAX_EPOCH_MS
+from heron.tenancy.validation import parse_id
+
+router = APIRouter(prefix=PREFIX, tags=["callbacks"])
+
+Ms = Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]
+RequiredMs = Annotated[int, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
+
+
+def _at(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _page(request: Request, ctx: Ctx, found: tuple[list[Undelivered], bool], limit: int, offset: int) -> dict[str, Any]:
+    rows, has_more = found
+    return page(request, ctx, [queries.wire(u) for u in rows], has_more=has_more, limit=limit, offset=offset)
+
+
+@router.get("/devices/{device_id}/callbacks-not-delivered")
+async def device_not_delivered(
+    request: Request,
+    device_id: str,
+    actor: CurrentActor,
+    ctx: Ctx,
+    since: Ms = None,
+    before: Ms = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        found = queries.for_device(
+            session, actor, device_id, since=_at(since), before=_at(before), limit=limit, offset=offset
+        )
+        return _page(request, ctx, found, limit, offset)
+
+
+@router.get("/device-types/{device_type_id}/callbacks-not-delivered")
+async def device_type_not_delivered(
+    request: Request,
+    device_type_id: str,
+    actor: CurrentActor,
+    ctx: Ctx,
+    since: Ms = None,
+    before: Ms = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        found = queries.for_device_type(
+            session, actor, parse_id(device_type_id), since=_at(since), before=_at(before), limit=limit, offset=offset
+        )
+        return _page(request, ctx, found, limit, offset)
+
+
+@router.get("/device-types/{device_type_id}/callbacks/{callback_id}/callbacks-not-delivered")
+async def callback_not_delivered(
+    request: Request,
+    device_type_id: str,
+    callback_id: str,
+    actor: CurrentActor,
+    ctx: Ctx,
+    since: Ms = None,
+    before: Ms = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        found = queries.for_device_type(
+            session,
+            actor,
+            parse_id(device_type_id),
+            callback_id=parse_id(callback_id, "callbackId"),
+            since=_at(since),
+            before=_at(before),
+            limit=limit,
+            offset=offset,
+        )
+        return _page(request, ctx, found, limit, offset)
+
+
+@router.get("/groups/{group_id}/callbacks-not-delivered")
+async def group_not_delivered(
+    request: Request,
+    group_id: str,
+    actor: CurrentActor,
+    ctx: Ctx,
+    since: Ms = None,
+    before: Ms = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        found = queries.for_group(
+            session, actor, parse_id(group_id), since=_at(since), before=_at(before), limit=limit, offset=offset
+        )
+        return _page(request, ctx, found, limit, offset)
+
+
+@router.post("/device-types/{device_type_id}/callbacks-not-delivered/retry")
+async def retry_now(
+    device_type_id: str,
+    actor: CurrentActor,
+    ctx: Ctx,
+    callback_id: Annotated[str | None, Query(alias="callbackId")] = None,
+) -> dict[str, int]:
+    with ctx.db.write() as session:
+        total = queries.retry_now(
+            session,
+            actor,
+            parse_id(device_type_id),
+            parse_id(callback_id, "callbackId", "query") if callback_id is not None else None,
+        )
+    ctx.deliveries.wake()
+    return {"total": total}
+
+
+@router.post("/device-types/{device_type_id}/callbacks/{callback_id}/test")
+async def send_test(device_type_id: str, callback_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
+    with ctx.db.write() as session:
+        key = queries.send_test(session, actor, parse_id(device_type_id), parse_id(callback_id, "callbackId"))
+    ctx.deliveries.wake()
+    return {"deliveryId": key}
+
+
+@router.post("/device-types/{device_type_id}/callbacks/{callback_id}/resend")
+async def resend(
+    device_type_id: str, callback_id: str, since: RequiredMs, before: RequiredMs, actor: CurrentActor, ctx: Ctx
+) -> dict[str, int]:
+    start, end = _at(since), _at(before)
+    assert start is not None and end is not None
+    with ctx.db.write() as session:
+        total = queries.resend(
+            session, actor, parse_id(device_type_id), parse_id(callback_id, "callbackId"), start, end
+        )
+    ctx.deliveries.wake()
+    return {"total": total}
