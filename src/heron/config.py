@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     deleted_device_retention_days: int = Field(default=30, ge=1)
     # How often each process renews or releases tokens that reached their end, and purges.
     maintenance_interval_seconds: float = Field(default=60.0, gt=0)
+    # A base station heard nothing this long is marked OFFLINE (a STATION_OFFLINE event).
+    station_offline_seconds: float = Field(default=3600.0, gt=0)
 
     # Message pipeline. Receptions of one (device, sequence number) arriving within the dedup
     # window become one message, delivered by the DATA callbacks when the window closes; later

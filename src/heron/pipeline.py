@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.delivery.outbox import enqueue_messages
+from heron.events import service as events
 from heron.messages.store import HeardFrame, StoreResult, store_frames
 
 log = logging.getLogger("heron.pipeline")
@@ -73,6 +74,7 @@ class UplinkWriter:
             result = store_frames(session, frames, self.clock(), dedup_window=self.dedup_window, horizon=self.horizon)
             # The messages' outbox rows commit with them: nothing stored is ever left undelivered.
             enqueue_messages(session, result.new, dedup_window=self.dedup_window, horizon=self.horizon)
+            events.after_uplinks(session, result.new, self.clock())
         return result
 
     def _loop(self) -> None:

@@ -25,6 +25,7 @@ from heron.api.v2 import (
     device_profiles,
     device_types,
     devices,
+    events,
     groups,
     jobs,
     messages,
@@ -53,7 +54,9 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
         retention=timedelta(days=settings.job_retention_days),
         on_finished=[callback_hook(prepared.db, prepared.keyring, allow)],
         periodic=maintenance.periodic_tasks(
-            settings.maintenance_interval_seconds, timedelta(days=settings.deleted_device_retention_days)
+            settings.maintenance_interval_seconds,
+            timedelta(days=settings.deleted_device_retention_days),
+            timedelta(seconds=settings.station_offline_seconds),
         ),
     )
     return AppContext(
@@ -139,6 +142,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         device_types,
         device_bulk,
         devices,
+        events,
         jobs,
         base_stations,
         messages,

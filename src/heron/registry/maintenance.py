@@ -5,6 +5,7 @@
   pass now) and `token_renewed_at` set (Sigfox `automaticRenewalStatus` RENEWED). Any other
   device gives its token back (OFF_CONTRACT; `automaticRenewalStatus` ENDED). An unsubscription
   (`/devices/bulk/unsubscribe`) sets the end and turns renewal off, so it lands here.
+  A token given back this way writes a TOKEN_EXPIRED event (heron.events).
 - **Purge.** Devices deleted longer ago than the retention are removed for good (until then
   they are listed under "deleted devices" and can be restored).
 
@@ -20,6 +21,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from heron.events import service as events
 from heron.jobs.engine import Periodic
 from heron.registry.bulk import Holder, add_months, release_tokens, update_devices
 from heron.registry.models import HOLDS_TOKEN, IS_DELETED, Contract, Device
@@ -58,6 +60,7 @@ def expire_tokens(session: Session, now: datetime, limit: int = BATCH) -> tuple[
             ending.append(Holder(row.id, row.contract_id, row.token_alloc))
     update_devices(session, renewals)
     release_tokens(session, ending)
+    events.tokens_expired(session, [(h.id, h.contract_id) for h in ending], now)
     return len(renewals), len(ending)
 
 
@@ -76,9 +79,12 @@ def purge_deleted(session: Session, deleted_before: datetime, limit: int = BATCH
     return len(ids)
 
 
-def periodic_tasks(every: float, deleted_retention: timedelta) -> list[Periodic]:
-    """The registry's upkeep, for each process's job runner."""
+def periodic_tasks(
+    every: float, deleted_retention: timedelta, station_offline: timedelta = timedelta(hours=1)
+) -> list[Periodic]:
+    """The registry's upkeep and the events' watches, for each process's job runner."""
     return [
         Periodic("registry.tokens", every, lambda session, now: expire_tokens(session, now)),
         Periodic("registry.purge", every, lambda session, now: purge_deleted(session, now - deleted_retention)),
+        *events.periodic_tasks(every, station_offline),
     ]
