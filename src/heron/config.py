@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     delivery_backoff_max_seconds: float = Field(default=1800.0, gt=0)
     delivery_give_up_hours: float = Field(default=48.0, ge=24)
     run_deliveries: bool = True
+    # A downlink callback (BIDIR) must answer within this; later means no downlink.
+    downlink_answer_timeout_seconds: float = Field(default=10.0, gt=0, le=15)
 
     log_level: str = "INFO"
     access_log: bool = True

@@ -522,6 +522,7 @@ MATRIX: list[Row] = [
     Row("GET", DV + "/{device_id}/events", expect(200, 200, 404)),
     Row("GET", BS + "/{station_id}/events", expect(200, 200, 404), "limit=10"),
     Row("GET", DT + "/{device_type_id}/messages", expect(200, 200, 404), "limit=10"),
+    Row("GET", DV + "/{device_id}/downlinks", expect(200, 200, 404)),
     Row("GET", CB, expect(200, 200, 404)),
     Row("POST", CB, expect(201, 403, 404), body=lambda w: _callback_body()),
     Row("PUT", CB + "/{callback_id}", expect(204, 403, 404), body=lambda w: {"url": "https://example.com/other"}),

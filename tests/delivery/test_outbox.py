@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +39,8 @@ class Receiver:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.status = 200
+        self.answer: Any = None  # a JSON value (or text) to answer with
+        self.delay = 0.0  # seconds before answering
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -46,9 +49,20 @@ class Receiver:
                 receiver.requests.append(
                     {"method": self.command, "path": self.path, "headers": dict(self.headers), "body": body}
                 )
+                if receiver.delay:
+                    time.sleep(receiver.delay)
+                answer = receiver.answer
+                payload = (
+                    b""
+                    if answer is None or receiver.status == 204
+                    else (answer.encode() if isinstance(answer, str) else json.dumps(answer).encode())
+                )
                 self.send_response(receiver.status)
-                self.send_header("Content-Length", "0")
+                self.send_header("Content-Length", str(len(payload)))
+                if payload:
+                    self.send_header("Content-Type", "application/json")
                 self.end_headers()
+                self.wfile.write(payload)
 
             do_GET = do_POST = do_PUT = _any
 

@@ -10,7 +10,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from heron import __version__
-from heron.api import errors, ingest, ops
+from heron.api import errors, ingest, ops, station_downlinks
 from heron.api.context import AppContext
 from heron.api.middleware import EdgeMiddleware
 from heron.api.senet import devices as senet_devices
@@ -25,6 +25,7 @@ from heron.api.v2 import (
     device_profiles,
     device_types,
     devices,
+    downlinks,
     events,
     groups,
     jobs,
@@ -38,6 +39,7 @@ from heron.delivery.outbox import DeliveryWorker, Policy
 from heron.delivery.ssrf import parse_allow_cidrs
 from heron.jobs.engine import JobRunner
 from heron.jobs.notify import callback_hook
+from heron.network.sigfox.downlinks import DownlinkDecider
 from heron.observability import configure_logging
 from heron.pipeline import UplinkWriter
 from heron.registry import maintenance
@@ -59,6 +61,13 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
             timedelta(seconds=settings.station_offline_seconds),
         ),
     )
+    downlink_decider = DownlinkDecider(
+        prepared.db,
+        prepared.keyring,
+        dedup_window=timedelta(seconds=settings.dedup_window_seconds),
+        allow=allow,
+        answer_timeout=settings.downlink_answer_timeout_seconds,
+    )
     return AppContext(
         settings=settings,
         db=prepared.db,
@@ -71,6 +80,7 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
             dedup_window=timedelta(seconds=settings.dedup_window_seconds),
             horizon=timedelta(seconds=settings.dedup_horizon_seconds),
         ),
+        downlinks=downlink_decider,
         deliveries=DeliveryWorker(
             prepared.db,
             prepared.keyring,
@@ -105,9 +115,11 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         ctx.uplinks.start()
         if settings.run_deliveries:
             ctx.deliveries.start()
+            ctx.downlinks.start()
         try:
             yield
         finally:
+            ctx.downlinks.stop()
             ctx.deliveries.stop()
             ctx.uplinks.stop()
             ctx.jobs.stop()
@@ -130,6 +142,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     errors.install(app)
     app.include_router(ops.router)  # first: routes are matched in order, and probes come often
     app.include_router(ingest.router)
+    app.include_router(station_downlinks.router)
     # device_bulk before devices: `/devices/bulk` must never be read as a device id.
     native = (
         groups,
@@ -148,6 +161,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         messages,
         callbacks,
         deliveries,
+        downlinks,
     )
     for module in native:
         app.include_router(module.router)

@@ -16,6 +16,7 @@ from heron.delivery.outbox import DeliveryWorker
 from heron.errors import NotAuthenticated
 from heron.jobs.engine import JobRunner
 from heron.keys import Keyring
+from heron.network.sigfox.downlinks import DownlinkDecider
 from heron.pipeline import UplinkWriter
 from heron.tenancy.access import Actor
 from heron.tenancy.auth import Authenticator, load_session, unsign_token
@@ -33,6 +34,7 @@ class AppContext:
     jobs: JobRunner
     uplinks: UplinkWriter
     deliveries: DeliveryWorker
+    downlinks: DownlinkDecider
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)
 
 

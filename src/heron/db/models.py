@@ -2,6 +2,7 @@
 
 from heron.db.base import Base
 from heron.delivery import models as delivery_models
+from heron.downlinks import models as downlinks_models
 from heron.events import models as events_models
 from heron.jobs import models as jobs_models
 from heron.messages import models as messages_models
@@ -12,6 +13,7 @@ from heron.tenancy import models as tenancy_models
 __all__ = [
     "Base",
     "delivery_models",
+    "downlinks_models",
     "events_models",
     "jobs_models",
     "messages_models",

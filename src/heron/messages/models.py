@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from heron.db.base import Base, UtcDateTime
+
+ACK_REQUIRED = text("ack_required")
 
 # BIGINT on PostgreSQL; SQLite's rowid alias must be exactly INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -22,6 +24,8 @@ class Message(Base):
     __table_args__ = (
         Index("ix_messages_device_id_time", "device_id", "time"),
         Index("ix_messages_device_type_id_time", "device_type_id", "time"),
+        # Partial: the downlink decider's scan (uplinks asking for an answer are few).
+        Index("ix_messages_ack_time", "time", sqlite_where=ACK_REQUIRED, postgresql_where=ACK_REQUIRED),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

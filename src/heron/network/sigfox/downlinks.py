@@ -1,0 +1,432 @@
+"""Sigfox-style downlinks: when an uplink asks for an answer, the device type's downlink mode
+decides it once the dedup window has closed (so the best station is known), and the best
+station collects it in time for the device's receive window (`RX_DELAY` after the uplink).
+
+- DIRECT: the device type's 8-byte template is rendered (`{time}`, `{tapId}`, `{rssi}`).
+- CALLBACK: the device type's downlink callback (a DATA BIDIR URL callback) is called, and its
+  answer `{"<deviceId>": {"downlinkData": "<16 hex>"}}` is the downlink (204: none). That call is
+  also the callback's data delivery for this message: the decider takes over the outbox row
+  (as long as the outbox has not started on it) and records the attempt on it; a failed call
+  then follows the normal retries, with no downlink. An answer that comes late (after
+  `answer_timeout`, or past the decision deadline), is malformed, or is not 8 bytes means no
+  downlink and a recorded error. A batched answer may carry other devices waiting for a
+  decision: they take theirs from it.
+- NONE: nothing is sent.
+Downlinks count against the contract's downlinks/day (in its timezone); one over is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from heron.db.base import utcnow
+from heron.db.engine import Database
+from heron.delivery import outbox
+from heron.delivery.http import HttpResult, send
+from heron.delivery.models import DONE, PENDING, Callback, Delivery
+from heron.delivery.ssrf import IPNetwork
+from heron.downlinks.models import ACKNOWLEDGED, DECIDING, FAILED, NONE, SENT, Downlink
+from heron.downlinks.models import PENDING as DL_PENDING
+from heron.keys import Keyring
+from heron.messages.models import Message, Reception
+from heron.network.sigfox.models import BaseStation
+from heron.registry import downlink_template
+from heron.registry.models import Contract, Device, DeviceType
+
+log = logging.getLogger("heron.downlinks")
+
+RX_DELAY = timedelta(seconds=20)  # the device listens about 20 s after its uplink
+COLLECT_MARGIN = timedelta(seconds=2)  # a station must have it this long before transmit time
+MODES = {0: "DIRECT", 1: "CALLBACK", 2: "NONE"}
+_HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
+
+
+@dataclass
+class _Decision:
+    downlink: Downlink
+    message: Message
+    device: Device
+    device_type: DeviceType
+    best_station: BaseStation | None
+    best_rssi: float | None
+    callback: Callback | None = None
+    delivery: Delivery | None = None
+    outgoing: outbox.Outgoing | None = None
+
+
+class DownlinkDecider:
+    """Finds uplinks asking for an answer, decides them when their window closes, expires what
+    stations did not collect. A background thread with its own event loop; `run_once` does one
+    round (tests drive it with an injected clock)."""
+
+    def __init__(
+        self,
+        db: Database,
+        keyring: Keyring,
+        *,
+        dedup_window: timedelta,
+        allow: tuple[IPNetwork, ...] = (),
+        answer_timeout: float = 10.0,
+        clock: Callable[[], datetime] = utcnow,
+        poll: float = 0.1,
+    ) -> None:
+        self.db, self.keyring, self.dedup_window, self.allow = db, keyring, dedup_window, allow
+        self.answer_timeout, self.clock, self.poll = answer_timeout, clock, poll
+        self.policy = outbox.Policy()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="heron-downlinks", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        async def main() -> None:
+            async with httpx.AsyncClient() as client:
+                while not self._stop.is_set():
+                    try:
+                        await self._round(client)
+                    except Exception:
+                        log.exception("downlinks.round_failed")
+                    await asyncio.sleep(self.poll)
+
+        asyncio.run(main())
+
+    def run_once(self) -> None:
+        async def once() -> None:
+            async with httpx.AsyncClient() as client:
+                await self._round(client)
+
+        asyncio.run(once())
+
+    async def _round(self, client: httpx.AsyncClient) -> None:
+        now = self.clock()
+        await asyncio.to_thread(self._open, now)
+        decisions = await asyncio.to_thread(self._due, now)
+        if decisions:
+            calls = [d for d in decisions if d.outgoing is not None]
+            results = await asyncio.gather(*(self._call(client, d) for d in calls))
+            await asyncio.to_thread(self._record, decisions, dict(zip((id(d) for d in calls), results, strict=True)))
+        await asyncio.to_thread(self._expire, self.clock())
+
+    # 1. uplinks asking for an answer get a DECIDING row (one per message, whatever the process)
+    def _open(self, now: datetime) -> None:
+        with self.db.write() as session:
+            asking = session.execute(
+                select(Message.id, Message.device_id, Message.device_type_id, Message.time, DeviceType.downlink_mode)
+                .join(DeviceType, DeviceType.id == Message.device_type_id)
+                .where(
+                    Message.ack_required.is_(True),
+                    Message.frame_type == "DATA",
+                    Message.time >= now - RX_DELAY,
+                    ~select(Downlink.id).where(Downlink.message_id == Message.id).exists(),
+                )
+            ).all()
+            if not asking:
+                return
+            rows = [
+                {
+                    "device_id": device_id,
+                    "device_type_id": dt_id,
+                    "message_id": message_id,
+                    "mode": MODES.get(mode, "NONE"),
+                    "state": DECIDING,
+                    "decide_at": time + self.dedup_window,
+                    "transmit_at": time + RX_DELAY,
+                    "created_at": now,
+                }
+                for message_id, device_id, dt_id, time, mode in asking
+            ]
+            dialect = session.get_bind().dialect.name
+            stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Downlink)
+            session.execute(stmt.on_conflict_do_nothing(index_elements=["message_id"]), rows)
+            # Hold the downlink callback's outbox row for this decider (unless already started).
+            for message_id, _d, dt_id, time, mode in asking:
+                if MODES.get(mode) != "CALLBACK":
+                    continue
+                session.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.message_id == message_id,
+                        Delivery.callback_id.in_(_hook_ids(dt_id)),
+                        Delivery.state == PENDING,
+                        Delivery.attempts == 0,
+                        Delivery.next_at <= time + self.dedup_window,
+                    )
+                    .values(next_at=time + RX_DELAY + timedelta(seconds=30))
+                )
+
+    # 2. decisions whose window has closed
+    def _due(self, now: datetime) -> list[_Decision]:
+        out: list[_Decision] = []
+        with self.db.write() as session:
+            rows = session.execute(
+                select(Downlink, Message, Device, DeviceType)
+                .join(Message, Message.id == Downlink.message_id)
+                .join(Device, Device.id == Downlink.device_id)
+                .join(DeviceType, DeviceType.id == Downlink.device_type_id)
+                .where(Downlink.state == DECIDING, Downlink.decide_at <= now)
+            ).all()
+            for dl, message, device, dt in rows:
+                best = session.execute(
+                    select(BaseStation, Reception.rssi)
+                    .join(Reception, Reception.station_id == BaseStation.id)
+                    .where(Reception.message_id == message.id)
+                    .order_by(Reception.rssi.desc().nulls_last(), Reception.id)
+                    .limit(1)
+                ).first()
+                decision = _Decision(dl, message, device, dt, best[0] if best else None, best[1] if best else None)
+                dl.decided_at = now
+                if now > dl.transmit_at - COLLECT_MARGIN:
+                    _fail(dl, "decided too late for the device's receive window")
+                elif dl.mode == "NONE":
+                    dl.state = NONE
+                elif (refusal := _over_daily_limit(session, device, now)) is not None:
+                    _fail(dl, refusal)
+                elif dl.mode == "DIRECT":
+                    self._direct(decision)
+                else:
+                    self._prepare_call(session, decision)
+                    # Leased while the call is in flight: the next rounds leave it alone.
+                    dl.decide_at = now + timedelta(seconds=self.answer_timeout + 5)
+                out.append(decision)
+            session.flush()
+            session.expunge_all()
+        return out
+
+    def _direct(self, d: _Decision) -> None:
+        values: dict[str, int | float] = {
+            "time": int(d.message.time.timestamp()),
+            "tapId": int(d.best_station.identifier, 16) if d.best_station else 0,
+            "rssi": d.best_rssi if d.best_rssi is not None else 0,
+        }
+        try:
+            data = downlink_template.render(d.device_type.downlink_data_string or "", values)
+        except downlink_template.TemplateError as exc:
+            _fail(d.downlink, f"DIRECT template: {exc}")
+            return
+        _queue(d, data.hex())
+
+    def _prepare_call(self, session: Session, d: _Decision) -> None:
+        hook = session.scalar(
+            select(Callback).where(
+                Callback.device_type_id == d.device_type.id,
+                Callback.downlink_hook.is_(True),
+                Callback.enabled.is_(True),
+            )
+        )
+        if hook is None:
+            _fail(d.downlink, "downlink mode CALLBACK but no downlink callback is selected")
+            return
+        d.callback = hook
+        d.downlink.callback_id = hook.id
+        d.delivery = session.scalar(
+            select(Delivery).where(
+                Delivery.message_id == d.message.id,
+                Delivery.callback_id == hook.id,
+                Delivery.state == PENDING,
+                Delivery.attempts == 0,
+                Delivery.next_at > d.downlink.decide_at,
+            )
+        )
+        receptions = list(
+            session.execute(
+                select(Reception, BaseStation)
+                .join(BaseStation, BaseStation.id == Reception.station_id)
+                .where(Reception.message_id == d.message.id)
+                .order_by(Reception.id)
+            ).tuples()
+        )
+        values = outbox.message_variables(d.message, d.device, receptions, hook.payload_config)
+        try:
+            d.outgoing = outbox.render(self.keyring, hook, d.device_type, values)
+        except Exception as exc:
+            _fail(d.downlink, f"cannot render the downlink callback: {exc}")
+
+    async def _call(self, client: httpx.AsyncClient, d: _Decision) -> HttpResult:
+        out = d.outgoing
+        assert out is not None
+        key = d.delivery.key if d.delivery is not None else outbox.new_key()
+        headers = dict(out.headers) | {"webhook-id": key, "webhook-timestamp": str(int(self.clock().timestamp()))}
+        return await send(
+            client,
+            out.method,
+            out.url,
+            headers=headers,
+            content=out.body,
+            allow=self.allow,
+            timeout=self.answer_timeout,
+        )
+
+    def _record(self, decisions: list[_Decision], results: dict[int, HttpResult]) -> None:
+        now = self.clock()
+        answers: dict[str, Any] = {}
+        for d in decisions:
+            result = results.get(id(d))
+            if result is None:
+                continue
+            self._record_delivery(d, result, now)
+            if not result.ok:
+                _fail(d.downlink, f"downlink callback: {result.error or f'HTTP {result.status}'}")
+                continue
+            if now > d.downlink.transmit_at - COLLECT_MARGIN:
+                _fail(d.downlink, "downlink callback answered too late")
+                continue
+            if result.status == 204:
+                d.downlink.state = NONE
+                continue
+            try:
+                body = json.loads(result.body)
+                if not isinstance(body, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                _fail(d.downlink, "downlink callback answer is not the JSON object Sigfox defines")
+                continue
+            answers.update(body)
+        for d in decisions:
+            if id(d) not in results or d.downlink.state != DECIDING:
+                continue
+            entry = answers.get(d.device.identifier)
+            data = entry.get("downlinkData") if isinstance(entry, dict) else None
+            if entry is None:
+                _fail(d.downlink, f"downlink callback answer has no entry for device {d.device.identifier}")
+            elif not isinstance(data, str) or not _HEX16.fullmatch(data):
+                _fail(d.downlink, f"downlinkData must be 16 hex digits (8 bytes), got {str(data)[:40]!r}")
+            else:
+                _queue(d, data.lower())
+        with self.db.write() as session:
+            for d in decisions:
+                session.merge(d.downlink)
+                if d.delivery is not None:
+                    session.merge(d.delivery)
+
+    def _record_delivery(self, d: _Decision, result: HttpResult, now: datetime) -> None:
+        """The call was the callback's data delivery: record the attempt on its outbox row."""
+        delivery = d.delivery
+        if delivery is None:
+            return
+        delivery.attempts += 1
+        delivery.last_attempt_at, delivery.last_status = now, result.status
+        delivery.last_request = json.dumps({"method": d.outgoing.method, "url": d.outgoing.url} if d.outgoing else {})
+        if result.ok:
+            delivery.state, delivery.delivered_at, delivery.last_error = DONE, now, None
+        else:
+            delivery.next_at = now + self.policy.backoff(delivery.attempts)
+            delivery.last_error = (result.error or f"HTTP {result.status}")[:1000]
+
+    # 3. what stations did not collect or report in time
+    def _expire(self, now: datetime) -> None:
+        with self.db.write() as session:
+            session.execute(
+                update(Downlink)
+                .where(Downlink.state == DL_PENDING, Downlink.transmit_at < now)
+                .values(state=FAILED, reason="the station did not collect it before the receive window")
+            )
+            session.execute(
+                update(Downlink)
+                .where(Downlink.state == SENT, Downlink.transmit_at < now - timedelta(minutes=1))
+                .values(state=FAILED, reason="the station did not report the emission")
+            )
+
+
+def _hook_ids(device_type_id: int) -> Any:
+    return select(Callback.id).where(Callback.device_type_id == device_type_id, Callback.downlink_hook.is_(True))
+
+
+def _fail(dl: Downlink, reason: str) -> None:
+    dl.state, dl.reason = FAILED, reason[:500]
+
+
+def _queue(d: _Decision, data: str) -> None:
+    if d.best_station is None:
+        _fail(d.downlink, "no station heard the uplink")
+        return
+    d.downlink.state, d.downlink.data, d.downlink.station_id = DL_PENDING, data, d.best_station.id
+
+
+def _over_daily_limit(session: Session, device: Device, now: datetime) -> str | None:
+    if device.contract_id is None:
+        return None
+    contract = session.get(Contract, device.contract_id)
+    if contract is None or contract.max_downlink_frames <= 0:
+        return None if contract is None else f"contract {contract.name!r} allows no downlinks"
+    local = now.astimezone(ZoneInfo(contract.timezone or "UTC"))
+    day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    used = session.scalar(
+        select(func.count())
+        .select_from(Downlink)
+        .where(
+            Downlink.device_id == device.id,
+            Downlink.created_at >= day_start,
+            Downlink.state.in_((DL_PENDING, SENT, ACKNOWLEDGED)),
+        )
+    )
+    if (used or 0) >= contract.max_downlink_frames:
+        return f"over contract {contract.name!r}'s {contract.max_downlink_frames} downlinks per day"
+    return None
+
+
+# -- the station side -----------------------------------------------------------------------------
+def collect(session: Session, station_id: int, now: datetime) -> list[tuple[Downlink, str, int]]:
+    """Downlinks this station should transmit and can still make in time: handed over (SENT)."""
+    rows = session.execute(
+        select(Downlink, Device.identifier, Message.seq_number)
+        .join(Device, Device.id == Downlink.device_id)
+        .join(Message, Message.id == Downlink.message_id)
+        .where(Downlink.state == DL_PENDING, Downlink.station_id == station_id, Downlink.transmit_at > now)
+        .order_by(Downlink.transmit_at)
+        .limit(100)
+    ).all()
+    for dl, _ident, _seq in rows:
+        dl.state, dl.sent_at = SENT, now
+    return [(dl, ident, seq) for dl, ident, seq in rows]
+
+
+def report(session: Session, station_id: int, downlink_id: int, emitted: bool, now: datetime) -> Downlink | None:
+    """A station's emission report: ACKNOWLEDGED fires SERVICE ACKNOWLEDGE callbacks."""
+    dl = session.get(Downlink, downlink_id)
+    if dl is None or dl.station_id != station_id or dl.state != SENT:
+        return None
+    if not emitted:
+        _fail(dl, "the station reported that it could not emit")
+        return dl
+    dl.state, dl.acknowledged_at = ACKNOWLEDGED, now
+    device = session.get(Device, dl.device_id)
+    outbox.enqueue_event(
+        session,
+        device_type_id=dl.device_type_id,
+        device_id=dl.device_id,
+        callback_type="SERVICE",
+        subtype="ACKNOWLEDGE",
+        variables={
+            "device": device.identifier if device else None,
+            "time": int(now.timestamp()),
+            "infoCode": 0,
+            "infoMessage": "Acknowledged",
+            "downlinkAck": True,
+            "downlinkOverusage": False,
+        },
+        now=now,
+    )
+    return dl
