@@ -33,7 +33,7 @@ from heron.delivery.models import Delivery
 from heron.jobs import engine
 from heron.keys import Keyring
 from heron.messages.models import Message
-from heron.network.sigfox import stations
+from heron.network.sigfox import bridge, stations
 from heron.registry import bulk_jobs, contracts, device_profiles, device_types, devices, onboarding, registration_tokens
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
@@ -159,6 +159,7 @@ def world(db: Database, tenants: Tenants) -> World:
                 ),
             )
             _undelivered(s, made[0].device.id, dtype.device_type.id, hook.callback.id)
+            bridge.enable(s, SYSTEM, dtype.device_type.id)
             registry |= {
                 f"callback_id{suffix}": str(hook.callback.id),
                 f"station_id{suffix}": station.station.identifier,
@@ -523,6 +524,9 @@ MATRIX: list[Row] = [
     Row("GET", BS + "/{station_id}/events", expect(200, 200, 404), "limit=10"),
     Row("GET", DT + "/{device_type_id}/messages", expect(200, 200, 404), "limit=10"),
     Row("GET", DV + "/{device_id}/downlinks", expect(200, 200, 404)),
+    Row("GET", DT + "/{device_type_id}/sigfox-bridge", expect(200, 200, 404)),
+    Row("PUT", DT + "/{device_type_id}/sigfox-bridge", expect(200, 403, 404)),
+    Row("DELETE", DT + "/{device_type_id}/sigfox-bridge", expect(204, 403, 404)),
     Row("GET", CB, expect(200, 200, 404)),
     Row("POST", CB, expect(201, 403, 404), body=lambda w: _callback_body()),
     Row("PUT", CB + "/{callback_id}", expect(204, 403, 404), body=lambda w: {"url": "https://example.com/other"}),
@@ -696,7 +700,7 @@ def test_matrix_rows_cover_every_kind_of_caller() -> None:
         assert set(row.expect) == set(KINDS), row.id
         assert row.method in HTTP_METHODS, row.id
         if row.method in {"POST", "PUT"} and not row.template.endswith(
-            ("renew-credential", "/restore", "/enable", "/downlink")
+            ("renew-credential", "/restore", "/enable", "/downlink", "/sigfox-bridge")
         ):
             assert row.body is not None, f"{row.id}: writes need a body"
 

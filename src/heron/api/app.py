@@ -10,7 +10,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from heron import __version__
-from heron.api import errors, ingest, ops, station_downlinks
+from heron.api import bridge, errors, ingest, ops, station_downlinks
 from heron.api.context import AppContext
 from heron.api.middleware import EdgeMiddleware
 from heron.api.senet import devices as senet_devices
@@ -33,6 +33,7 @@ from heron.api.v2 import (
     profiles,
     users,
 )
+from heron.api.v2 import bridge as sigfox_bridge
 from heron.bootstrap import Prepared, prepare
 from heron.config import Settings, get_settings
 from heron.delivery.outbox import DeliveryWorker, Policy
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(ops.router)  # first: routes are matched in order, and probes come often
     app.include_router(ingest.router)
     app.include_router(station_downlinks.router)
+    app.include_router(bridge.router)
     # device_bulk before devices: `/devices/bulk` must never be read as a device id.
     native = (
         groups,
@@ -167,6 +169,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         app.include_router(module.router)
     app.include_router(senet_devices.router)
     app.include_router(contracts.infos_router)
+    app.include_router(sigfox_bridge.router)
     app.include_router(web_auth.router)
     app.add_middleware(EdgeMiddleware, access_log=settings.access_log)
     return app

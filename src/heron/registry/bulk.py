@@ -114,6 +114,7 @@ def new_row(
         "token_state": TOKEN_NONE,
         "token_end_at": None,
         "token_renewed_at": None,
+        "messages_purged_at": None,
         "lat": None,
         "lng": None,
         "tags": None,

@@ -113,6 +113,7 @@ def create(
     end_ms: int | None = None,
     timezone: str | None = None,
     geolocation: bool = False,
+    message_retention_days: int = 30,
 ) -> ContractView:
     group = owning_group(session, actor, group_id, "contract:write")
     name = check_name(name)
@@ -131,6 +132,7 @@ def create(
         end_at=from_ms(end_ms, "endTime") if end_ms is not None else None,
         timezone=check_timezone(timezone) if timezone is not None else group.timezone,
         geolocation=geolocation,
+        message_retention_days=message_retention_days,
         tokens_in_use=0,
         created_at=now,
     )
@@ -157,6 +159,7 @@ def update(
     end_ms: int | object | None = KEEP,
     timezone: str | None = None,
     geolocation: bool | None = None,
+    message_retention_days: int | None = None,
 ) -> ContractView:
     """Partial update; `external_id` / `end_ms` set to None unset them."""
     view = get(session, actor, contract_id)
@@ -183,6 +186,7 @@ def update(
         ("max_downlink_frames", "maxDownlinkFrames", max_downlink_frames),
         ("token_duration", "tokenDuration", token_duration),
         ("geolocation", "geolocation", geolocation),
+        ("message_retention_days", "messageRetentionDays", message_retention_days),
     ):
         if value is not None:
             setattr(c, attr, value)

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 
 from heron.events import service as events
 from heron.jobs.engine import Periodic
+from heron.messages import retention
 from heron.registry.bulk import Holder, add_months, release_tokens, update_devices
 from heron.registry.models import HOLDS_TOKEN, IS_DELETED, Contract, Device
 
@@ -86,5 +87,6 @@ def periodic_tasks(
     return [
         Periodic("registry.tokens", every, lambda session, now: expire_tokens(session, now)),
         Periodic("registry.purge", every, lambda session, now: purge_deleted(session, now - deleted_retention)),
+        Periodic("messages.retention", every, lambda session, now: retention.purge_messages(session, now)),
         *events.periodic_tasks(every, station_offline),
     ]

@@ -37,6 +37,8 @@ class Contract(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     geolocation: Mapped[bool] = mapped_column(Boolean, default=False)
     tokens_in_use: Mapped[int] = mapped_column(Integer, default=0)
+    # Messages of its devices are kept this long, then purged (registry.maintenance).
+    message_retention_days: Mapped[int] = mapped_column(Integer, default=30, server_default="30")
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     created_by: Mapped[str | None] = mapped_column(String(64))
     updated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
@@ -178,6 +180,7 @@ class Device(Base):
     token_state: Mapped[str] = mapped_column(String(12), default="NONE")  # NONE | OK | OFF_CONTRACT
     token_end_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     token_renewed_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # last automatic renewal
+    messages_purged_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the last retention purge
     # The contract a Senet `register` named, taken on activation unless `activate` names another
     # (no foreign key: it is checked again at activation, and contracts may go in between).
     requested_contract_id: Mapped[int | None] = mapped_column(Integer)

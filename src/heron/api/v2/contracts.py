@@ -59,6 +59,7 @@ class ContractCreate(ApiModel):
     end_time: int | None = Field(default=None, ge=0, le=MAX_EPOCH_MS, description="epoch ms")
     timezone: str | None = Field(default=None, max_length=64, description="the day boundary; default the group's")
     geolocation: bool = False
+    message_retention_days: int = Field(default=30, ge=1, le=3650, description="days messages are kept")
 
 
 class ContractUpdate(UpdateModel):
@@ -76,6 +77,7 @@ class ContractUpdate(UpdateModel):
     end_time: int | None = Field(default=None, ge=0, le=MAX_EPOCH_MS)
     timezone: str | None = Field(default=None, max_length=64)
     geolocation: bool | None = None
+    message_retention_days: int | None = Field(default=None, ge=1, le=3650)
 
 
 class AllocationIn(ApiModel):
@@ -136,6 +138,7 @@ async def create_contract(body: ContractCreate, actor: CurrentActor, ctx: Ctx) -
             end_ms=body.end_time,
             timezone=body.timezone,
             geolocation=body.geolocation,
+            message_retention_days=body.message_retention_days,
         )
         return {"id": str(view.contract.id)}
 
@@ -166,6 +169,7 @@ async def update_contract(contract_id: str, body: ContractUpdate, actor: Current
             end_ms=body.end_time if "end_time" in given else KEEP,
             timezone=body.timezone,
             geolocation=body.geolocation,
+            message_retention_days=body.message_retention_days,
         )
     return Response(status_code=204)
 

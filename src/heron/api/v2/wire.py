@@ -120,6 +120,7 @@ def contract(view: ContractView, allocations: list[AllocationView]) -> dict[str,
         "endTime": to_ms(c.end_at),
         "timezone": c.timezone,
         "geolocation": c.geolocation,
+        "messageRetentionDays": c.message_retention_days,
         "allocations": [allocation(a) for a in allocations],
         **_stamps(c),
     }
@@ -216,6 +217,7 @@ def device(view: DeviceView, secrets: dict[str, str | None] | None = None) -> di
         "location": {"lat": d.lat, "lng": d.lng} if d.lat is not None and d.lng is not None else None,
         "sequenceNumber": d.sequence_number,
         "lastCom": to_ms(d.last_seen_at),
+        "lastMessagePurge": to_ms(d.messages_purged_at),
         "lqi": 4,
         "token": {
             "state": 0 if has_token else 1,

@@ -64,3 +64,16 @@ class UndeliveredFrames(Base):
     hour: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
     reason: Mapped[str] = mapped_column(String(16))  # UNKNOWN, NO_TOKEN (the latest reason)
     frames: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class SigfoxBridge(Base):
+    """A device type's Sigfox cloud bridge: the secret in the URL its Sigfox backend callbacks
+    call (stored hashed), and the virtual base station its receptions are filed under."""
+
+    __tablename__ = "sigfox_bridges"
+
+    device_type_id: Mapped[int] = mapped_column(ForeignKey("device_types.id", ondelete="CASCADE"), primary_key=True)
+    secret_hash: Mapped[str] = mapped_column(String(64))
+    station_id: Mapped[int] = mapped_column(ForeignKey("base_stations.id"))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    created_by: Mapped[str | None] = mapped_column(String(64))
