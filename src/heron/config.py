@@ -68,6 +68,16 @@ class Settings(BaseSettings):
     delivery_backoff_max_seconds: float = Field(default=1800.0, gt=0)
     delivery_give_up_hours: float = Field(default=48.0, ge=24)
     run_deliveries: bool = True
+    # A callback's pending deliveries beyond this many (the oldest) are recorded as failed
+    # ("outbox overflow") and alerted, as are pending ones older than the give-up age.
+    outbox_max_pending_per_callback: int = Field(default=100_000, ge=1)
+    # SMTP server of EMAIL callbacks and of the device types' alert mails (none: host empty).
+    smtp_host: str = ""
+    smtp_port: int = 587
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "heron@localhost"
+    smtp_starttls: bool = True
     # A downlink callback (BIDIR) must answer within this; later means no downlink.
     downlink_answer_timeout_seconds: float = Field(default=10.0, gt=0, le=15)
 

@@ -21,6 +21,8 @@ from sqlalchemy import func, select
 from heron.api.context import AppContext
 from heron.db.base import utcnow
 from heron.db.engine import Database
+from heron.delivery.models import DONE, PENDING, Delivery
+from heron.delivery.outbox import DeliveryWorker
 from heron.delivery.ssrf import parse_allow_cidrs
 from heron.jobs import engine
 from heron.jobs.engine import JobBusy, JobRunner
@@ -213,10 +215,10 @@ def test_job_callback_posts_the_final_status_with_its_headers(db: Database) -> N
             callback_url=url,
             callback_headers=encrypt_headers(keyring, {"X-Token": "s3cret"}),
         )
-        refused = _submit(db, [{"name": "bbb"}], ["dt:2"], callback_url="http://127.0.0.1:9/never")
-        runner = JobRunner(db, on_finished=[callback_hook(db, keyring, parse_allow_cidrs("127.0.0.1/32"))])
-        runner.run_until_idle()
-        JobRunner(db, on_finished=[callback_hook(db, keyring, ())]).run_until_idle()
+        refused = _submit(db, [{"name": "bbb"}], ["dt:2"], callback_url="http://169.254.169.254/never")
+        JobRunner(db, on_finished=[callback_hook(db)]).run_until_idle()
+        # The job's end wrote its callback into the outbox; the delivery worker sends it.
+        assert DeliveryWorker(db, keyring, allow=parse_allow_cidrs("127.0.0.1/32")).run_once() == 2
     finally:
         srv.shutdown()
         srv.server_close()
@@ -234,6 +236,13 @@ def test_job_callback_posts_the_final_status_with_its_headers(db: Database) -> N
     with db.read() as s:  # the headers are stored sealed, never in clear
         sealed = s.scalar(select(Job.callback_headers).where(Job.id == job_id))
         assert sealed is not None and "s3cret" not in sealed
+        rows = {d.job_id: d for d in s.scalars(select(Delivery))}
+        sent, kept = rows[job_id], rows[refused]
+        assert sent.callback_id is None and sent.event == "JOB" and sent.state == DONE
+        assert sealed in (sent.variables or "") and "s3cret" not in (sent.variables or "")
+        # A refused destination is a recorded failure, retried by the outbox like any other.
+        assert kept.state == PENDING and kept.attempts == 1
+        assert (kept.last_error or "").startswith("destination refused")
 
 
 def test_the_app_runs_submitted_jobs_in_the_background(client: TestClient, ctx: AppContext) -> None:

@@ -36,6 +36,7 @@ from heron.api.v2 import (
 from heron.api.v2 import bridge as sigfox_bridge
 from heron.bootstrap import Prepared, prepare
 from heron.config import Settings, get_settings
+from heron.delivery.channels.email import SmtpConfig
 from heron.delivery.outbox import DeliveryWorker, Policy
 from heron.delivery.ssrf import parse_allow_cidrs
 from heron.jobs.engine import JobRunner
@@ -55,7 +56,7 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
         keyring=prepared.keyring,
         stale_after=settings.job_stale_seconds,
         retention=timedelta(days=settings.job_retention_days),
-        on_finished=[callback_hook(prepared.db, prepared.keyring, allow)],
+        on_finished=[callback_hook(prepared.db)],
         periodic=maintenance.periodic_tasks(
             settings.maintenance_interval_seconds,
             timedelta(days=settings.deleted_device_retention_days),
@@ -90,7 +91,9 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
                 backoff_base=timedelta(seconds=settings.delivery_backoff_base_seconds),
                 backoff_max=timedelta(seconds=settings.delivery_backoff_max_seconds),
                 give_up=timedelta(hours=settings.delivery_give_up_hours),
+                max_pending_per_callback=settings.outbox_max_pending_per_callback,
             ),
+            smtp=SmtpConfig.from_settings(settings),
         ),
     )
 

@@ -4,18 +4,30 @@ in the transaction that made it owed, and kept until the server has it.
 - **Enqueue** (`enqueue_messages`): one row per (new message, enabled callback of its device
   type and kind). DATA UPLINK/BIDIR and SERVICE STATUS/REPEATER are due when the dedup window
   closes (so they carry every reception of it); DATA_ADVANCED when the horizon has passed.
+  Events (`enqueue_event`) and job callbacks (`heron.jobs.notify`: no callback, event `JOB`, the
+  URL, sealed headers and body in `variables`) are due at once.
 - **Claim**: due rows whose (callback, device) has no older pending row (order is kept per
   callback and device), of callbacks that are not dead; a dead callback gets one probe per
-  probe interval. Claimed rows are leased (their `next_at` moves past the lease) so another
-  worker does not take them; on PostgreSQL the claim also skips rows another worker has locked.
-- **Send**: rendered at send time from the message and the callback as it is then, through the
-  guarded HTTP request (SSRF rules), 10 s timeout. Each request carries `webhook-id` (the
-  delivery's key, stable across retries) and `webhook-timestamp`, and `webhook-signature` when
-  the callback has a signing secret (Standard Webhooks).
-- **Retry**: a failure (timeout, connection error, non-2xx) is tried again after an exponential
-  backoff (base x 2^attempt, capped, with jitter) until `give_up` after its creation, then the
-  row is FAILED and listed in `callbacks-not-delivered`. `FAILURES_TO_DEAD` consecutive failures
-  mark the callback dead; its first success revives it and releases its backlog at once.
+  probe interval. BATCH_URL callbacks are claimed a whole batch at a time: once their oldest due
+  row has waited `gather` (1 s) or `batch_lines` rows are due. Claimed rows are leased (their
+  `next_at` moves past the lease) so another worker does not take them; on PostgreSQL the claim
+  also skips rows another worker has locked.
+- **Send**: through the callback's channel (`heron.delivery.channels`: URL, BATCH_URL, EMAIL,
+  and the job callbacks), rendered at send time from the message and the callback as it is then.
+- **Retry**: a failure (timeout, connection error, non-2xx, SMTP error) is tried again after an
+  exponential backoff (base x 2^attempt, capped, with jitter) until `give_up` after its
+  creation, then the row is FAILED and listed in `callbacks-not-delivered`. `FAILURES_TO_DEAD`
+  consecutive failed requests mark the callback dead: its oldest row is then retried at the
+  probe pace (not its backoff's); its first success revives it and releases its backlog at once.
+- **Caps**: every `sweep_every`, a callback's pending rows beyond `max_pending_per_callback`
+  (the oldest) and pending rows nobody tried past `give_up` (a dead callback's backlog, rows
+  waiting behind an older one) become FAILED with `outbox overflow: ...`.
+- **Alerts**: failures, overflow and a callback going dead mail the device type's alert e-mail,
+  at most once per `alert_every` (1 h) per callback (`Callback.alerted_at`, so a restart does
+  not mail again).
+- **Metrics** (`/metrics`): delivery latency (creation to delivery) and failed attempts per
+  callback, rows given up per callback and reason; outbox depth and the oldest pending row's age,
+  computed by one query at scrape time.
 
 At-least-once: a request whose answer is lost (crash between send and record) is sent again
 with the same `webhook-id`, for receivers to deduplicate."""
@@ -23,30 +35,32 @@ with the same `webhook-id`, for receivers to deduplicate."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import json
 import logging
 import random
 import threading
-import time
 import uuid
+import weakref
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 import httpx
-from sqlalchemy import Table, and_, bindparam, exists, insert, or_, select, update
+from prometheus_client import Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from heron.db.base import utcnow
 from heron.db.engine import Database
-from heron.delivery import callbacks as callbacks_service
 from heron.delivery import templates
-from heron.delivery.http import HttpResult, send
+from heron.delivery.channels import JOB, Channel, Item, Result, failed
+from heron.delivery.channels.batch_url import BatchUrlChannel
+from heron.delivery.channels.email import EmailChannel, Mail, SmtpConfig, recipients, send_mails
+from heron.delivery.channels.url import Http, JobChannel, Outgoing, UrlChannel, render, sign
 from heron.delivery.models import DONE, FAILED, PENDING, Callback, Delivery
 from heron.delivery.ssrf import IPNetwork
 from heron.keys import Keyring
@@ -55,11 +69,25 @@ from heron.messages.models import Message, Reception
 from heron.messages.store import StoredMessage
 from heron.network.sigfox.lqi import LQI_NAMES
 from heron.network.sigfox.models import BaseStation
+from heron.observability import REGISTRY
 from heron.registry.models import Device, DeviceType
+
+__all__ = [
+    "DeliveryWorker",
+    "Outgoing",
+    "Policy",
+    "enqueue_event",
+    "enqueue_messages",
+    "message_variables",
+    "new_key",
+    "render",
+    "sign",
+]
 
 log = logging.getLogger("heron.delivery")
 
 FAILURES_TO_DEAD = 5
+OVERFLOW = "outbox overflow"
 # Which callbacks a stored frame owes, by frame type: (callback type, subtype, due after the horizon?)
 _OWED = {
     "DATA": (("DATA", "UPLINK", False), ("DATA", "BIDIR", False), ("SERVICE", "DATA_ADVANCED", True)),
@@ -70,7 +98,7 @@ _OWED = {
 
 @dataclass(frozen=True)
 class Policy:
-    """Retry schedule and limits (`HERON_DELIVERY_*` settings)."""
+    """Retry schedule and limits (`HERON_DELIVERY_*`, `HERON_OUTBOX_*` settings)."""
 
     backoff_base: timedelta = timedelta(seconds=10)
     backoff_max: timedelta = timedelta(minutes=30)
@@ -80,10 +108,78 @@ class Policy:
     timeout: float = 10.0
     batch: int = 500
     concurrency: int = 64
+    gather: timedelta = timedelta(seconds=1)  # BATCH_URL: how long a batch gathers
+    batch_lines: int = 1000  # BATCH_URL: at most this many messages per request
+    max_pending_per_callback: int = 100_000
+    sweep_every: timedelta = timedelta(seconds=30)  # the caps are enforced this often
+    alert_every: timedelta = timedelta(hours=1)  # at most one alert mail per callback per this
 
     def backoff(self, attempts: int) -> timedelta:
         seconds = min(self.backoff_max.total_seconds(), self.backoff_base.total_seconds() * 2 ** max(0, attempts - 1))
         return timedelta(seconds=seconds * random.uniform(0.9, 1.1))
+
+
+# -- metrics ----------------------------------------------------------------------------------------
+LATENCY = Histogram(
+    "heron_delivery_latency_seconds",
+    "From a delivery's creation (the message's time) to its receiver's success, by callback id"
+    " ('job' for job callbacks).",
+    ["callback"],
+    buckets=(0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
+    registry=REGISTRY,
+)
+ATTEMPT_FAILURES = Counter(
+    "heron_delivery_failures_total",
+    "Failed delivery attempts (one per outbox row tried), by callback id ('job' for job callbacks).",
+    ["callback"],
+    registry=REGISTRY,
+)
+GIVEN_UP = Counter(
+    "heron_delivery_given_up_total",
+    "Outbox rows recorded as FAILED, by callback id and reason (give_up, overflow, expired).",
+    ["callback", "reason"],
+    registry=REGISTRY,
+)
+
+
+def _label(callback_id: int | None) -> str:
+    return str(callback_id) if callback_id is not None else "job"
+
+
+class _OutboxCollector(Collector):
+    """Outbox depth and the oldest pending row's age, by one query at scrape time, for the most
+    recently built worker of the process."""
+
+    def __init__(self) -> None:
+        self.worker: weakref.ref[DeliveryWorker] | None = None
+
+    @staticmethod
+    def _families() -> tuple[GaugeMetricFamily, GaugeMetricFamily]:
+        return (
+            GaugeMetricFamily("heron_outbox_depth", "Outbox rows pending (owed, not yet delivered)."),
+            GaugeMetricFamily("heron_outbox_oldest_pending_age_seconds", "Age of the oldest pending outbox row."),
+        )
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families()
+
+    def collect(self) -> Iterable[Metric]:
+        worker = self.worker() if self.worker is not None else None
+        if worker is None:
+            return []
+        try:
+            depth, oldest = worker.depth()
+        except Exception:
+            log.exception("delivery.depth_failed")
+            return []
+        count, age = self._families()
+        count.add_metric([], depth)
+        age.add_metric([], max(0.0, (worker.clock() - oldest).total_seconds()) if oldest is not None else 0.0)
+        return [count, age]
+
+
+_COLLECTOR = _OutboxCollector()
+REGISTRY.register(_COLLECTOR)
 
 
 def new_key() -> str:
@@ -179,17 +275,7 @@ def enqueue_event(
     return len(ids)
 
 
-# -- what a delivery sends -------------------------------------------------------------------------
-@dataclass
-class Outgoing:
-    """A rendered request (URL channels)."""
-
-    method: str
-    url: str
-    headers: dict[str, str]
-    body: bytes | None
-
-
+# -- what a delivery renders -----------------------------------------------------------------------
 def _epoch(t: datetime) -> int:
     return int(t.timestamp())
 
@@ -237,75 +323,7 @@ def message_variables(
     return values
 
 
-@dataclass
-class _Compiled:
-    url: templates.Template
-    headers: dict[str, templates.Template]
-    body: templates.Template | None
-
-
-_COMPILED: dict[tuple[int, datetime | None, datetime], _Compiled] = {}
-
-
-def _compiled(keyring: Keyring, cb: Callback, dt: DeviceType) -> _Compiled:
-    """A callback's templates, compiled once per version of the callback."""
-    key = (cb.id, cb.updated_at, cb.created_at)
-    found = _COMPILED.get(key)
-    if found is None:
-        available = templates.variables_for(
-            cb.callback_type, cb.callback_subtype, custom_fields=callbacks_service.custom_fields(cb, dt)
-        )
-        context = callbacks_service.CONTENT_CONTEXTS.get(cb.content_type or "", "text")
-        found = _Compiled(
-            templates.compile_template(cb.url or "", "url", available, "url"),
-            {
-                k: templates.compile_template(v, "header", available, k)
-                for k, v in callbacks_service.stored_headers(keyring, cb).items()
-            },
-            templates.compile_template(cb.body_template, context, available, "bodyTemplate")
-            if cb.body_template is not None and cb.http_method != "GET"
-            else None,
-        )
-        if len(_COMPILED) > 4096:
-            _COMPILED.clear()
-        _COMPILED[key] = found
-    return found
-
-
-def render(keyring: Keyring, cb: Callback, dt: DeviceType, values: dict[str, object]) -> Outgoing:
-    compiled = _compiled(keyring, cb, dt)
-    headers = {k: t.render(values) for k, t in compiled.headers.items()}
-    credentials = callbacks_service.stored_credentials(keyring, cb)
-    if credentials is not None and not any(k.lower() == "authorization" for k in headers):
-        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode()
-    body = None
-    if cb.http_method in ("POST", "PUT"):
-        body = compiled.body.render(values).encode() if compiled.body is not None else b""
-        headers["Content-Type"] = cb.content_type or callbacks_service.DEFAULT_CONTENT_TYPE
-    return Outgoing(cb.http_method or "POST", compiled.url.render(values), headers, body)
-
-
-def sign(secret: str, key: str, timestamp: int, body: bytes) -> str:
-    """Standard Webhooks: `v1,` + base64 HMAC-SHA256 of `id.timestamp.body` under the secret
-    (`whsec_` + base64 key bytes; any other text is used as UTF-8 bytes)."""
-    raw = secret.removeprefix("whsec_")
-    try:
-        secret_bytes = base64.b64decode(raw, validate=True) if secret.startswith("whsec_") else secret.encode()
-    except ValueError:
-        secret_bytes = secret.encode()
-    signed = f"{key}.{timestamp}.".encode() + body
-    return "v1," + base64.b64encode(hmac.new(secret_bytes, signed, hashlib.sha256).digest()).decode()
-
-
 # -- the worker -----------------------------------------------------------------------------------
-@dataclass
-class _Job:
-    delivery: Delivery
-    callback: Callback
-    outgoing: Outgoing | None
-    error: str | None = None  # set when nothing could be rendered
-
-
 class DeliveryWorker:
     """Sends what the outbox owes, in a background thread with its own event loop; `run_once`
     does one round in the caller's thread (tests drive it with an injected clock)."""
@@ -319,13 +337,17 @@ class DeliveryWorker:
         policy: Policy | None = None,
         clock: Callable[[], datetime] = utcnow,
         idle_poll: float = 0.05,
+        smtp: SmtpConfig | None = None,
     ) -> None:
         self.db, self.keyring, self.allow = db, keyring, allow
         self.policy = policy or Policy()
+        self.smtp = smtp or SmtpConfig()
         self.clock, self.idle_poll = clock, idle_poll
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._next_sweep: datetime | None = None
+        _COLLECTOR.worker = weakref.ref(self)
 
     # lifecycle
     def start(self) -> None:
@@ -360,7 +382,7 @@ class DeliveryWorker:
         asyncio.run(main())
 
     def run_once(self) -> int:
-        """One claim-send-record round; the number of deliveries attempted."""
+        """One claim-send-record round (and the caps when due); the number of deliveries attempted."""
 
         async def once() -> int:
             async with httpx.AsyncClient() as client:
@@ -368,59 +390,134 @@ class DeliveryWorker:
 
         return asyncio.run(once())
 
+    def depth(self) -> tuple[int, datetime | None]:
+        """Pending rows and the oldest one's creation time (the metrics' one query)."""
+        with self.db.read() as session:
+            count, oldest = session.execute(
+                select(func.count(), func.min(Delivery.created_at)).where(Delivery.state == PENDING)
+            ).one()
+        return int(count), oldest
+
+    def channels(self, client: httpx.AsyncClient) -> dict[str, Channel]:
+        http = Http(client, self.keyring, self.allow, self.policy.timeout)
+        return {
+            "URL": UrlChannel(http),
+            "BATCH_URL": BatchUrlChannel(http),
+            "EMAIL": EmailChannel(self.smtp, self.keyring),
+            JOB: JobChannel(http),
+        }
+
     # one round
     async def _round(self, client: httpx.AsyncClient) -> int:
+        batches = await asyncio.to_thread(self._claim, self.clock())
+        alerts: dict[int, list[str]] = defaultdict(list)
+        if batches:
+            results = await self._send(client, batches)
+            for cb_id, reasons in (await asyncio.to_thread(self._record, batches, results, self.clock())).items():
+                alerts[cb_id] += reasons
         now = self.clock()
-        jobs = await asyncio.to_thread(self._claim, now)
-        if not jobs:
-            return 0
+        if self._next_sweep is None or now >= self._next_sweep:
+            self._next_sweep = now + self.policy.sweep_every
+            for cb_id, reasons in (await asyncio.to_thread(self._sweep, now)).items():
+                alerts[cb_id] += reasons
+        if alerts:
+            try:
+                await self._alert(alerts, now)
+            except Exception:
+                log.exception("delivery.alert_failed")
+        return sum(len(b) for b in batches)
+
+    async def _send(self, client: httpx.AsyncClient, batches: list[list[Item]]) -> list[list[Result]]:
+        channels = self.channels(client)
         limit = asyncio.Semaphore(self.policy.concurrency)
 
-        async def attempt(job: _Job) -> HttpResult:
-            if job.outgoing is None:
-                return HttpResult(None, job.error or "nothing to send")
+        async def one(batch: list[Item]) -> list[Result]:
+            channel = channels.get(batch[0].channel)
+            if channel is None:
+                return failed(batch, f"the {batch[0].channel} channel is not available")
             async with limit:
-                return await self._send(client, job)
+                try:
+                    results = await channel.send(batch)
+                except Exception as exc:
+                    log.exception("delivery.channel_failed", extra={"channel": batch[0].channel})
+                    return failed(batch, f"internal error: {type(exc).__name__}")
+            if len(results) != len(batch):
+                return failed(batch, f"internal error: {len(results)} results for {len(batch)} deliveries")
+            return results
 
-        results = await asyncio.gather(*(attempt(j) for j in jobs))
-        await asyncio.to_thread(self._record, jobs, results, self.clock())
-        return len(jobs)
+        return list(await asyncio.gather(*(one(b) for b in batches)))
 
-    def _claim(self, now: datetime) -> list[_Job]:
+    def _claim(self, now: datetime) -> list[list[Item]]:
+        """Due rows, leased; in batches as their channels send them."""
         policy = self.policy
         older = aliased(Delivery)
-        blocked = exists().where(
+        same_pair = and_(
             older.callback_id == Delivery.callback_id,
             older.device_id == Delivery.device_id,
             older.state == PENDING,
             older.id < Delivery.id,
         )
         live = or_(Callback.dead.is_(False), and_(Callback.probe_at.is_not(None), Callback.probe_at <= now))
-        query = (
+        # One at a time: URL and EMAIL rows (behind no older pending row of their callback and
+        # device), job callbacks (no callback: no order, no circuit).
+        single = (
             select(Delivery.id)
-            .join(Callback, Callback.id == Delivery.callback_id)
-            .where(Delivery.state == PENDING, Delivery.next_at <= now, Callback.enabled.is_(True), live, ~blocked)
+            .outerjoin(Callback, Callback.id == Delivery.callback_id)
+            .where(
+                Delivery.state == PENDING,
+                Delivery.next_at <= now,
+                or_(
+                    Delivery.callback_id.is_(None),
+                    and_(Callback.enabled.is_(True), live, Callback.channel != "BATCH_URL", ~exists().where(same_pair)),
+                ),
+            )
             .order_by(Delivery.next_at, Delivery.id)
             .limit(policy.batch)
         )
+        # BATCH_URL: callbacks whose oldest due row has gathered long enough, or enough rows.
+        gathering = (
+            select(Delivery.callback_id, func.min(Delivery.next_at), func.count())
+            .join(Callback, Callback.id == Delivery.callback_id)
+            .where(
+                Delivery.state == PENDING,
+                Delivery.next_at <= now,
+                Callback.channel == "BATCH_URL",
+                Callback.enabled.is_(True),
+                live,
+            )
+            .group_by(Delivery.callback_id)
+        )
+        # A batch takes a callback's due rows oldest first, skipping those behind an older row
+        # that is not due (in backoff, or leased): so each device's rows stay in order.
+        waiting = exists().where(same_pair, older.next_at > now)
+        locking = self.db.dialect == "postgresql"
         with self.db.write() as session:
-            if self.db.dialect == "postgresql":
-                query = query.with_for_update(of=Delivery, skip_locked=True)
-            picked = list(session.scalars(query))
-            probed: set[int] = set()
+            picked = list(session.scalars(single.with_for_update(of=Delivery, skip_locked=True) if locking else single))
+            for cb_id, oldest, count in session.execute(gathering).all():
+                if len(picked) >= policy.batch + 4 * policy.batch_lines:
+                    break  # the rest next round
+                if oldest > now - policy.gather and count < policy.batch_lines:
+                    continue  # still gathering
+                rows = (
+                    select(Delivery.id)
+                    .where(Delivery.callback_id == cb_id, Delivery.state == PENDING, Delivery.next_at <= now, ~waiting)
+                    .order_by(Delivery.id)
+                    .limit(policy.batch_lines)
+                )
+                picked += session.scalars(rows.with_for_update(skip_locked=True) if locking else rows)
             if not picked:
                 return []
             deliveries = list(session.scalars(select(Delivery).where(Delivery.id.in_(picked)).order_by(Delivery.id)))
-            cbs = {
-                c.id: c
-                for c in session.scalars(select(Callback).where(Callback.id.in_({d.callback_id for d in deliveries})))
-            }
-            # A dead callback gets one probe per round: its oldest due delivery.
+            cb_ids = {d.callback_id for d in deliveries if d.callback_id is not None}
+            cbs = {c.id: c for c in session.scalars(select(Callback).where(Callback.id.in_(cb_ids)))}
+            # A dead callback gets one probe per round: its oldest due delivery (a BATCH_URL
+            # callback's batch is one request: it is the probe).
             kept = []
+            probed: set[int] = set()
             for d in deliveries:
-                cb = cbs[cast(int, d.callback_id)]
-                if cb.dead:
-                    if cb.id in probed:
+                cb = cbs.get(d.callback_id) if d.callback_id is not None else None
+                if cb is not None and cb.dead:
+                    if cb.id in probed and cb.channel != "BATCH_URL":
                         continue
                     probed.add(cb.id)
                     cb.probe_at = now + policy.probe_every
@@ -428,13 +525,20 @@ class DeliveryWorker:
             lease_until = now + policy.lease
             for d in kept:
                 d.next_at = lease_until
-            jobs = self._prepare(session, kept, cbs)
+            items = self._prepare(session, kept, cbs)
             session.flush()
             session.expunge_all()
-        return jobs
+        singles: list[list[Item]] = []
+        grouped: dict[int, list[Item]] = {}
+        for item in items:
+            if item.callback is not None and item.callback.channel in ("BATCH_URL", "EMAIL"):
+                grouped.setdefault(item.callback.id, []).append(item)
+            else:
+                singles.append([item])
+        return singles + list(grouped.values())
 
-    def _prepare(self, session: Session, deliveries: list[Delivery], cbs: dict[int, Callback]) -> list[_Job]:
-        """Render each delivery's request from its message and callback."""
+    def _prepare(self, session: Session, deliveries: list[Delivery], cbs: dict[int, Callback]) -> list[Item]:
+        """Each delivery's values: from its message, or the ones it carries."""
         message_ids = [d.message_id for d in deliveries if d.message_id is not None]
         messages = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(message_ids)))}
         device_ids = {m.device_id for m in messages.values()}
@@ -453,91 +557,88 @@ class DeliveryWorker:
             .order_by(Reception.id)
         ):
             receptions[r.message_id].append((r, s))
-        jobs = []
+        items = []
         for d in deliveries:
-            cb = cbs[cast(int, d.callback_id)]
-            dt = types[cb.device_type_id]
+            cb = cbs.get(d.callback_id) if d.callback_id is not None else None
+            dt = types.get(cb.device_type_id) if cb is not None else None
             try:
                 if d.message_id is not None:
                     m = messages[d.message_id]
-                    values = message_variables(m, devices[m.device_id], receptions[m.id], cb.payload_config)
+                    grammar = cb.payload_config if cb is not None else None
+                    values = message_variables(m, devices[m.device_id], receptions[m.id], grammar)
                 else:
                     values = json.loads(d.variables or "{}")
-                if cb.channel != "URL":
-                    raise NotImplementedError(f"the {cb.channel} channel is not available yet")
-                jobs.append(_Job(d, cb, render(self.keyring, cb, dt, values)))
-            except Exception as exc:  # a callback that cannot render is a recorded failure
+                items.append(Item(d, cb, dt, values))
+            except Exception as exc:  # a delivery that cannot render is a recorded failure
                 log.warning("delivery.render_failed", extra={"delivery": d.id, "error": str(exc)})
-                jobs.append(_Job(d, cb, None, f"cannot render the request: {exc}"))
-        return jobs
+                items.append(Item(d, cb, dt, None, f"cannot render the request: {exc}"))
+        return items
 
-    async def _send(self, client: httpx.AsyncClient, job: _Job) -> HttpResult:
-        out = job.outgoing
-        assert out is not None
-        timestamp = int(time.time())
-        headers = dict(out.headers) | {"webhook-id": job.delivery.key, "webhook-timestamp": str(timestamp)}
-        secret = callbacks_service.stored_signing_secret(self.keyring, job.callback)
-        if secret:
-            headers["webhook-signature"] = sign(secret, job.delivery.key, timestamp, out.body or b"")
-        return await send(
-            client,
-            out.method,
-            out.url,
-            headers=headers,
-            content=out.body,
-            allow=self.allow,
-            timeout=self.policy.timeout,
-            send_sni=job.callback.send_sni,
-        )
-
-    def _record(self, jobs: list[_Job], results: list[HttpResult], now: datetime) -> None:
+    def _record(self, batches: list[list[Item]], results: list[list[Result]], now: datetime) -> dict[int, list[str]]:
+        """Each row's outcome; the callbacks' circuits. Returns what to alert about, by callback."""
         policy = self.policy
-        rows = []
-        failures: dict[int, int] = defaultdict(int)
+        delivered, retried = [], []
+        failures: dict[int, int] = defaultdict(int)  # failed requests (batches) per callback
+        last_error: dict[int, str] = {}
+        failed_ids: dict[int, list[int]] = defaultdict(list)
         successes: set[int] = set()
-        for job, result in zip(jobs, results, strict=True):
-            d = job.delivery
-            attempts = d.attempts + 1
-            request = json.dumps({"method": job.outgoing.method, "url": job.outgoing.url} if job.outgoing else {})
-            if result.ok:
-                successes.add(job.callback.id)
-                state, next_at, delivered = DONE, d.next_at, now
-            else:
-                failures[job.callback.id] += 1
-                gave_up = now - d.created_at >= policy.give_up
-                state, next_at, delivered = (FAILED if gave_up else PENDING), now + policy.backoff(attempts), None
-            rows.append(
-                {
+        for batch, outcomes in zip(batches, results, strict=True):
+            # One schedule per batch: a BATCH_URL batch is retried whole, in order.
+            retry_at = now + policy.backoff(max(item.delivery.attempts for item in batch) + 1)
+            batch_failed: set[int] = set()
+            for item, result in zip(batch, outcomes, strict=True):
+                d = item.delivery
+                cb_id = d.callback_id
+                label = _label(cb_id)
+                attempts = d.attempts + 1
+                row = {
                     "b_id": d.id,
-                    "b_state": state,
                     "b_attempts": attempts,
-                    "b_next": next_at,
                     "b_at": now,
                     "b_status": result.status,
-                    "b_error": (result.error or (None if result.ok else f"HTTP {result.status}"))[:1000]
-                    if not result.ok
-                    else None,
-                    "b_request": request,
-                    "b_delivered": delivered,
+                    "b_error": result.describe(),
+                    "b_request": json.dumps(result.request),
                 }
-            )
+                if result.ok:
+                    if cb_id is not None:
+                        successes.add(cb_id)
+                    LATENCY.labels(label).observe(max(0.0, (now - d.created_at).total_seconds()))
+                    delivered.append(row | {"b_state": DONE, "b_next": d.next_at, "b_delivered": now})
+                    continue
+                ATTEMPT_FAILURES.labels(label).inc()
+                gave_up = now - d.created_at >= policy.give_up
+                if gave_up:
+                    GIVEN_UP.labels(label, "give_up").inc()
+                if cb_id is not None:
+                    batch_failed.add(cb_id)
+                    failed_ids[cb_id].append(d.id)
+                    last_error[cb_id] = result.describe() or ""
+                retried.append(
+                    row | {"b_state": FAILED if gave_up else PENDING, "b_next": retry_at, "b_delivered": None}
+                )
+            for cb_id in batch_failed:
+                failures[cb_id] += 1
         table = cast(Table, Delivery.__table__)
+        values: dict[str, Any] = {
+            "state": bindparam("b_state"),
+            "attempts": bindparam("b_attempts"),
+            "next_at": bindparam("b_next"),
+            "last_attempt_at": bindparam("b_at"),
+            "last_status": bindparam("b_status"),
+            "last_error": bindparam("b_error"),
+            "last_request": bindparam("b_request"),
+            "delivered_at": bindparam("b_delivered"),
+        }
+        alerts: dict[int, list[str]] = defaultdict(list)
         with self.db.write() as session:
-            session.connection().execute(
-                update(table)
-                .where(table.c.id == bindparam("b_id"))
-                .values(
-                    state=bindparam("b_state"),
-                    attempts=bindparam("b_attempts"),
-                    next_at=bindparam("b_next"),
-                    last_attempt_at=bindparam("b_at"),
-                    last_status=bindparam("b_status"),
-                    last_error=bindparam("b_error"),
-                    last_request=bindparam("b_request"),
-                    delivered_at=bindparam("b_delivered"),
-                ),
-                rows,
-            )
+            conn = session.connection()
+            if delivered:  # delivered is the truth, whatever a sweep said meanwhile
+                conn.execute(update(table).where(table.c.id == bindparam("b_id")).values(values), delivered)
+            if retried:  # a row the caps failed meanwhile stays failed
+                conn.execute(
+                    update(table).where(table.c.id == bindparam("b_id"), table.c.state == PENDING).values(values),
+                    retried,
+                )
             for cb_id in successes:
                 was_dead = session.scalar(select(Callback.dead).where(Callback.id == cb_id))
                 session.execute(
@@ -558,6 +659,136 @@ class DeliveryWorker:
                 if cb is None:
                     continue
                 cb.failures += n
+                alerts[cb_id].append(f"{n} failed request(s); last error: {last_error.get(cb_id)}")
                 if not cb.dead and cb.failures >= FAILURES_TO_DEAD:
                     cb.dead, cb.dead_since, cb.probe_at = True, now, now + policy.probe_every
+                    alerts[cb_id].append(
+                        f"the callback is dead after {cb.failures} consecutive failures: it is probed every "
+                        f"{policy.probe_every.total_seconds():g} s and its backlog waits"
+                    )
                     log.warning("delivery.callback_dead", extra={"callback": cb_id})
+                if cb.dead and cb.probe_at is not None:  # a dead callback's probes keep their pace
+                    session.execute(
+                        update(Delivery)
+                        .where(
+                            Delivery.id.in_(failed_ids[cb_id]),
+                            Delivery.state == PENDING,
+                            Delivery.next_at > cb.probe_at,
+                        )
+                        .values(next_at=cb.probe_at)
+                        .execution_options(synchronize_session=False)
+                    )
+        return alerts
+
+    def _sweep(self, now: datetime) -> dict[int, list[str]]:
+        """The caps, set-based: per callback, pending rows beyond `max_pending_per_callback` (the
+        oldest), and pending rows due but nobody tried past `give_up`, become FAILED."""
+        policy = self.policy
+        cap = policy.max_pending_per_callback
+        alerts: dict[int, list[str]] = defaultdict(list)
+        with self.db.write() as session:
+            over = session.execute(
+                select(Delivery.callback_id, func.count())
+                .where(Delivery.state == PENDING, Delivery.callback_id.is_not(None))
+                .group_by(Delivery.callback_id)
+                .having(func.count() > cap)
+            ).all()
+            for cb_id, count in over:
+                cutoff = session.scalar(
+                    select(Delivery.id)
+                    .where(Delivery.callback_id == cb_id, Delivery.state == PENDING)
+                    .order_by(Delivery.id)
+                    .offset(count - cap - 1)
+                    .limit(1)
+                )
+                if cutoff is None:
+                    continue
+                error = f"{OVERFLOW}: more than {cap} deliveries pending for this callback"
+                dropped = _rowcount(
+                    session.execute(
+                        update(Delivery)
+                        .where(Delivery.callback_id == cb_id, Delivery.state == PENDING, Delivery.id <= cutoff)
+                        .values(state=FAILED, last_error=error)
+                        .execution_options(synchronize_session=False)
+                    )
+                )
+                GIVEN_UP.labels(_label(cb_id), "overflow").inc(dropped)
+                alerts[cast(int, cb_id)].append(f"{dropped} oldest pending deliveries recorded as failed ({error})")
+                log.warning("delivery.overflow", extra={"callback": cb_id, "dropped": dropped})
+            stale = and_(
+                Delivery.state == PENDING, Delivery.next_at <= now, Delivery.created_at <= now - policy.give_up
+            )
+            expired = session.execute(
+                select(Delivery.callback_id, func.count()).where(stale).group_by(Delivery.callback_id)
+            ).all()
+            if expired:
+                error = f"{OVERFLOW}: not delivered within {policy.give_up.total_seconds() / 3600:g} h"
+                session.execute(
+                    update(Delivery)
+                    .where(stale)
+                    .values(state=FAILED, last_error=error)
+                    .execution_options(synchronize_session=False)
+                )
+                for cb_id, count in expired:
+                    GIVEN_UP.labels(_label(cb_id), "expired").inc(count)
+                    if cb_id is not None:
+                        alerts[cb_id].append(f"{count} deliveries recorded as failed ({error})")
+        return alerts
+
+    # alerts
+    async def _alert(self, alerts: dict[int, list[str]], now: datetime) -> None:
+        if not self.smtp.configured:
+            return
+        mails = await asyncio.to_thread(self._claim_alerts, alerts, now)
+        for error in await asyncio.to_thread(send_mails, self.smtp, mails):
+            if error:
+                log.warning("delivery.alert_not_sent", extra={"error": error})
+
+    def _claim_alerts(self, alerts: dict[int, list[str]], now: datetime) -> list[Mail]:
+        """The alert mails due: a callback alerted less than `alert_every` ago is skipped; the
+        time is recorded first (at most one mail, even across workers and restarts)."""
+        due = or_(Callback.alerted_at.is_(None), Callback.alerted_at <= now - self.policy.alert_every)
+        mails = []
+        with self.db.write() as session:
+            found = session.execute(
+                select(Callback, DeviceType)
+                .join(DeviceType, DeviceType.id == Callback.device_type_id)
+                .where(Callback.id.in_(list(alerts)), DeviceType.alert_email.is_not(None), due)
+            ).all()
+            for cb, dt in found:
+                to = recipients(dt.alert_email)
+                if not to:
+                    continue
+                took = session.execute(
+                    update(Callback)
+                    .where(Callback.id == cb.id, due)
+                    .values(alerted_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+                if _rowcount(took) != 1:
+                    continue
+                pending = session.scalar(
+                    select(func.count()).where(Delivery.callback_id == cb.id, Delivery.state == PENDING)
+                )
+                kind = "/".join(p for p in (cb.callback_type, cb.callback_subtype) if p)
+                subject = f"[Heron] Callback {cb.id} ({cb.channel} {kind}) of device type {dt.name}: deliveries failing"
+                body = "\n".join(
+                    [
+                        f"Callback {cb.id} ({cb.channel} {kind}) of device type {dt.name} (id {dt.id}) "
+                        f"has delivery problems ({now:%Y-%m-%d %H:%M:%S} UTC):",
+                        "",
+                        *(f"- {reason}" for reason in alerts[cb.id]),
+                        "",
+                        f"State: {'dead (probed until it answers)' if cb.dead else 'alive'}; "
+                        f"{cb.failures} consecutive failures; {pending} deliveries pending.",
+                        "",
+                        "Heron sends at most one such mail per callback per "
+                        f"{self.policy.alert_every.total_seconds() / 3600:g} h.",
+                    ]
+                )
+                mails.append(Mail(to, subject, body))
+        return mails
+
+
+def _rowcount(result: Any) -> int:
+    return int(getattr(result, "rowcount", 0) or 0)

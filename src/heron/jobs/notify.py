@@ -1,28 +1,33 @@
-"""The optional job callback: when a job ends, its status is POSTed to the URL given with the
-job (headers stored encrypted), through the guarded HTTP request of heron.delivery. One attempt
-for now; the pipeline issue moves this onto the durable outbox with its retries."""
+"""The optional job callback: when a job ends, its status is owed to the URL given with the job.
+It goes through the durable outbox (heron.delivery.outbox) like every other callback: the hook
+writes a `deliveries` row (no callback, `job_id` set, event `JOB`) carrying the URL, the job's
+headers as they are stored (the keyring ciphertext, never in clear) and the status body; the
+delivery worker sends it through the guarded HTTP request with the outbox's retries."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
-import httpx
-import orjson
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
 
+from heron.db.base import utcnow
 from heron.db.engine import Database
-from heron.delivery.http import HttpResult, send
-from heron.delivery.ssrf import IPNetwork
+from heron.delivery.channels import JOB
+from heron.delivery.channels.url import JOB_HEADERS_PURPOSE
+from heron.delivery.models import PENDING, Delivery
+from heron.delivery.outbox import new_key
 from heron.jobs.engine import JobReport, report
 from heron.jobs.models import Job
 from heron.keys import Keyring
 
 log = logging.getLogger("heron.jobs")
 
-HEADERS_PURPOSE = "job.callback_headers"
+HEADERS_PURPOSE = JOB_HEADERS_PURPOSE
 
 
 def status_body(rep: JobReport) -> dict[str, Any]:
@@ -39,24 +44,47 @@ def encrypt_headers(keyring: Keyring, headers: dict[str, str]) -> str | None:
     return keyring.encrypt(json.dumps(headers).encode(), HEADERS_PURPOSE) if headers else None
 
 
+def enqueue_job_callback(session: Session, job: Job, now: datetime) -> bool:
+    """The outbox row of a finished job's callback, in the caller's transaction (none when the
+    job has no callback URL)."""
+    if not job.callback_url:
+        return False
+    body = json.dumps(status_body(report(session, job)), separators=(",", ":"))
+    variables = {"url": job.callback_url, "headers": job.callback_headers, "body": body}
+    session.execute(
+        insert(Delivery),
+        [
+            {
+                "key": new_key(),
+                "callback_id": None,
+                "device_type_id": None,
+                "device_id": None,
+                "message_id": None,
+                "job_id": job.id,
+                "event": JOB,
+                "variables": json.dumps(variables),
+                "state": PENDING,
+                "attempts": 0,
+                "next_at": now,
+                "created_at": now,
+            }
+        ],
+    )
+    return True
+
+
 def callback_hook(
-    db: Database, keyring: Keyring, allow: tuple[IPNetwork, ...], timeout: float = 10.0
+    db: Database, wake: Callable[[], None] | None = None, clock: Callable[[], datetime] = utcnow
 ) -> Callable[[int], None]:
-    def deliver(job_id: int) -> None:
-        with db.read() as session:
+    """A `JobRunner.on_finished` hook: enqueue the job's callback and wake the delivery worker."""
+
+    def enqueue(job_id: int) -> None:
+        with db.write() as session:
             job = session.get(Job, job_id)
-            if job is None or not job.callback_url:
+            if job is None or not enqueue_job_callback(session, job, clock()):
                 return
-            body = orjson.dumps(status_body(report(session, job)))
-            url, sealed = job.callback_url, job.callback_headers
-        headers = json.loads(keyring.decrypt(sealed, HEADERS_PURPOSE)) if sealed else {}
-        headers["content-type"] = "application/json"
+        log.info("jobs.callback_enqueued", extra={"job_id": job_id})
+        if wake is not None:
+            wake()
 
-        async def post() -> HttpResult:
-            async with httpx.AsyncClient() as client:
-                return await send(client, "POST", url, headers=headers, content=body, allow=allow, timeout=timeout)
-
-        result = asyncio.run(post())
-        log.info("jobs.callback", extra={"job_id": job_id, "status": result.status, "error": result.error})
-
-    return deliver
+    return enqueue
