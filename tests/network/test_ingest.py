@@ -313,3 +313,25 @@ def test_a_deleted_device_stops_being_delivered(
         assert s.scalar(select(func.count()).select_from(Message)) == 0
         device = s.scalar(select(Device).where(Device.identifier == "1002"))
         assert device is not None and device.last_seen_at is None
+
+
+def test_messages_export_as_csv_and_count_by_period(
+    client: TestClient, tenants: Tenants, radio: Radio, clock: Clock
+) -> None:
+    north = radio.stations[0]
+    for seq, age in ((1, timedelta(days=20)), (2, timedelta(days=3)), (3, timedelta(hours=2))):
+        clock.now = utcnow() - age
+        send(client, north, frame(seq=seq, data="00ff"))
+    r = client.get("/api/v2/devices/1001/messages/export", headers=tenants.a_admin.headers)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    lines = r.text.strip().split("\r\n")
+    assert lines[0].startswith("time,device,seqNumber,frameType,data")
+    assert [line.split(",")[2] for line in lines[1:]] == ["3", "2", "1"]
+    assert lines[1].split(",")[1:5] == ["1001", "3", "DATA", "00ff"] and lines[1].split(",")[0].endswith("Z")
+    by_type = client.get(
+        f"/api/v2/device-types/{radio.device_type_id}/messages/export", headers=tenants.a_admin.headers
+    )
+    assert by_type.text.count("\r\n") == 4
+    metric = client.get("/api/v2/devices/1001/messages/metric", headers=tenants.a_admin.headers).json()
+    assert metric == {"lastDay": 1, "lastWeek": 2, "lastMonth": 3}
+    assert client.get("/api/v2/devices/1001/messages/export", headers=tenants.b_admin.headers).status_code == 404

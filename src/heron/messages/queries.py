@@ -4,16 +4,21 @@ a time alone cannot say where a page ended."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from heron.db.engine import Database
 from heron.messages.models import Message, Reception
+from heron.network.sigfox.lqi import LQI_NAMES
 from heron.network.sigfox.models import BaseStation
 from heron.registry import device_types, devices
 from heron.registry.models import Device
@@ -65,9 +70,7 @@ def device_messages(
     after: Position | None = None,
     limit: int = MAX_LIMIT,
 ) -> MessagePage:
-    view = devices.get(session, actor, ref, "device:read")
-    actor.require("message:read", view.group.path, "device")
-    return _page(session, Message.device_id == view.device.id, since, before, after, limit)
+    return _page(session, device_scope(session, actor, ref), since, before, after, limit)
 
 
 def device_type_messages(
@@ -80,9 +83,7 @@ def device_type_messages(
     after: Position | None = None,
     limit: int = MAX_LIMIT,
 ) -> MessagePage:
-    view = device_types.get(session, actor, device_type_id)
-    actor.require("message:read", view.group.path, "device type")
-    return _page(session, Message.device_type_id == device_type_id, since, before, after, limit)
+    return _page(session, device_type_scope(session, actor, device_type_id), since, before, after, limit)
 
 
 def _page(
@@ -92,6 +93,8 @@ def _page(
     before: datetime | None,
     after: Position | None,
     limit: int,
+    *,
+    receptions: bool = True,
 ) -> MessagePage:
     conds = [scope]
     if since is not None:
@@ -114,8 +117,86 @@ def _page(
         rows = rows[:limit]
         next_after = (rows[-1][0].time, rows[-1][0].id)
     items = [MessageView(m, ident, name) for m, ident, name in rows]
-    _attach_receptions(session, items)
+    if receptions:
+        _attach_receptions(session, items)
     return MessagePage(items, next_after)
+
+
+def device_scope(session: Session, actor: Actor, ref: str) -> ColumnElement[bool]:
+    """The messages of a device the caller may read (for the export and the metric)."""
+    view = devices.get(session, actor, ref, "device:read")
+    actor.require("message:read", view.group.path, "device")
+    return Message.device_id == view.device.id
+
+
+def device_type_scope(session: Session, actor: Actor, device_type_id: int) -> ColumnElement[bool]:
+    view = device_types.get(session, actor, device_type_id)
+    actor.require("message:read", view.group.path, "device type")
+    return Message.device_type_id == device_type_id
+
+
+def metric(session: Session, scope: ColumnElement[bool], now: datetime) -> dict[str, int]:
+    """Messages in the last day, week and month (30 days): the Sigfox `messages/metric`."""
+    out = {}
+    for name, days in (("lastDay", 1), ("lastWeek", 7), ("lastMonth", 30)):
+        out[name] = int(
+            session.scalar(
+                select(func.count()).select_from(Message).where(scope, Message.time >= now - timedelta(days=days))
+            )
+            or 0
+        )
+    return out
+
+
+EXPORT_COLUMNS = (
+    "time",
+    "device",
+    "seqNumber",
+    "frameType",
+    "data",
+    "decodedData",
+    "ackRequired",
+    "lqi",
+    "receptions",
+    "bestRssi",
+    "lostMessages",
+)
+EXPORT_CHUNK = 2000
+
+
+def export_csv(
+    db: Database, scope: ColumnElement[bool], since: datetime | None, before: datetime | None
+) -> Iterator[bytes]:
+    """The messages as CSV, newest first, read in keyset chunks (each its own short read, so
+    memory stays constant whatever the range). Times are ISO 8601 UTC, as the device export's."""
+    yield (",".join(EXPORT_COLUMNS) + "\r\n").encode()
+    after: Position | None = None
+    while True:
+        with db.read() as session:
+            page = _page(session, scope, since, before, after, EXPORT_CHUNK, receptions=False)
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")
+        for v in page.items:
+            m = v.message
+            writer.writerow(
+                [
+                    m.time.isoformat().replace("+00:00", "Z"),
+                    v.device_identifier,
+                    m.seq_number,
+                    m.frame_type,
+                    m.data,
+                    m.decoded or "",
+                    "true" if m.ack_required else "false",
+                    LQI_NAMES.get(m.lqi, "NA"),
+                    m.receptions,
+                    "" if m.best_rssi is None else f"{m.best_rssi:.2f}",
+                    m.lost,
+                ]
+            )
+        yield out.getvalue().encode()
+        if page.next_after is None:
+            return
+        after = page.next_after
 
 
 def _attach_receptions(session: Session, items: list[MessageView]) -> None:

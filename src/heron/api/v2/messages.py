@@ -3,15 +3,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
 
 from heron.api import cursor
 from heron.api.context import AppContext, Ctx, CurrentActor, base_url
 from heron.api.v2 import PREFIX, wire
+from heron.db.base import utcnow
 from heron.errors import InvalidInput
 from heron.messages import queries
 from heron.messages.queries import MessagePage, Position
@@ -99,3 +102,34 @@ async def device_type_messages(
             limit=limit,
         )
         return _answer(request, ctx, result, scope)
+
+
+def _csv(body: Iterator[bytes], name: str) -> StreamingResponse:
+    return StreamingResponse(
+        body, media_type="text/csv; charset=utf-8", headers={"Content-Disposition": f'attachment; filename="{name}"'}
+    )
+
+
+@router.get("/devices/{device_id}/messages/export", response_class=StreamingResponse)
+async def export_device_messages(
+    device_id: str, actor: CurrentActor, ctx: Ctx, since: Ms = None, before: Ms = None
+) -> StreamingResponse:
+    """The device's messages in [since, before) as CSV (`text/csv`), newest first, streamed."""
+    with ctx.db.read() as session:
+        scope = queries.device_scope(session, actor, device_id)
+    return _csv(queries.export_csv(ctx.db, scope, _at(since), _at(before)), "messages.csv")
+
+
+@router.get("/device-types/{device_type_id}/messages/export", response_class=StreamingResponse)
+async def export_device_type_messages(
+    device_type_id: str, actor: CurrentActor, ctx: Ctx, since: Ms = None, before: Ms = None
+) -> StreamingResponse:
+    with ctx.db.read() as session:
+        scope = queries.device_type_scope(session, actor, parse_id(device_type_id))
+    return _csv(queries.export_csv(ctx.db, scope, _at(since), _at(before)), "messages.csv")
+
+
+@router.get("/devices/{device_id}/messages/metric")
+async def device_messages_metric(device_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, int]:
+    with ctx.db.read() as session:
+        return queries.metric(session, queries.device_scope(session, actor, device_id), utcnow())
