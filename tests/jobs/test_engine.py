@@ -27,7 +27,7 @@ from heron.delivery.ssrf import parse_allow_cidrs
 from heron.jobs import engine
 from heron.jobs.engine import JobBusy, JobRunner
 from heron.jobs.models import Job, JobLock, JobMessage
-from heron.jobs.notify import callback_hook, encrypt_headers
+from heron.jobs.notify import encrypt_headers, finishing_hook
 from heron.keys import Keyring
 from heron.tenancy.models import AuditEvent
 from tests.jobs.kinds import KIND
@@ -216,7 +216,7 @@ def test_job_callback_posts_the_final_status_with_its_headers(db: Database) -> N
             callback_headers=encrypt_headers(keyring, {"X-Token": "s3cret"}),
         )
         refused = _submit(db, [{"name": "bbb"}], ["dt:2"], callback_url="http://169.254.169.254/never")
-        JobRunner(db, on_finished=[callback_hook(db)]).run_until_idle()
+        JobRunner(db, finishing=[finishing_hook()]).run_until_idle()
         # The job's end wrote its callback into the outbox; the delivery worker sends it.
         assert DeliveryWorker(db, keyring, allow=parse_allow_cidrs("127.0.0.1/32")).run_once() == 2
     finally:

@@ -40,7 +40,7 @@ from heron.delivery.channels.email import SmtpConfig
 from heron.delivery.outbox import DeliveryWorker, Policy
 from heron.delivery.ssrf import parse_allow_cidrs
 from heron.jobs.engine import JobRunner
-from heron.jobs.notify import callback_hook
+from heron.jobs.notify import finishing_hook
 from heron.network.sigfox.downlinks import DownlinkDecider
 from heron.observability import configure_logging
 from heron.pipeline import UplinkWriter
@@ -51,12 +51,25 @@ from heron.web import auth as web_auth
 
 def build_context(settings: Settings, prepared: Prepared) -> AppContext:
     allow = parse_allow_cidrs(settings.callback_allow_cidrs)
+    deliveries = DeliveryWorker(
+        prepared.db,
+        prepared.keyring,
+        allow=allow,
+        policy=Policy(
+            backoff_base=timedelta(seconds=settings.delivery_backoff_base_seconds),
+            backoff_max=timedelta(seconds=settings.delivery_backoff_max_seconds),
+            give_up=timedelta(hours=settings.delivery_give_up_hours),
+            max_pending_per_callback=settings.outbox_max_pending_per_callback,
+        ),
+        smtp=SmtpConfig.from_settings(settings),
+    )
     runner = JobRunner(
         prepared.db,
         keyring=prepared.keyring,
         stale_after=settings.job_stale_seconds,
         retention=timedelta(days=settings.job_retention_days),
-        on_finished=[callback_hook(prepared.db)],
+        finishing=[finishing_hook()],
+        on_finished=[lambda _job_id: deliveries.wake()],
         periodic=maintenance.periodic_tasks(
             settings.maintenance_interval_seconds,
             timedelta(days=settings.deleted_device_retention_days),
@@ -83,18 +96,7 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
             horizon=timedelta(seconds=settings.dedup_horizon_seconds),
         ),
         downlinks=downlink_decider,
-        deliveries=DeliveryWorker(
-            prepared.db,
-            prepared.keyring,
-            allow=allow,
-            policy=Policy(
-                backoff_base=timedelta(seconds=settings.delivery_backoff_base_seconds),
-                backoff_max=timedelta(seconds=settings.delivery_backoff_max_seconds),
-                give_up=timedelta(hours=settings.delivery_give_up_hours),
-                max_pending_per_callback=settings.outbox_max_pending_per_callback,
-            ),
-            smtp=SmtpConfig.from_settings(settings),
-        ),
+        deliveries=deliveries,
     )
 
 

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
 from heron.delivery import callbacks as callbacks_service
 from heron.delivery import templates
-from heron.delivery.models import DONE, PENDING, Callback, Delivery
+from heron.delivery.models import DONE, FAILED, PENDING, Callback, Delivery
 from heron.errors import InvalidInput, NotFound
 from heron.messages.models import Message
 from heron.registry import device_types, devices
@@ -40,8 +40,9 @@ class Undelivered:
 
 
 def _not_delivered() -> ColumnElement[bool]:
-    # The partial index ix_deliveries_undelivered holds exactly the rows with state <> 'DONE'.
-    return and_(Delivery.state != DONE, Delivery.attempts > 0)
+    """Tried and not (yet) delivered, or given up (outbox overflow fails rows never tried). The
+    partial index ix_deliveries_undelivered holds exactly the rows with state <> 'DONE'."""
+    return and_(Delivery.state != DONE, or_(Delivery.attempts > 0, Delivery.state == FAILED))
 
 
 def _list(

@@ -253,7 +253,9 @@ class JobRunner:
     idle_poll: float = 0.5
     retention: timedelta | None = None  # finished jobs older than this are purged
     purge_every: float = 3600.0
-    on_finished: list[Callable[[int], None]] = field(default_factory=list)
+    # Run in the transaction that ends a job (the job's callback goes into the outbox with it):
+    finishing: list[Callable[[Session, Job], object]] = field(default_factory=list)
+    on_finished: list[Callable[[int], None]] = field(default_factory=list)  # after that commit
     periodic: list[Periodic] = field(default_factory=list)  # upkeep run between jobs
     id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
 
@@ -440,6 +442,11 @@ class JobRunner:
             # A finished job no longer needs its input (which may hold encrypted root keys):
             # its results are in `stats` and the row messages.
             session.execute(update(Job).where(Job.id == job_id).values(input="[]"))
+            if self.finishing:
+                job = session.get(Job, job_id)
+                assert job is not None
+                for finish in self.finishing:
+                    finish(session, job)
         log.info("jobs.finished", extra={"job_id": job_id, "state": state})
         for hook in self.on_finished:
             try:

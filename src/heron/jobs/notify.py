@@ -16,7 +16,6 @@ from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
-from heron.db.engine import Database
 from heron.delivery.channels import JOB
 from heron.delivery.channels.url import JOB_HEADERS_PURPOSE
 from heron.delivery.models import PENDING, Delivery
@@ -73,18 +72,11 @@ def enqueue_job_callback(session: Session, job: Job, now: datetime) -> bool:
     return True
 
 
-def callback_hook(
-    db: Database, wake: Callable[[], None] | None = None, clock: Callable[[], datetime] = utcnow
-) -> Callable[[int], None]:
-    """A `JobRunner.on_finished` hook: enqueue the job's callback and wake the delivery worker."""
+def finishing_hook(clock: Callable[[], datetime] = utcnow) -> Callable[[Session, Job], bool]:
+    """A `JobRunner.finishing` hook: the job's callback row is written in the transaction that
+    ends the job, so a finished job never lacks its callback."""
 
-    def enqueue(job_id: int) -> None:
-        with db.write() as session:
-            job = session.get(Job, job_id)
-            if job is None or not enqueue_job_callback(session, job, clock()):
-                return
-        log.info("jobs.callback_enqueued", extra={"job_id": job_id})
-        if wake is not None:
-            wake()
+    def enqueue(session: Session, job: Job) -> bool:
+        return enqueue_job_callback(session, job, clock())
 
     return enqueue
