@@ -4,7 +4,12 @@ is one (device, seq) heard by all 3 stations, so its 3 receptions come with 3 cr
 requests. The load is `heron.simulate.run` in a separate process (uvloop), so its CPU is its
 own. Frames/s counts the messages committed (200 means committed), checked against receptions.
 Printed beside the floor: the same kind of frames stored in-process by `store_frames`, in
-group-commit-sized transactions, with no HTTP, JSON or asyncio in the way."""
+group-commit-sized transactions, with no HTTP, JSON or asyncio in the way.
+
+The device type has a URL callback (DATA UPLINK, a JSON body) to a receiver on 127.0.0.1 in a
+process of its own (raw uvloop streams answering 204), so every message commits with its
+outbox row and the delivery worker sends them during the run; the outbox lag (deliveries
+still pending) is printed when the load ends and a few seconds later."""
 
 from __future__ import annotations
 
@@ -20,14 +25,17 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.common import heron_server, target, temp_dir
+from bench.common import free_port, heron_server, target, temp_dir
 from heron import simulate
 from heron.api.app import build_context
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.base import utcnow
+from heron.delivery import callbacks
+from heron.delivery.models import DONE, PENDING, Delivery
+from heron.delivery.outbox import enqueue_messages
 from heron.messages.models import Message, Reception
-from heron.messages.store import HeardFrame, store_frames
+from heron.messages.store import HeardFrame, RecentIndex, store_frames
 from heron.network.sigfox import stations
 from heron.network.sigfox.stations import StationFields
 from heron.registry import bulk, contracts, device_types
@@ -46,7 +54,7 @@ BATCH = 20
 RATE_CEILING = 50_000.0  # frames/s: well above what is reached, so back-pressure sets the pace
 
 
-def _setup(settings: Settings) -> tuple[list[simulate.StationCredential], list[int]]:
+def _setup(settings: Settings, hook_port: int) -> tuple[list[simulate.StationCredential], list[int]]:
     ctx = build_context(settings, prepare(settings, announce_password=False))
     now = utcnow()
     with ctx.db.write() as session:
@@ -62,6 +70,22 @@ def _setup(settings: Settings) -> tuple[list[simulate.StationCredential], list[i
             group_id=customer.id,
             network="SIGFOX",
             fields=device_types.DeviceTypeFields(name="Meters", contract_id=contract.contract.id),
+        )
+        callbacks.create(
+            session,
+            SYSTEM,
+            ctx.keyring,
+            dt.device_type.id,
+            callbacks.CallbackFields(
+                channel="URL",
+                callback_type=0,  # DATA
+                callback_subtype=2,  # UPLINK
+                enabled=True,
+                url=f"http://127.0.0.1:{hook_port}/hook",
+                http_method="POST",
+                content_type="application/json",
+                body_template='{"device":"{device}","data":"{data}"}',
+            ),
         )
         creds, station_ids = [], []
         for i in range(STATIONS):
@@ -112,6 +136,82 @@ def _counts(settings: Settings) -> tuple[int, int]:
     return messages, receptions
 
 
+def _outbox(settings: Settings) -> dict[str, int]:
+    """Deliveries by state; `due` is the pending ones whose time has come (the lag)."""
+    ctx = build_context(settings, prepare(settings, announce_password=False))
+    now = utcnow()
+    with ctx.db.read() as session:
+        by_state = dict(session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).tuples().all())
+        due = session.scalar(
+            select(func.count()).select_from(Delivery).where(Delivery.state == PENDING, Delivery.next_at <= now)
+        )
+    ctx.db.dispose()
+    total = sum(by_state.values())
+    return {"rows": total, "done": by_state.get(DONE, 0), "pending": by_state.get(PENDING, 0), "due": int(due or 0)}
+
+
+def _show_outbox(label: str, outbox: dict[str, int], received: int | None = None) -> None:
+    got = f", receiver got {received:,}" if received is not None else ""
+    print(
+        f"  outbox {label}: {outbox['rows']:,} rows, {outbox['done']:,} delivered, {outbox['pending']:,} pending "
+        f"({outbox['due']:,} due: the lag){got}"
+    )
+
+
+class _Receiver:
+    """The callback receiver: `python -m bench.ingest receiver PORT` in its own process."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.ingest", "receiver", str(port)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout is not None
+        self.proc.stdout.readline()  # "ready"
+
+    def stop(self) -> int:
+        self.proc.terminate()
+        out, _ = self.proc.communicate(timeout=10)
+        return int(out.strip().splitlines()[-1]) if out.strip() else 0
+
+
+def _receiver_main(port: int) -> None:
+    import signal
+
+    import uvloop
+
+    count = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal count
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                if length:
+                    await reader.readexactly(length)
+                count += 1
+                writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        server = await asyncio.start_server(serve, "127.0.0.1", port, backlog=1024)
+        print("ready", flush=True)
+        await stop.wait()
+        server.close()
+
+    uvloop.run(main())
+    print(count, flush=True)
+
+
 def _load(plan: simulate.Plan) -> dict[str, Any]:
     """Run the plan in a separate process (`python -m bench.ingest load`, the plan on stdin)."""
     out = subprocess.run(
@@ -142,7 +242,8 @@ def _plan(url: str, creds: list[simulate.StationCredential], first: int, count: 
 
 
 def _floor(settings: Settings, station_ids: list[int], frames: int = 30_000) -> float:
-    """Frames/s of `store_frames` alone, as the load hands it over: each transaction holds
+    """Frames/s of the writer's transaction alone (`store_frames` with its index, then
+    `enqueue_messages`), as the load hands it over: each transaction holds
     about 1,000 receptions of one station, so a frame's first reception makes its message and
     the other two join it from later transactions (the group commit's batches under load)."""
     ctx = build_context(settings, prepare(settings, announce_password=False))
@@ -160,10 +261,12 @@ def _floor(settings: Settings, station_ids: list[int], frames: int = 30_000) -> 
                 for i in chunk
             ])  # fmt: skip
     window, horizon = timedelta(seconds=1), timedelta(seconds=30)
+    index = RecentIndex()  # as the ingest's writer keeps it
     start = time.perf_counter()
     for batch in batches:
         with ctx.db.write() as session:
-            store_frames(session, batch, utcnow(), dedup_window=window, horizon=horizon)
+            stored = store_frames(session, batch, utcnow(), dedup_window=window, horizon=horizon, index=index)
+            enqueue_messages(session, stored.new, dedup_window=window, horizon=horizon)
     elapsed = time.perf_counter() - start
     ctx.db.dispose()
     return frames / elapsed
@@ -173,7 +276,8 @@ def main() -> None:
     data_dir = temp_dir("heron-bench-ingest-")
     settings = Settings(data_dir=data_dir, admin_password="bench-password-123")  # type: ignore[arg-type]
     start = time.perf_counter()
-    creds, station_ids = _setup(settings)
+    hook_port = free_port()
+    creds, station_ids = _setup(settings, hook_port)
     print(f"set-up: {STATIONS} stations, {DEVICES + WARM_DEVICES + FLOOR_DEVICES:,} devices in "
           f"{time.perf_counter() - start:.1f} s")  # fmt: skip
     print(
@@ -182,11 +286,19 @@ def main() -> None:
         f"by {STATIONS} stations, {DEVICES:,} devices, {SECONDS:.0f} s; load generator: heron.simulate in "
         f"its own process (uvloop) on the same {os.cpu_count()}-core machine"
     )
-    with heron_server(data_dir, workers=WORKERS) as base:
-        _load(_plan(base, creds, WARM_FIRST, WARM_DEVICES, 3.0))  # warm-up, on devices of its own
-        before_m, before_r = _counts(settings)
-        result = _load(_plan(base, creds, FIRST_DEVICE, DEVICES, SECONDS))
-        after_m, after_r = _counts(settings)
+    receiver = _Receiver(hook_port)
+    env = {"HERON_CALLBACK_ALLOW_CIDRS": "127.0.0.0/8"}
+    try:
+        with heron_server(data_dir, workers=WORKERS, extra_env=env) as base:
+            _load(_plan(base, creds, WARM_FIRST, WARM_DEVICES, 3.0))  # warm-up, on devices of its own
+            before_m, before_r = _counts(settings)
+            result = _load(_plan(base, creds, FIRST_DEVICE, DEVICES, SECONDS))
+            after_m, after_r = _counts(settings)
+            at_end = _outbox(settings)
+            time.sleep(5)
+            later = _outbox(settings)
+    finally:
+        received = receiver.stop()
     messages, receptions = after_m - before_m, after_r - before_r
     seconds = float(result["seconds"])
     rate = messages / seconds
@@ -203,9 +315,11 @@ def main() -> None:
     if messages != result["frames"] or receptions != STATIONS * messages:
         print(f"  MISMATCH: {result['frames']:,} frames sent, {messages:,} messages, {receptions:,} receptions")
     target("sustained ingest (frames/s, 3 receptions each)", rate, 5000, "frames/s", higher_is_better=True)
+    _show_outbox("when the load ended", at_end)
+    _show_outbox("5 s later", later, received)
     floor = _floor(settings, station_ids)
-    print(f"  floor: store_frames in-process, 1,000 receptions of one station per transaction: {floor:,.0f} frames/s; "
-          f"HTTP ingest / floor: {rate / floor:.2f}")  # fmt: skip
+    print(f"  floor: store_frames + enqueue_messages in-process, 1,000 receptions of one station per "
+          f"transaction: {floor:,.0f} frames/s; HTTP ingest / floor: {rate / floor:.2f}")  # fmt: skip
 
 
 def _load_main() -> None:
@@ -221,5 +335,7 @@ def _load_main() -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["load"]:
         _load_main()
+    elif sys.argv[1:2] == ["receiver"]:
+        _receiver_main(int(sys.argv[2]))
     else:
         main()

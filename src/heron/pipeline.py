@@ -10,7 +10,7 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -18,11 +18,15 @@ from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.delivery.outbox import enqueue_messages
 from heron.events import service as events
-from heron.messages.store import HeardFrame, StoreResult, store_frames
+from heron.messages.store import HeardFrame, RecentIndex, StoreResult, store_frames
 
 log = logging.getLogger("heron.pipeline")
 
 MAX_BATCH_FRAMES = 5000
+
+
+class Refused(Exception):
+    """A request whose `still_allowed` check failed in the writer: none of its frames stored."""
 
 
 @dataclass
@@ -30,6 +34,10 @@ class _Pending:
     frames: Sequence[HeardFrame]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[StoreResult]
+    # Checked in the writer thread before the frames are stored (once per key and batch), for
+    # a caller that let the request in on a cached decision (the ingest's station credential).
+    still_allowed: Callable[[], bool] | None = None
+    check_key: object = None
 
 
 class UplinkWriter:
@@ -45,6 +53,10 @@ class UplinkWriter:
         self._queue: queue.Queue[_Pending] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # What this writer stored lately, so dedup mostly needs no query (checked against the
+        # database before use: see heron.messages.store). Used by the writer thread only.
+        self.index = RecentIndex()
+        self._index_lock = threading.Lock()
 
     def start(self) -> None:
         if self._thread is None:
@@ -59,23 +71,42 @@ class UplinkWriter:
             self._thread.join(timeout=30)
             self._thread = None
 
-    async def store(self, frames: Sequence[HeardFrame]) -> StoreResult:
-        """Queue frames and wait until they are committed (or their transaction failed)."""
+    async def store(
+        self,
+        frames: Sequence[HeardFrame],
+        *,
+        still_allowed: Callable[[], bool] | None = None,
+        check_key: object = None,
+    ) -> StoreResult:
+        """Queue frames and wait until they are committed (or their transaction failed).
+        `still_allowed`, when given, runs in the writer thread first (once per `check_key` and
+        batch): False stores nothing of these frames and raises `Refused`."""
         if self._thread is None:
             self.start()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[StoreResult] = loop.create_future()
-        self._queue.put(_Pending(frames, loop, future))
+        self._queue.put(_Pending(frames, loop, future, still_allowed, check_key))
         return await future
 
     def store_now(self, frames: Sequence[HeardFrame]) -> StoreResult:
         """Store in the caller's thread, in its own transaction (tools and tests)."""
-        with self.db.write() as session:
-            result = store_frames(session, frames, self.clock(), dedup_window=self.dedup_window, horizon=self.horizon)
+        # The index is updated as the batch goes: a failed (rolled back) transaction forgets it.
+        with self._index_lock, self._forgetting_on_failure(), self.db.write() as session:
+            result = store_frames(
+                session, frames, self.clock(), dedup_window=self.dedup_window, horizon=self.horizon, index=self.index
+            )
             # The messages' outbox rows commit with them: nothing stored is ever left undelivered.
             enqueue_messages(session, result.new, dedup_window=self.dedup_window, horizon=self.horizon)
             events.after_uplinks(session, result.new, self.clock())
         return result
+
+    @contextlib.contextmanager
+    def _forgetting_on_failure(self) -> Iterator[None]:
+        try:
+            yield
+        except BaseException:
+            self.index.clear()
+            raise
 
     def _loop(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
@@ -91,9 +122,31 @@ class UplinkWriter:
                     break
                 batch.append(more)
                 count += len(more.frames)
-            self._write(batch)
+            self._write(self._allowed(batch))
+
+    def _allowed(self, batch: list[_Pending]) -> list[_Pending]:
+        verdicts: dict[object, bool] = {}
+        kept = []
+        for pending in batch:
+            check = pending.still_allowed
+            if check is not None:
+                key = pending.check_key if pending.check_key is not None else id(pending)
+                if key not in verdicts:
+                    try:
+                        verdicts[key] = bool(check())
+                    except Exception as exc:
+                        log.exception("pipeline.check_failed")
+                        _settle(pending, None, exc)
+                        continue
+                if not verdicts[key]:
+                    _settle(pending, None, Refused())
+                    continue
+            kept.append(pending)
+        return kept
 
     def _write(self, batch: list[_Pending]) -> None:
+        if not batch:
+            return
         try:
             result = self.store_now([f for p in batch for f in p.frames])
         except Exception as exc:

@@ -17,7 +17,16 @@ Rules (docs/ARCHITECTURE.md, "Message pipeline"):
 
 On PostgreSQL the devices a batch names are locked (`FOR UPDATE`, in id order) for the
 transaction, so two processes never make two messages of one frame; SQLite's single writer
-does the same."""
+does the same.
+
+A writer may keep a `RecentIndex`: what it stored lately, so that dedup mostly needs no query.
+It is never trusted blindly. A device's cached messages are used only while the device row
+still holds the last seen time and sequence number this writer wrote (any writer making a
+message of the device changes them, in the same transaction); otherwise, and for devices it
+does not know, the database is read as before. A cached message's stations are used only
+while its `receptions` count in the database is the one cached (any writer adding a reception
+updates it). So several processes (or a restart) stay exactly as correct as without the index.
+The caller clears it when a transaction fails (its changes are applied as the batch goes)."""
 
 from __future__ import annotations
 
@@ -28,7 +37,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
 from heron.db.upsert import add_counts
@@ -112,6 +121,39 @@ class _Open:
         return best, lqi(best, len(self.stations), zone)
 
 
+@dataclass
+class _Known:
+    """A device as a writer last left it: the row's (last seen, sequence number) after its
+    write, and every message of the device younger than the horizon by sequence number."""
+
+    state: tuple[datetime | None, int | None]
+    messages: dict[int, _Open]
+    touched: datetime
+
+
+class RecentIndex:
+    """One writer's memory of recent messages (see the module docstring for when it is used)."""
+
+    SWEEP_EVERY = 200  # batches
+
+    def __init__(self, max_devices: int = 1_000_000) -> None:
+        self.devices: dict[int, _Known] = {}
+        self.max_devices = max_devices
+        self._batches = 0
+
+    def clear(self) -> None:
+        self.devices.clear()
+
+    def _sweep(self, since: datetime) -> None:
+        self._batches += 1
+        if self._batches % self.SWEEP_EVERY and len(self.devices) < self.max_devices:
+            return
+        for device_id in [d for d, k in self.devices.items() if k.touched < since]:
+            del self.devices[device_id]
+        if len(self.devices) >= self.max_devices:
+            self.devices.clear()
+
+
 def _hour(t: datetime) -> datetime:
     return t.replace(minute=0, second=0, microsecond=0)
 
@@ -123,6 +165,7 @@ def store_frames(
     *,
     dedup_window: timedelta,
     horizon: timedelta,
+    index: RecentIndex | None = None,
 ) -> StoreResult:
     result = StoreResult(frames=len(frames))
     if not frames:
@@ -173,11 +216,17 @@ def store_frames(
         groups[(dev.id, f.seq_number)].append(f)
     result.undelivered = sum(undelivered.values())
 
-    recent = _recent(session, [d.id for d in devices.values()], now - horizon)
+    since = now - horizon
+    if index is None:
+        recent = _recent(session, [d.id for d in devices.values()], since)
+    else:
+        recent, unknown = _recent_indexed(session, index, devices, set(groups), since)
     payloads = _payload_settings(session, {d.device_type_id for d in devices.values()})
     by_id = {d.id: d for d in devices.values()}
     new_rows: list[dict[str, Any]] = []
     new_receptions: list[list[dict[str, Any]]] = []
+    new_opened: list[_Open] = []
+    new_keys: list[tuple[int, int]] = []
     added: list[dict[str, Any]] = []  # receptions of already stored messages
     for (device_id, seq), heard in groups.items():
         dev = by_id[device_id]
@@ -238,17 +287,102 @@ def store_frames(
         )
         new_receptions.append([_reception(f, None, False) for f in best.values()])
         recent[(device_id, seq)] = opened
+        new_opened.append(opened)
+        new_keys.append((device_id, seq))
         if advance:
             dev.seq = seq
         dev.last_seen, dev.changed = now, True
 
-    _write_messages(session, new_rows, new_receptions, result)
+    _write_messages(session, new_rows, new_receptions, new_opened, result)
     if added:
-        session.execute(insert(Reception), added)
+        _insert_receptions(session, added)
         _refresh(session, [m for m in recent.values() if m.dirty and m.id is not None])
     _touch_devices(session, [d for d in devices.values() if d.changed])
     _count_traffic(session, traffic, undelivered, now)
+    if index is not None:
+        _remember(index, devices, recent, unknown, list(zip(new_keys, new_opened, strict=True)), now)
+        index._sweep(since)
     return result
+
+
+def _recent_indexed(
+    session: Session, index: RecentIndex, devices: dict[str, _Device], keys: set[tuple[int, int]], since: datetime
+) -> tuple[dict[tuple[int, int], _Open], set[int]]:
+    """`_recent` through the index: cached devices whose row is as this writer left it, the
+    database for the others (returned: the index learns them afresh); cached messages this
+    batch touches are checked against their reception count in the database (another process
+    may have added receptions)."""
+    recent: dict[tuple[int, int], _Open] = {}
+    unknown: set[int] = set()
+    for dev in devices.values():
+        known = index.devices.get(dev.id)
+        if known is None or known.state != (dev.last_seen, dev.seq):
+            unknown.add(dev.id)
+            continue
+        old = [seq for seq, opened in known.messages.items() if opened.time < since]
+        for seq in old:
+            del known.messages[seq]
+        for seq, opened in known.messages.items():
+            recent[(dev.id, seq)] = opened
+    check: dict[int, tuple[int, int]] = {}
+    for key in keys:
+        cached = recent.get(key)
+        if cached is not None and cached.id is not None:
+            check[cached.id] = key
+    if check:
+        counts = dict(_rows(session, "SELECT id, receptions FROM messages WHERE id IN ({})", list(check)))
+        stale = []
+        for message_id, key in check.items():
+            count = counts.get(message_id)
+            if count is None:
+                del recent[key]  # deleted meanwhile
+                del index.devices[key[0]].messages[key[1]]
+            elif count != len(recent[key].stations):
+                stale.append(message_id)
+        if stale:
+            by_message: dict[int | None, _Open] = {m: recent[check[m]] for m in stale}
+            for o in by_message.values():
+                o.stations = {}
+            _load_stations(session, by_message)
+    if unknown:
+        recent.update(_recent(session, sorted(unknown), since))
+    return recent, unknown
+
+
+def _remember(
+    index: RecentIndex,
+    devices: dict[str, _Device],
+    recent: dict[tuple[int, int], _Open],
+    unknown: set[int],
+    new: list[tuple[tuple[int, int], _Open]],
+    now: datetime,
+) -> None:
+    """After the batch: devices read from the database are learnt with their recent messages;
+    the others get their new state and new messages."""
+    learnt: dict[int, dict[int, _Open]] = {d: {} for d in unknown}
+    if unknown:
+        for (device_id, seq), opened in recent.items():
+            if device_id in learnt:
+                learnt[device_id][seq] = opened
+    for dev in devices.values():
+        if dev.id in learnt:
+            index.devices[dev.id] = _Known((dev.last_seen, dev.seq), learnt[dev.id], now)
+        else:
+            known = index.devices[dev.id]
+            known.state, known.touched = (dev.last_seen, dev.seq), now
+    for (device_id, seq), opened in new:
+        index.devices[device_id].messages[seq] = opened
+
+
+def _rows(session: Session, sql: str, ids: list[int]) -> list[Any]:
+    """A driver-level `... IN (ids)` query, in chunks the drivers accept."""
+    conn = session.connection()
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    out: list[Any] = []
+    for i in range(0, len(ids), 500):
+        chunk = ids[i : i + 500]
+        out.extend(conn.exec_driver_sql(sql.format(", ".join([mark] * len(chunk))), tuple(chunk)).all())
+    return out
 
 
 def _payload_settings(session: Session, device_type_ids: set[int]) -> dict[int, tuple[int, str | None]]:
@@ -296,25 +430,41 @@ def _recent(session: Session, device_ids: list[int], since: datetime) -> dict[tu
     if not rows:
         return {}
     out = {(d, s): _Open(m, t, {}) for m, d, s, t in rows}
-    by_message = {o.id: o for o in out.values()}
+    _load_stations(session, {o.id: o for o in out.values()})
+    return out
+
+
+def _load_stations(session: Session, by_message: dict[int | None, _Open]) -> None:
     for message_id, station_id, rssi, zone in session.execute(
         select(Reception.message_id, Reception.station_id, Reception.rssi, BaseStation.radio_zone)
         .join(BaseStation, BaseStation.id == Reception.station_id)
         .where(Reception.message_id.in_(list(by_message)))
     ):
         by_message[message_id].stations[station_id] = (rssi, zone)
-    return out
 
 
 def _write_messages(
-    session: Session, rows: list[dict[str, Any]], receptions: list[list[dict[str, Any]]], result: StoreResult
+    session: Session,
+    rows: list[dict[str, Any]],
+    receptions: list[list[dict[str, Any]]],
+    opened: list[_Open],
+    result: StoreResult,
 ) -> None:
     if not rows:
         return
     table = cast(Table, Message.__table__)
-    ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    conn = session.connection()
+    if conn.dialect.name == "sqlite":
+        # The write transaction holds SQLite's lock (BEGIN IMMEDIATE): the ids after the
+        # current largest are ours, so one driver-level executemany inserts them all.
+        first = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM messages").scalar_one()) + 1
+        ids: Sequence[int] = range(first, first + len(rows))
+        _executemany(session, table, [{"id": i} | row for i, row in zip(ids, rows, strict=True)])
+    else:
+        ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
     flat = []
-    for message_id, row, heard in zip(ids, rows, receptions, strict=True):
+    for message_id, row, heard, o in zip(ids, rows, receptions, opened, strict=True):
+        o.id = message_id
         result.new.append(
             StoredMessage(
                 message_id,
@@ -329,7 +479,38 @@ def _write_messages(
         for r in heard:
             r["message_id"] = message_id
             flat.append(r)
-    session.execute(insert(Reception), flat)
+    _insert_receptions(session, flat)
+
+
+def _insert_receptions(session: Session, rows: list[dict[str, Any]]) -> None:
+    _executemany(session, cast(Table, Reception.__table__), rows)
+
+
+def _executemany(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT rows of the same keys with one driver-level executemany (as
+    `registry.bulk.insert_devices`): each value through its column type's bind processor,
+    cached per distinct value (a batch shares its timestamps)."""
+    if not rows:
+        return
+    conn = session.connection()
+    dialect = conn.dialect
+    columns = list(rows[0])
+    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
+    converting: list[tuple[int, Any, dict[Any, Any]]] = [(i, p, {}) for i, p in enumerate(processors) if p is not None]
+    values = []
+    for row in rows:
+        record = [row[c] for c in columns]
+        for i, process, cache in converting:
+            value = record[i]
+            if value is not None:
+                done = cache.get(value)
+                if done is None:
+                    done = cache[value] = process(value)
+                record[i] = done
+        values.append(tuple(record))
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    conn.exec_driver_sql(sql, values)
 
 
 def _refresh(session: Session, opened: list[_Open]) -> None:
@@ -339,26 +520,36 @@ def _refresh(session: Session, opened: list[_Open]) -> None:
     rows = []
     for o in opened:
         best, quality = o.quality()
-        rows.append({"b_id": o.id, "receptions": len(o.stations), "best_rssi": best, "lqi": quality})
-    table = cast(Table, Message.__table__)
-    session.connection().execute(
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values(receptions=bindparam("receptions"), best_rssi=bindparam("best_rssi"), lqi=bindparam("lqi")),
-        rows,
-    )
+        rows.append((len(o.stations), best, quality, o.id))
+        o.dirty = False  # it may live on in a RecentIndex
+    _update_many(session, "UPDATE messages SET receptions = {0}, best_rssi = {0}, lqi = {0} WHERE id = {0}", rows)
 
 
 def _touch_devices(session: Session, changed: list[_Device]) -> None:
     if not changed:
         return
-    table = cast(Table, Device.__table__)
-    session.connection().execute(
-        update(table)
-        .where(table.c.id == bindparam("b_id"))
-        .values(last_seen_at=bindparam("b_seen"), sequence_number=bindparam("b_seq"), com_state=COM_OK),
-        [{"b_id": d.id, "b_seen": d.last_seen, "b_seq": d.seq} for d in changed],
+    column = cast(Table, Device.__table__).c.last_seen_at
+    dialect = session.get_bind().dialect
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    seen: dict[datetime, Any] = {}
+    rows = []
+    for d in changed:
+        t = d.last_seen
+        if t is not None and process is not None:
+            if t not in seen:
+                seen[t] = process(t)
+            rows.append((seen[t], d.seq, COM_OK, d.id))
+        else:
+            rows.append((t, d.seq, COM_OK, d.id))
+    _update_many(
+        session, "UPDATE devices SET last_seen_at = {0}, sequence_number = {0}, com_state = {0} WHERE id = {0}", rows
     )
+
+
+def _update_many(session: Session, sql: str, rows: list[tuple[Any, ...]]) -> None:
+    """A driver-level executemany of `sql` ({0} marks a parameter) with ready values."""
+    conn = session.connection()
+    conn.exec_driver_sql(sql.format("?" if conn.dialect.paramstyle == "qmark" else "%s"), rows)
 
 
 def _count_traffic(
