@@ -15,6 +15,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from heron.background import BackgroundThread
+
 log = logging.getLogger(__name__)
 
 
@@ -48,27 +50,16 @@ def _sqlite_on_begin(conn: Any) -> None:
     conn.connection.driver_connection.execute(mode)
 
 
-class WalCheckpointer:
+class WalCheckpointer(BackgroundThread):
     """Copies a SQLite database's WAL back into the main file from a background thread (a
     PASSIVE checkpoint: it never waits for, nor blocks, readers or the writer). Without it the
     commit that crosses the autocheckpoint threshold does this work inline."""
 
+    thread_name = "heron-wal-checkpoint"
+
     def __init__(self, path: str, every: float = 1.0) -> None:
+        super().__init__()
         self.path, self.every = path, every
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="heron-wal-checkpoint", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
 
     def _loop(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)

@@ -38,7 +38,6 @@ import asyncio
 import json
 import logging
 import random
-import threading
 import uuid
 import weakref
 from collections import defaultdict
@@ -54,6 +53,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from heron.background import BackgroundThread
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.delivery import templates
@@ -324,9 +324,11 @@ def message_variables(
 
 
 # -- the worker -----------------------------------------------------------------------------------
-class DeliveryWorker:
+class DeliveryWorker(BackgroundThread):
     """Sends what the outbox owes, in a background thread with its own event loop; `run_once`
     does one round in the caller's thread (tests drive it with an injected clock)."""
+
+    thread_name = "heron-delivery"
 
     def __init__(
         self,
@@ -343,28 +345,9 @@ class DeliveryWorker:
         self.policy = policy or Policy()
         self.smtp = smtp or SmtpConfig()
         self.clock, self.idle_poll = clock, idle_poll
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__()
         self._next_sweep: datetime | None = None
         _COLLECTOR.worker = weakref.ref(self)
-
-    # lifecycle
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="heron-delivery", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def wake(self) -> None:
-        self._wake.set()
 
     def _loop(self) -> None:
         async def main() -> None:

@@ -20,7 +20,6 @@ import logging
 import os
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, undefer
 
+from heron.background import BackgroundThread
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.errors import HeronError
@@ -244,7 +244,7 @@ class Periodic:
 
 
 @dataclass
-class JobRunner:
+class JobRunner(BackgroundThread):
     """Runs jobs from the database in a background thread (one per process)."""
 
     db: Database
@@ -259,29 +259,11 @@ class JobRunner:
     periodic: list[Periodic] = field(default_factory=list)  # upkeep run between jobs
     id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}")
 
+    thread_name = "heron-jobs"
+
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._next_run: dict[str, float] = {}
-
-    # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="heron-jobs", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        """Stop after the current batch; a job cut short stays RUNNING, released for resumption."""
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
-
-    def wake(self) -> None:
-        self._wake.set()
+        BackgroundThread.__init__(self)  # stop() ends after the current batch: a job cut short
+        self._next_run: dict[str, float] = {}  # stays RUNNING, released for resumption
 
     def _loop(self) -> None:
         next_purge = 0.0

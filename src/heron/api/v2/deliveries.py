@@ -3,7 +3,6 @@ Heron's outbox actions: retry now, send a test callback, resend messages to a ca
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,22 +10,16 @@ from fastapi import APIRouter, Query, Request
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
 from heron.api.schemas import MAX_OFFSET
+from heron.api.time_paging import EpochMs, RequiredEpochMs, at
 from heron.api.v2 import PREFIX
 from heron.delivery import queries
 from heron.delivery.queries import Undelivered
-from heron.registry._common import MAX_EPOCH_MS
 from heron.tenancy.validation import parse_id
 
 router = APIRouter(prefix=PREFIX, tags=["callbacks"])
 
-Ms = Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]
-RequiredMs = Annotated[int, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
-
-
-def _at(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _page(request: Request, ctx: Ctx, found: tuple[list[Undelivered], bool], limit: int, offset: int) -> dict[str, Any]:
@@ -40,14 +33,14 @@ async def device_not_delivered(
     device_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    since: Ms = None,
-    before: Ms = None,
+    since: EpochMs = None,
+    before: EpochMs = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
         found = queries.for_device(
-            session, actor, device_id, since=_at(since), before=_at(before), limit=limit, offset=offset
+            session, actor, device_id, since=at(since), before=at(before), limit=limit, offset=offset
         )
         return _page(request, ctx, found, limit, offset)
 
@@ -58,14 +51,14 @@ async def device_type_not_delivered(
     device_type_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    since: Ms = None,
-    before: Ms = None,
+    since: EpochMs = None,
+    before: EpochMs = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
         found = queries.for_device_type(
-            session, actor, parse_id(device_type_id), since=_at(since), before=_at(before), limit=limit, offset=offset
+            session, actor, parse_id(device_type_id), since=at(since), before=at(before), limit=limit, offset=offset
         )
         return _page(request, ctx, found, limit, offset)
 
@@ -77,8 +70,8 @@ async def callback_not_delivered(
     callback_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    since: Ms = None,
-    before: Ms = None,
+    since: EpochMs = None,
+    before: EpochMs = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
@@ -88,8 +81,8 @@ async def callback_not_delivered(
             actor,
             parse_id(device_type_id),
             callback_id=parse_id(callback_id, "callbackId"),
-            since=_at(since),
-            before=_at(before),
+            since=at(since),
+            before=at(before),
             limit=limit,
             offset=offset,
         )
@@ -102,14 +95,14 @@ async def group_not_delivered(
     group_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    since: Ms = None,
-    before: Ms = None,
+    since: EpochMs = None,
+    before: EpochMs = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
         found = queries.for_group(
-            session, actor, parse_id(group_id), since=_at(since), before=_at(before), limit=limit, offset=offset
+            session, actor, parse_id(group_id), since=at(since), before=at(before), limit=limit, offset=offset
         )
         return _page(request, ctx, found, limit, offset)
 
@@ -142,9 +135,14 @@ async def send_test(device_type_id: str, callback_id: str, actor: CurrentActor, 
 
 @router.post("/device-types/{device_type_id}/callbacks/{callback_id}/resend")
 async def resend(
-    device_type_id: str, callback_id: str, since: RequiredMs, before: RequiredMs, actor: CurrentActor, ctx: Ctx
+    device_type_id: str,
+    callback_id: str,
+    since: RequiredEpochMs,
+    before: RequiredEpochMs,
+    actor: CurrentActor,
+    ctx: Ctx,
 ) -> dict[str, int]:
-    start, end = _at(since), _at(before)
+    start, end = at(since), at(before)
     assert start is not None and end is not None
     with ctx.db.write() as session:
         total = queries.resend(

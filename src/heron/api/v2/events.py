@@ -3,40 +3,19 @@ newest first, paged by time like messages (`since`, `before`, `limit`, and `page
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Annotated, Any
-from urllib.parse import urlencode
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 
-from heron.api import cursor
-from heron.api.context import AppContext, Ctx, CurrentActor, base_url
+from heron.api import time_paging
+from heron.api.context import AppContext, Ctx, CurrentActor
+from heron.api.time_paging import EpochMs, Limit, PageId, at, position
 from heron.api.v2 import PREFIX
 from heron.db.base import to_ms
-from heron.errors import InvalidInput
 from heron.events import service
-from heron.events.service import EventPage, EventView, Position
-from heron.registry._common import MAX_EPOCH_MS
+from heron.events.service import EventPage, EventView
 
 router = APIRouter(prefix=PREFIX, tags=["events"])
-
-Ms = Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]
-Limit = Annotated[int, Query(ge=1, le=100)]
-PageId = Annotated[str | None, Query(alias="pageId", max_length=cursor.MAX_TOKEN)]
-
-
-def _at(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _position(page_id: str | None, ctx: AppContext, scope: str) -> Position | None:
-    if page_id is None:
-        return None
-    raw = cursor.unsign(page_id, ctx.session_secret, scope)
-    try:
-        return datetime.fromisoformat(raw[0]), int(raw[1])
-    except (TypeError, ValueError, IndexError, KeyError):
-        raise InvalidInput.field("pageId", "is not a page token of this list", "query") from None
 
 
 def _wire(view: EventView, subject: str) -> dict[str, Any]:
@@ -51,14 +30,8 @@ def _wire(view: EventView, subject: str) -> dict[str, Any]:
 
 
 def _answer(request: Request, ctx: AppContext, result: EventPage, scope: str, subject: str) -> dict[str, Any]:
-    paging: dict[str, str] = {}
-    if result.next_after is not None:
-        at, last_id = result.next_after
-        token = cursor.sign([at.isoformat(), last_id], ctx.session_secret, scope)
-        query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("before", "pageId")]
-        query += [("before", str(int(at.timestamp() * 1000) + 1)), ("pageId", token)]
-        paging["next"] = f"{base_url(request, ctx)}{request.url.path}?{urlencode(query)}"
-    return {"data": [_wire(v, subject) for v in result.items], "paging": paging}
+    data = [_wire(v, subject) for v in result.items]
+    return {"data": data, "paging": time_paging.paging(request, ctx, result.next_after, scope)}
 
 
 @router.get("/devices/{device_id}/events")
@@ -67,8 +40,8 @@ async def device_events(
     device_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    since: Ms = None,
-    before: Ms = None,
+    since: EpochMs = None,
+    before: EpochMs = None,
     limit: Limit = 100,
     page_id: PageId = None,
 ) -> dict[str, Any]:
@@ -78,9 +51,9 @@ async def device_events(
             session,
             actor,
             device_id,
-            since=_at(since),
-            before=_at(before),
-            after=_position(page_id, ctx, scope),
+            since=at(since),
+            before=at(before),
+            after=position(page_id, ctx, scope),
             limit=limit,
         )
         return _answer(request, ctx, result, scope, "device")
@@ -92,8 +65,8 @@ async def station_events(
     station_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    since: Ms = None,
-    before: Ms = None,
+    since: EpochMs = None,
+    before: EpochMs = None,
     limit: Limit = 100,
     page_id: PageId = None,
 ) -> dict[str, Any]:
@@ -103,9 +76,9 @@ async def station_events(
             session,
             actor,
             station_id,
-            since=_at(since),
-            before=_at(before),
-            after=_position(page_id, ctx, scope),
+            since=at(since),
+            before=at(before),
+            after=position(page_id, ctx, scope),
             limit=limit,
         )
         return _answer(request, ctx, result, scope, "baseStation")

@@ -49,6 +49,7 @@ class Result:
     status: int | None = None
     error: str | None = None
     request: dict[str, object] = field(default_factory=dict)
+    body: bytes = b""  # the answer (a BIDIR answer carries the downlink)
 
     def describe(self) -> str | None:
         """The failure as recorded in `Delivery.last_error`."""

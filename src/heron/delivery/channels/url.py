@@ -98,7 +98,7 @@ class Http:
             timeout=self.timeout,
             send_sni=send_sni,
         )
-        return Result(result.ok, result.status, result.error, {"method": out.method, "url": out.url})
+        return Result(result.ok, result.status, result.error, {"method": out.method, "url": out.url}, result.body)
 
 
 class UrlChannel:

@@ -20,7 +20,6 @@ import asyncio
 import json
 import logging
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,10 +31,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from heron.background import BackgroundThread
 from heron.db.base import utcnow
 from heron.db.engine import Database
+from heron.delivery import callbacks as callbacks_service
 from heron.delivery import outbox
-from heron.delivery.http import HttpResult, send
+from heron.delivery.channels import Result
+from heron.delivery.channels.url import Http
 from heron.delivery.models import DONE, PENDING, Callback, Delivery
 from heron.delivery.ssrf import IPNetwork
 from heron.downlinks.models import ACKNOWLEDGED, DECIDING, FAILED, NONE, SENT, Downlink
@@ -67,10 +69,12 @@ class _Decision:
     outgoing: outbox.Outgoing | None = None
 
 
-class DownlinkDecider:
+class DownlinkDecider(BackgroundThread):
     """Finds uplinks asking for an answer, decides them when their window closes, expires what
     stations did not collect. A background thread with its own event loop; `run_once` does one
     round (tests drive it with an injected clock)."""
+
+    thread_name = "heron-downlinks"
 
     def __init__(
         self,
@@ -86,20 +90,7 @@ class DownlinkDecider:
         self.db, self.keyring, self.dedup_window, self.allow = db, keyring, dedup_window, allow
         self.answer_timeout, self.clock, self.poll = answer_timeout, clock, poll
         self.policy = outbox.Policy()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="heron-downlinks", daemon=True)
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+        super().__init__()
 
     def _loop(self) -> None:
         async def main() -> None:
@@ -109,7 +100,8 @@ class DownlinkDecider:
                         await self._round(client)
                     except Exception:
                         log.exception("downlinks.round_failed")
-                    await asyncio.sleep(self.poll)
+                    await asyncio.to_thread(self._wake.wait, self.poll)
+                    self._wake.clear()
 
         asyncio.run(main())
 
@@ -264,22 +256,15 @@ class DownlinkDecider:
         except Exception as exc:
             _fail(d.downlink, f"cannot render the downlink callback: {exc}")
 
-    async def _call(self, client: httpx.AsyncClient, d: _Decision) -> HttpResult:
-        out = d.outgoing
-        assert out is not None
+    async def _call(self, client: httpx.AsyncClient, d: _Decision) -> Result:
+        """The downlink callback's request, as the URL channel sends every callback's."""
+        assert d.outgoing is not None and d.callback is not None
+        http = Http(client, self.keyring, self.allow, self.answer_timeout)
         key = d.delivery.key if d.delivery is not None else outbox.new_key()
-        headers = dict(out.headers) | {"webhook-id": key, "webhook-timestamp": str(int(self.clock().timestamp()))}
-        return await send(
-            client,
-            out.method,
-            out.url,
-            headers=headers,
-            content=out.body,
-            allow=self.allow,
-            timeout=self.answer_timeout,
-        )
+        secret = callbacks_service.stored_signing_secret(self.keyring, d.callback)
+        return await http.request(d.outgoing, key, secret=secret, send_sni=d.callback.send_sni)
 
-    def _record(self, decisions: list[_Decision], results: dict[int, HttpResult]) -> None:
+    def _record(self, decisions: list[_Decision], results: dict[int, Result]) -> None:
         now = self.clock()
         answers: dict[str, Any] = {}
         for d in decisions:
@@ -288,7 +273,7 @@ class DownlinkDecider:
                 continue
             self._record_delivery(d, result, now)
             if not result.ok:
-                _fail(d.downlink, f"downlink callback: {result.error or f'HTTP {result.status}'}")
+                _fail(d.downlink, f"downlink callback: {result.describe()}")
                 continue
             if now > d.downlink.transmit_at - COLLECT_MARGIN:
                 _fail(d.downlink, "downlink callback answered too late")
@@ -321,7 +306,7 @@ class DownlinkDecider:
                 if d.delivery is not None:
                     session.merge(d.delivery)
 
-    def _record_delivery(self, d: _Decision, result: HttpResult, now: datetime) -> None:
+    def _record_delivery(self, d: _Decision, result: Result, now: datetime) -> None:
         """The call was the callback's data delivery: record the attempt on its outbox row."""
         delivery = d.delivery
         if delivery is None:
@@ -333,7 +318,7 @@ class DownlinkDecider:
             delivery.state, delivery.delivered_at, delivery.last_error = DONE, now, None
         else:
             delivery.next_at = now + self.policy.backoff(delivery.attempts)
-            delivery.last_error = (result.error or f"HTTP {result.status}")[:1000]
+            delivery.last_error = (result.describe() or "")[:1000]
 
     # 3. what stations did not collect or report in time
     def _expire(self, now: datetime) -> None:
