@@ -9,10 +9,9 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
 import pytest
 
-from heron.delivery.http import HttpResult, send
+from heron.delivery.http import HttpResult, new_session, send
 from heron.delivery.ssrf import allowed, parse_allow_cidrs
 
 LOOPBACK = parse_allow_cidrs("127.0.0.0/8")
@@ -52,7 +51,7 @@ class Client:
 
     def request(self, method: str, url: str, **kwargs: Any) -> HttpResult:
         async def go() -> HttpResult:
-            async with httpx.AsyncClient() as c:
+            async with new_session() as c:
                 return await send(c, method, url, **kwargs)
 
         return asyncio.run(go())

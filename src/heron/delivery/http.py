@@ -1,7 +1,7 @@
 """One guarded HTTP request: the destination is resolved and checked (see ssrf.py), the
 connection goes to the checked address (Host header and TLS SNI keep the name), and every
 redirect is checked the same way before it is followed. Asynchronous: the delivery worker keeps
-many requests in flight on one event loop."""
+many requests in flight on one event loop, on one shared session (`new_session`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import asyncio
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
-import httpx
+import aiohttp
+import yarl
 
 from heron.delivery.ssrf import ForbiddenDestination, IPNetwork, pick_address
 
@@ -27,8 +28,18 @@ class HttpResult:
         return self.status is not None and 200 <= self.status < 300
 
 
+def new_session(max_connections: int = 64) -> aiohttp.ClientSession:
+    """The client session deliveries share (keep-alive connections per destination). aiohttp, not
+    httpx: on this machine it sends 4,000-5,000 requests/s where httpx's pool manages 150-650."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections, use_dns_cache=False),
+        auto_decompress=True,
+        trust_env=False,
+    )
+
+
 async def send(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     method: str,
     url: str,
     *,
@@ -48,27 +59,30 @@ async def send(
         except ForbiddenDestination as exc:
             return HttpResult(None, f"destination refused: {exc}")
         literal = f"[{address}]" if address.version == 6 else str(address)
-        netloc = f"{literal}:{port}"
-        pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
         request_headers = {**(headers or {}), "Host": parts.netloc.rpartition("@")[2]}
+        tls = parts.scheme == "https"
         try:
-            response = await client.request(
+            async with client.request(
                 method,
-                pinned,
+                yarl.URL(pinned, encoded=True),
                 headers=request_headers,
-                content=content,
-                timeout=timeout,
-                follow_redirects=False,
-                extensions={"sni_hostname": host} if parts.scheme == "https" and send_sni else {},
-            )
-        except httpx.TimeoutException:
+                data=content,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+                server_hostname=host if tls and send_sni else None,
+            ) as response:
+                body = await response.content.read(65536)
+                location = response.headers.get("location")
+                status = response.status
+        except TimeoutError:
             return HttpResult(None, f"timeout after {timeout:g} s")
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return HttpResult(None, f"connection error: {type(exc).__name__}")
-        if response.is_redirect and "location" in response.headers:
-            url = urljoin(url, response.headers["location"])
-            if response.status_code == 303:
+        if status in (301, 302, 303, 307, 308) and location:
+            url = urljoin(url, location)
+            if status == 303:
                 method, content = "GET", None
             continue
-        return HttpResult(response.status_code, None, response.content[:65536])
+        return HttpResult(status, None, body)
     return HttpResult(None, f"more than {MAX_REDIRECTS} redirects")

@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-import httpx
+import aiohttp
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -61,6 +61,7 @@ from heron.delivery.channels import JOB, Channel, Item, Result, failed
 from heron.delivery.channels.batch_url import BatchUrlChannel
 from heron.delivery.channels.email import EmailChannel, Mail, SmtpConfig, recipients, send_mails
 from heron.delivery.channels.url import Http, JobChannel, Outgoing, UrlChannel, render, sign
+from heron.delivery.http import new_session
 from heron.delivery.models import DONE, FAILED, PENDING, Callback, Delivery
 from heron.delivery.ssrf import IPNetwork
 from heron.keys import Keyring
@@ -351,7 +352,7 @@ class DeliveryWorker(BackgroundThread):
 
     def _loop(self) -> None:
         async def main() -> None:
-            async with httpx.AsyncClient(limits=httpx.Limits(max_connections=self.policy.concurrency)) as client:
+            async with new_session(self.policy.concurrency) as client:
                 while not self._stop.is_set():
                     try:
                         sent = await self._round(client)
@@ -368,7 +369,7 @@ class DeliveryWorker(BackgroundThread):
         """One claim-send-record round (and the caps when due); the number of deliveries attempted."""
 
         async def once() -> int:
-            async with httpx.AsyncClient() as client:
+            async with new_session() as client:
                 return await self._round(client)
 
         return asyncio.run(once())
@@ -381,7 +382,7 @@ class DeliveryWorker(BackgroundThread):
             ).one()
         return int(count), oldest
 
-    def channels(self, client: httpx.AsyncClient) -> dict[str, Channel]:
+    def channels(self, client: aiohttp.ClientSession) -> dict[str, Channel]:
         http = Http(client, self.keyring, self.allow, self.policy.timeout)
         return {
             "URL": UrlChannel(http),
@@ -391,7 +392,7 @@ class DeliveryWorker(BackgroundThread):
         }
 
     # one round
-    async def _round(self, client: httpx.AsyncClient) -> int:
+    async def _round(self, client: aiohttp.ClientSession) -> int:
         batches = await asyncio.to_thread(self._claim, self.clock())
         alerts: dict[int, list[str]] = defaultdict(list)
         if batches:
@@ -410,7 +411,7 @@ class DeliveryWorker(BackgroundThread):
                 log.exception("delivery.alert_failed")
         return sum(len(b) for b in batches)
 
-    async def _send(self, client: httpx.AsyncClient, batches: list[list[Item]]) -> list[list[Result]]:
+    async def _send(self, client: aiohttp.ClientSession, batches: list[list[Item]]) -> list[list[Result]]:
         channels = self.channels(client)
         limit = asyncio.Semaphore(self.policy.concurrency)
 

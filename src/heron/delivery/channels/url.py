@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 
 from heron.delivery import callbacks as callbacks_service
 from heron.delivery.channels import Item, Result, compiled
@@ -78,7 +78,7 @@ def sign(secret: str, key: str, timestamp: int, body: bytes) -> str:
 class Http:
     """What every HTTP channel shares: the worker's client, the keyring, the SSRF allow-list."""
 
-    client: httpx.AsyncClient
+    client: aiohttp.ClientSession
     keyring: Keyring
     allow: tuple[IPNetwork, ...] = ()
     timeout: float = 10.0

@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import httpx
+import aiohttp
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
@@ -38,6 +38,7 @@ from heron.delivery import callbacks as callbacks_service
 from heron.delivery import outbox
 from heron.delivery.channels import Result
 from heron.delivery.channels.url import Http
+from heron.delivery.http import new_session
 from heron.delivery.models import DONE, PENDING, Callback, Delivery
 from heron.delivery.ssrf import IPNetwork
 from heron.downlinks.models import ACKNOWLEDGED, DECIDING, FAILED, NONE, SENT, Downlink
@@ -94,7 +95,7 @@ class DownlinkDecider(BackgroundThread):
 
     def _loop(self) -> None:
         async def main() -> None:
-            async with httpx.AsyncClient() as client:
+            async with new_session() as client:
                 while not self._stop.is_set():
                     try:
                         await self._round(client)
@@ -107,12 +108,12 @@ class DownlinkDecider(BackgroundThread):
 
     def run_once(self) -> None:
         async def once() -> None:
-            async with httpx.AsyncClient() as client:
+            async with new_session() as client:
                 await self._round(client)
 
         asyncio.run(once())
 
-    async def _round(self, client: httpx.AsyncClient) -> None:
+    async def _round(self, client: aiohttp.ClientSession) -> None:
         now = self.clock()
         await asyncio.to_thread(self._open, now)
         decisions = await asyncio.to_thread(self._due, now)
@@ -256,7 +257,7 @@ class DownlinkDecider(BackgroundThread):
         except Exception as exc:
             _fail(d.downlink, f"cannot render the downlink callback: {exc}")
 
-    async def _call(self, client: httpx.AsyncClient, d: _Decision) -> Result:
+    async def _call(self, client: aiohttp.ClientSession, d: _Decision) -> Result:
         """The downlink callback's request, as the URL channel sends every callback's."""
         assert d.outgoing is not None and d.callback is not None
         http = Http(client, self.keyring, self.allow, self.answer_timeout)
