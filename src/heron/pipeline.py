@@ -14,11 +14,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from prometheus_client import Counter
+
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.delivery.outbox import enqueue_messages
 from heron.events import service as events
 from heron.messages.store import HeardFrame, RecentIndex, StoreResult, store_frames
+from heron.observability import REGISTRY
 
 log = logging.getLogger("heron.pipeline")
 
@@ -98,6 +101,7 @@ class UplinkWriter:
             # The messages' outbox rows commit with them: nothing stored is ever left undelivered.
             enqueue_messages(session, result.new, dedup_window=self.dedup_window, horizon=self.horizon)
             events.after_uplinks(session, result.new, self.clock())
+        _count(result)
         return result
 
     @contextlib.contextmanager
@@ -175,3 +179,30 @@ def _settle(pending: _Pending, result: StoreResult | None, exc: BaseException | 
     # A closed loop (server shutting down) has nobody waiting for the answer.
     with contextlib.suppress(RuntimeError):
         pending.loop.call_soon_threadsafe(apply)
+
+
+# Ingest and dedup rates (`/metrics`): counted once the batch has committed.
+MESSAGES = Counter("heron_ingest_messages_total", "Messages stored (one per radio frame).", registry=REGISTRY)
+RECEPTIONS = Counter(
+    "heron_ingest_receptions_total",
+    "Receptions by what became of them: new (of a message made in the same batch), joined (an "
+    "earlier message, within its dedup window), late (after it), duplicate (a repeat, dropped), "
+    "undelivered (unknown or tokenless device).",
+    ["outcome"],
+    registry=REGISTRY,
+)
+
+
+def _count(result: StoreResult) -> None:
+    MESSAGES.inc(len(result.new))
+    duplicates = result.duplicates
+    new = result.frames - result.joined - result.late - duplicates - result.undelivered
+    for outcome, n in (
+        ("new", new),
+        ("joined", result.joined),
+        ("late", result.late),
+        ("duplicate", duplicates),
+        ("undelivered", result.undelivered),
+    ):
+        if n:
+            RECEPTIONS.labels(outcome).inc(n)

@@ -153,6 +153,10 @@ def test_a_data_callback_fires_when_the_dedup_window_closes_with_every_reception
         "temp": 23,
     }
     assert rounds(client) == 0  # delivered once
+    # The message shows where its callbacks stand.
+    [msg] = client.get("/api/v2/devices/1001/messages", headers=tenants.a_admin.headers).json()["data"]
+    assert [(c["event"], c["state"], c["status"]) for c in msg["callbacks"]] == [("UPLINK", "DONE", 200)]
+    assert msg["rinfos"][0]["cbStatus"][0]["status"] == 200 and msg["rinfos"][1]["cbStatus"] == []
 
 
 def test_requests_are_signed_when_the_callback_has_a_signing_secret(

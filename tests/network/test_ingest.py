@@ -335,3 +335,24 @@ def test_messages_export_as_csv_and_count_by_period(
     metric = client.get("/api/v2/devices/1001/messages/metric", headers=tenants.a_admin.headers).json()
     assert metric == {"lastDay": 1, "lastWeek": 2, "lastMonth": 3}
     assert client.get("/api/v2/devices/1001/messages/export", headers=tenants.b_admin.headers).status_code == 404
+
+
+def test_ingest_and_dedup_rates_are_on_metrics(client: TestClient, radio: Radio) -> None:
+    def value(text: str, line: str) -> float:
+        found = [ln for ln in text.splitlines() if ln.startswith(line)]
+        return float(found[0].rsplit(" ", 1)[1]) if found else 0.0
+
+    before = client.get("/metrics").text
+    north, south, _ = radio.stations
+    send(client, north, frame(seq=1), frame(device="ABCDEF"))
+    send(client, south, frame(seq=1))
+    send(client, south, frame(seq=1))
+    after = client.get("/metrics").text
+    for line, delta in (
+        ("heron_ingest_messages_total ", 1),
+        ('heron_ingest_receptions_total{outcome="new"}', 1),
+        ('heron_ingest_receptions_total{outcome="joined"}', 1),
+        ('heron_ingest_receptions_total{outcome="duplicate"}', 1),
+        ('heron_ingest_receptions_total{outcome="undelivered"}', 1),
+    ):
+        assert value(after, line) - value(before, line) == delta, line

@@ -17,6 +17,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from heron.db.engine import Database
+from heron.delivery.models import Callback, Delivery
 from heron.messages.models import Message, Reception
 from heron.network.sigfox.lqi import LQI_NAMES
 from heron.network.sigfox.models import BaseStation
@@ -34,11 +35,25 @@ class ReceptionView:
 
 
 @dataclass
+class CallbackStatus:
+    """Where one of the message's deliveries stands (the Sigfox `cbStatus`)."""
+
+    callback_id: int
+    event: str
+    state: str
+    status: int | None
+    info: str | None
+    time: datetime | None
+    url: str | None
+
+
+@dataclass
 class MessageView:
     message: Message
     device_identifier: str
     device_name: str
     receptions: list[ReceptionView] = field(default_factory=list)
+    callbacks: list[CallbackStatus] = field(default_factory=list)
 
     @property
     def decoded(self) -> dict[str, Any] | None:
@@ -213,3 +228,15 @@ def _attach_receptions(session: Session, items: list[MessageView]) -> None:
         found[reception.message_id].append(ReceptionView(reception, station))
     for message_id, receptions in found.items():
         by_id[message_id].receptions = receptions
+    for d, url in session.execute(
+        select(Delivery, Callback.url)
+        .join(Callback, Callback.id == Delivery.callback_id)
+        .where(Delivery.message_id.in_(list(by_id)))
+        .order_by(Delivery.id)
+    ):
+        assert d.message_id is not None and d.callback_id is not None
+        by_id[d.message_id].callbacks.append(
+            CallbackStatus(
+                d.callback_id, d.event, d.state, d.last_status, d.last_error, d.last_attempt_at or d.next_at, url
+            )
+        )

@@ -269,6 +269,14 @@ def _decimal(value: float | None) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
+def _cb_status(view: MessageView) -> list[dict[str, Any]]:
+    return [
+        {"status": c.status, "info": c.info or c.state, "cbDef": c.url, "time": to_ms(c.time)}
+        for c in view.callbacks
+        if c.state != "PENDING" or c.status is not None
+    ]
+
+
 def message(view: MessageView) -> dict[str, Any]:
     m = view.message
     out: dict[str, Any] = {
@@ -290,11 +298,23 @@ def message(view: MessageView) -> dict[str, Any]:
                 "freq": r.reception.freq,
                 "rep": r.reception.rep,
                 "late": r.reception.late,
-                "cbStatus": [],
+                # Sigfox lists the callbacks' status under the message's first reception.
+                "cbStatus": _cb_status(view) if n == 0 else [],
             }
-            for r in view.receptions
+            for n, r in enumerate(view.receptions)
         ],
         # Heron's additions
+        "callbacks": [
+            {
+                "callbackId": str(c.callback_id),
+                "event": c.event,
+                "state": c.state,
+                "status": c.status,
+                "info": c.info,
+                "time": to_ms(c.time),
+            }
+            for c in view.callbacks
+        ],
         "frameType": m.frame_type,
         "lostMessages": m.lost,
     }
