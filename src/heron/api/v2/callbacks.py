@@ -13,6 +13,7 @@ from heron.api.schemas import ApiModel, UpdateModel
 from heron.api.v2 import PREFIX, wire
 from heron.delivery import callbacks
 from heron.delivery.callbacks import CallbackFields
+from heron.errors import InvalidInput
 from heron.registry._common import KEEP
 from heron.tenancy.validation import parse_id
 
@@ -100,10 +101,13 @@ async def delete_callback(device_type_id: str, callback_id: str, actor: CurrentA
 
 @router.put("/{callback_id}/enable", status_code=204)
 async def enable_callback(
-    device_type_id: str, callback_id: str, enabled: bool, actor: CurrentActor, ctx: Ctx
+    device_type_id: str, callback_id: str, actor: CurrentActor, ctx: Ctx, enabled: bool | None = None
 ) -> Response:
+    dt_id, cb_id = parse_id(device_type_id), parse_id(callback_id, "callbackId")  # the path first
+    if enabled is None:
+        raise InvalidInput.field("enabled", "field required", "query")
     with ctx.db.write() as session:
-        callbacks.enable(session, actor, parse_id(device_type_id), parse_id(callback_id, "callbackId"), enabled)
+        callbacks.enable(session, actor, dt_id, cb_id, enabled)
     return Response(status_code=204)
 
 

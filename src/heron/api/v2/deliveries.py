@@ -10,10 +10,11 @@ from fastapi import APIRouter, Query, Request
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
 from heron.api.schemas import MAX_OFFSET
-from heron.api.time_paging import EpochMs, RequiredEpochMs, at
+from heron.api.time_paging import EpochMs, at
 from heron.api.v2 import PREFIX
 from heron.delivery import queries
 from heron.delivery.queries import Undelivered
+from heron.errors import InvalidInput
 from heron.tenancy.validation import parse_id
 
 router = APIRouter(prefix=PREFIX, tags=["callbacks"])
@@ -137,16 +138,18 @@ async def send_test(device_type_id: str, callback_id: str, actor: CurrentActor, 
 async def resend(
     device_type_id: str,
     callback_id: str,
-    since: RequiredEpochMs,
-    before: RequiredEpochMs,
     actor: CurrentActor,
     ctx: Ctx,
+    since: EpochMs = None,
+    before: EpochMs = None,
 ) -> dict[str, int]:
+    dt_id, cb_id = parse_id(device_type_id), parse_id(callback_id, "callbackId")  # the path first
     start, end = at(since), at(before)
-    assert start is not None and end is not None
+    if start is None:
+        raise InvalidInput.field("since", "field required", "query")
+    if end is None:
+        raise InvalidInput.field("before", "field required", "query")
     with ctx.db.write() as session:
-        total = queries.resend(
-            session, actor, parse_id(device_type_id), parse_id(callback_id, "callbackId"), start, end
-        )
+        total = queries.resend(session, actor, dt_id, cb_id, start, end)
     ctx.deliveries.wake()
     return {"total": total}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -111,7 +112,15 @@ def create(
     return StationView(station, group), secret
 
 
+_PATH_ID = re.compile(r"[0-9A-Fa-f]{1,8}")
+
+
 def _load(session: Session, identifier: str) -> StationView:
+    # In a path the id is exactly its hex digits (a body may say 0x1E6AB or pad it).
+    if not _PATH_ID.fullmatch(identifier):
+        raise InvalidInput.field(
+            "id", f"must be 1 to 8 hex digits (a base station id), got {identifier[:40]!r}", "path"
+        )
     ident = str(SigfoxId.parse(identifier, "id", "path"))
     row = session.execute(
         select(BaseStation, Group).join(Group, Group.id == BaseStation.group_id).where(BaseStation.identifier == ident)
