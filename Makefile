@@ -1,5 +1,7 @@
 # Heron: every target bootstraps .venv itself from the lock file, so a fresh clone needs nothing else.
 PY ?= python3
+# pytest-xdist workers: the suite waits on PostgreSQL, subprocesses and sockets as much as on CPU.
+TEST_WORKERS ?= 3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
@@ -22,7 +24,7 @@ run: $(STAMP)
 
 ## Lint, type-check and run the whole suite (SQLite and a throwaway PostgreSQL cluster)
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -475,6 +475,11 @@ class DeliveryWorker(BackgroundThread):
         # that is not due (in backoff, or leased): so each device's rows stay in order.
         waiting = exists().where(same_pair, older.next_at > now)
         locking = self.db.dialect == "postgresql"
+        # Polled often: read first (the partial due index), take the write lock only for work.
+        with self.db.read() as session:
+            due = select(Delivery.id).where(Delivery.state == PENDING, Delivery.next_at <= now).limit(1)
+            if session.scalar(due) is None:
+                return []
         with self.db.write() as session:
             picked = list(session.scalars(single.with_for_update(of=Delivery, skip_locked=True) if locking else single))
             for cb_id, oldest, count in session.execute(gathering).all():

@@ -27,7 +27,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
-from sqlalchemy import func, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -125,7 +125,8 @@ class DownlinkDecider(BackgroundThread):
 
     # 1. uplinks asking for an answer get a DECIDING row (one per message, whatever the process)
     def _open(self, now: datetime) -> None:
-        with self.db.write() as session:
+        # Polled often: read first, and take the write lock only when there is something to open.
+        with self.db.read() as session:
             asking = session.execute(
                 select(Message.id, Message.device_id, Message.device_type_id, Message.time, DeviceType.downlink_mode)
                 .join(DeviceType, DeviceType.id == Message.device_type_id)
@@ -136,8 +137,9 @@ class DownlinkDecider(BackgroundThread):
                     ~select(Downlink.id).where(Downlink.message_id == Message.id).exists(),
                 )
             ).all()
-            if not asking:
-                return
+        if not asking:
+            return
+        with self.db.write() as session:
             rows = [
                 {
                     "device_id": device_id,
@@ -173,6 +175,10 @@ class DownlinkDecider(BackgroundThread):
     # 2. decisions whose window has closed
     def _due(self, now: datetime) -> list[_Decision]:
         out: list[_Decision] = []
+        due = and_(Downlink.state == DECIDING, Downlink.decide_at <= now)
+        with self.db.read() as session:
+            if session.scalar(select(Downlink.id).where(due).limit(1)) is None:
+                return out
         with self.db.write() as session:
             rows = session.execute(
                 select(Downlink, Message, Device, DeviceType)
@@ -323,6 +329,14 @@ class DownlinkDecider(BackgroundThread):
 
     # 3. what stations did not collect or report in time
     def _expire(self, now: datetime) -> None:
+        # Read first: an idle system must not take the write lock ten times a second.
+        overdue = or_(
+            and_(Downlink.state == DL_PENDING, Downlink.transmit_at < now),
+            and_(Downlink.state == SENT, Downlink.transmit_at < now - timedelta(minutes=1)),
+        )
+        with self.db.read() as session:
+            if session.scalar(select(Downlink.id).where(overdue).limit(1)) is None:
+                return
         with self.db.write() as session:
             session.execute(
                 update(Downlink)
