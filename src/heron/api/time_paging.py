@@ -13,10 +13,9 @@ from fastapi import Query, Request
 
 from heron.api import cursor
 from heron.api.context import AppContext, base_url
+from heron.db.keyset import Position
 from heron.errors import InvalidInput
 from heron.registry._common import MAX_EPOCH_MS
-
-Position = tuple[datetime, int]
 
 EpochMs = Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]
 RequiredEpochMs = Annotated[int, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]

@@ -37,6 +37,7 @@ from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from heron.db.keyset import Position, newest_first_window
 from heron.delivery.models import PENDING, Callback, Delivery
 from heron.delivery.outbox import new_key
 from heron.events.models import DeviceLoss, Event, StationOutage, UplinkCount
@@ -316,7 +317,6 @@ def periodic_tasks(every: float, station_offline: timedelta) -> list[Periodic]:
 
 
 # -- reading ----------------------------------------------------------------------------------------
-Position = tuple[datetime, int]  # (time, id) of the last event shown
 
 
 @dataclass
@@ -381,13 +381,7 @@ def _page(
     after: Position | None,
     limit: int,
 ) -> EventPage:
-    conds = [scope]
-    if since is not None:
-        conds.append(Event.time >= since)
-    if before is not None:
-        conds.append(Event.time < before)
-    if after is not None:
-        conds.append(or_(Event.time < after[0], and_(Event.time == after[0], Event.id < after[1])))
+    conds = [scope, *newest_first_window(Event.time, Event.id, since, before, after)]
     rows = list(
         session.scalars(select(Event).where(*conds).order_by(Event.time.desc(), Event.id.desc()).limit(limit + 1))
     )

@@ -13,10 +13,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from heron.db.engine import Database
+from heron.db.keyset import Position, newest_first_window
 from heron.delivery.models import Callback, Delivery
 from heron.messages.models import Message, Reception
 from heron.network.sigfox.lqi import LQI_NAMES
@@ -66,9 +67,6 @@ class MessageView:
         return loaded
 
 
-Position = tuple[datetime, int]  # (time, id) of the last message shown
-
-
 @dataclass
 class MessagePage:
     items: list[MessageView]
@@ -111,13 +109,7 @@ def _page(
     *,
     receptions: bool = True,
 ) -> MessagePage:
-    conds = [scope]
-    if since is not None:
-        conds.append(Message.time >= since)
-    if before is not None:
-        conds.append(Message.time < before)
-    if after is not None:
-        conds.append(or_(Message.time < after[0], and_(Message.time == after[0], Message.id < after[1])))
+    conds = [scope, *newest_first_window(Message.time, Message.id, since, before, after)]
     rows = list(
         session.execute(
             select(Message, Device.identifier, Device.name)
