@@ -145,3 +145,25 @@ def group_row(gid: int, parent: int, path: str, depth: int, now: datetime) -> di
         "created_at": now,
         "created_by": "bench",
     }
+
+
+def token_holding_rows(
+    identifiers: list[str], device_type_id: int, group_id: int, contract_id: int, now: datetime
+) -> list[dict[str, Any]]:
+    """ACTIVE Sigfox devices holding a token on the contract, as `registry.bulk.new_row` rows for
+    `insert_devices`; the PAC is a 70-character stand-in (the ingest never reads it)."""
+    from heron.registry import bulk
+
+    return [
+        bulk.new_row(
+            network=bulk.SIGFOX,
+            identifier=ident,
+            device_type_id=device_type_id,
+            group_id=group_id,
+            automatic_renewal=True,
+            created_by="bench",
+            now=now,
+        )
+        | {"lifecycle": bulk.ACTIVE, "token_state": bulk.TOKEN_OK, "contract_id": contract_id, "pac": "x" * 70}
+        for ident in identifiers
+    ]

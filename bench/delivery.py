@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from bench.common import free_port, heron_server, percentile, target, temp_dir
+from bench.common import free_port, heron_server, percentile, target, temp_dir, token_holding_rows
 from heron import simulate
 from heron.api.app import build_context
 from heron.bootstrap import prepare
@@ -156,24 +156,7 @@ def _setup(
                 fields=StationFields(name=f"Station {i}", lat=45.0 + i / 10, lng=4.0),
             )
             creds.append(simulate.StationCredential(view.station.identifier, secret))
-        rows = [
-            bulk.new_row(
-                network=bulk.SIGFOX,
-                identifier=ident,
-                device_type_id=dt.device_type.id,
-                group_id=customer.id,
-                automatic_renewal=True,
-                created_by="bench",
-                now=now,
-            )
-            | {
-                "lifecycle": bulk.ACTIVE,
-                "token_state": bulk.TOKEN_OK,
-                "contract_id": contract.contract.id,
-                "pac": "x" * 70,
-            }
-            for ident in identifiers
-        ]
+        rows = token_holding_rows(identifiers, dt.device_type.id, customer.id, contract.contract.id, now)
         for i in range(0, len(rows), 10_000):
             bulk.insert_devices(session, rows[i : i + 10_000])
     return creds

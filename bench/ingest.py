@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.common import free_port, heron_server, target, temp_dir
+from bench.common import free_port, heron_server, target, temp_dir, token_holding_rows
 from heron import simulate
 from heron.api.app import build_context
 from heron.bootstrap import prepare
@@ -103,24 +103,7 @@ def _setup(settings: Settings, hook_port: int) -> tuple[list[simulate.StationCre
             + simulate.device_ids(WARM_FIRST, WARM_DEVICES)
             + simulate.device_ids(FLOOR_FIRST, FLOOR_DEVICES)
         )
-        rows = [
-            bulk.new_row(
-                network=bulk.SIGFOX,
-                identifier=ident,
-                device_type_id=dt.device_type.id,
-                group_id=customer.id,
-                automatic_renewal=True,
-                created_by="bench",
-                now=now,
-            )
-            | {
-                "lifecycle": bulk.ACTIVE,
-                "token_state": bulk.TOKEN_OK,
-                "contract_id": contract.contract.id,
-                "pac": "x" * 70,  # stands in for the sealed PAC: never read by the ingest
-            }
-            for ident in identifiers
-        ]
+        rows = token_holding_rows(identifiers, dt.device_type.id, customer.id, contract.contract.id, now)
         for i in range(0, len(rows), 10_000):
             bulk.insert_devices(session, rows[i : i + 10_000])
     ctx.db.dispose()
