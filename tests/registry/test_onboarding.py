@@ -18,7 +18,7 @@ from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.errors import Forbidden
 from heron.jobs.engine import JobRunner
-from heron.jobs.models import Job
+from heron.jobs.models import Job, JobInput
 from heron.registry import contracts, device_types, onboarding, registration_tokens
 from heron.registry.models import Contract, Device, RegistrationToken
 from heron.tenancy.access import SYSTEM, Actor, Role
@@ -163,9 +163,9 @@ def test_a_failing_batch_ends_done_fail_with_the_seed_message_and_keeps_earlier_
     rows = _rows(onboarding.BATCH_SIZE + 100)
     job = _submit(ctx, onboarding.REGISTER, APP_EUI, rows, token=_issue(ctx.db, tenants.customer_a))
     with ctx.db.write() as s:  # a stored row the handler cannot read: an internal error in batch 2
-        stored = json.loads(s.scalar(select(Job.input).where(Job.id == job.id)) or "[]")
+        stored = json.loads(s.scalar(select(JobInput.rows).where(JobInput.job_id == job.id)) or "[]")
         del stored[onboarding.BATCH_SIZE + 50]["k"]
-        s.execute(update(Job).where(Job.id == job.id).values(input=json.dumps(stored)))
+        s.execute(update(JobInput).where(JobInput.job_id == job.id).values(rows=json.dumps(stored)))
     JobRunner(ctx.db, keyring=ctx.keyring).run_until_idle()
     status = _status(ctx, job.req_id)
     assert status["state"] == "DONE_FAIL" and status["pctDone"] == 100

@@ -28,13 +28,13 @@ from typing import Any
 
 from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer, undefer
+from sqlalchemy.orm import Session, defer
 
 from heron.background import BackgroundThread
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.errors import HeronError
-from heron.jobs.models import Job, JobLock, JobMessage
+from heron.jobs.models import Job, JobInput, JobLock, JobMessage
 from heron.keys import Keyring
 
 log = logging.getLogger("heron.jobs")
@@ -153,7 +153,6 @@ def submit(
         created_by=created_by,
         lock_keys="," + ",".join(lock_keys) + "," if lock_keys else ",",
         params=json.dumps(params or {}),
-        input=json.dumps(rows, separators=(",", ":")),
         total=len(rows),
         processed=0,
         errors=0,
@@ -164,6 +163,7 @@ def submit(
     )
     session.add(job)
     session.flush()
+    session.add(JobInput(job_id=job.id, rows=json.dumps(rows, separators=(",", ":"))))
     return job
 
 
@@ -208,6 +208,7 @@ def purge_finished(session: Session, ended_before: datetime) -> int:
     ids = list(session.scalars(select(Job.id).where(Job.state.in_(FINISHED), Job.ended_at < ended_before)))
     if ids:
         session.execute(delete(JobMessage).where(JobMessage.job_id.in_(ids)))
+        session.execute(delete(JobInput).where(JobInput.job_id.in_(ids)))
         session.execute(delete(Job).where(Job.id.in_(ids)))
     return len(ids)
 
@@ -350,10 +351,12 @@ class JobRunner(BackgroundThread):
     # -- running ------------------------------------------------------------------------------
     def _execute(self, job_id: int) -> None:
         with self.db.read() as session:
-            job = session.get(Job, job_id, options=[undefer(Job.input)])
+            job = session.get(Job, job_id)
             assert job is not None
             kind = KINDS.get(job.kind)
-            rows: list[dict[str, Any]] = json.loads(job.input)
+            rows: list[dict[str, Any]] = json.loads(
+                session.scalar(select(JobInput.rows).where(JobInput.job_id == job_id)) or "[]"
+            )
             ctx = JobContext(job.id, job.req_id, job.created_by, job.group_path, json.loads(job.params), self.keyring)
             processed, stats = job.processed, json.loads(job.stats)
         if kind is None:
@@ -423,7 +426,7 @@ class JobRunner(BackgroundThread):
             session.execute(delete(JobLock).where(JobLock.job_id == job_id))
             # A finished job no longer needs its input (which may hold encrypted root keys):
             # its results are in `stats` and the row messages.
-            session.execute(update(Job).where(Job.id == job_id).values(input="[]"))
+            session.execute(delete(JobInput).where(JobInput.job_id == job_id))
             if self.finishing:
                 job = session.get(Job, job_id)
                 assert job is not None

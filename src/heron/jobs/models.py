@@ -11,7 +11,7 @@ from heron.db.base import Base, UtcDateTime, path_column_type
 
 
 class Job(Base):
-    """A bulk operation. Its input rows are stored with it (one JSON document), and `processed`
+    """A bulk operation. Its input rows are stored beside it (`JobInput`), and `processed`
     counts the rows whose results are committed: rows are run in order, batch by batch, each
     batch in one transaction with its domain writes, so a crash loses no committed row and
     leaves no row half-written."""
@@ -30,8 +30,6 @@ class Job(Base):
     created_by: Mapped[str] = mapped_column(String(64))
     lock_keys: Mapped[str] = mapped_column(String(400))  # ",dt:3,dt:7," : what it must hold to run
     params: Mapped[str] = mapped_column(Text, default="{}")
-    # Deferred: only the runner reads the rows; status polls must not pull them (megabytes).
-    input: Mapped[str] = mapped_column(Text, default="[]", deferred=True)
     total: Mapped[int] = mapped_column(Integer, default=0)
     processed: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[int] = mapped_column(Integer, default=0)
@@ -44,6 +42,18 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     ended_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class JobInput(Base):
+    """A job's input rows, one JSON document, in a table of its own: status polls and the
+    progress update of every batch then touch only the small `jobs` row (SQLite reads through,
+    and on UPDATE rewrites, a row's overflow pages: megabytes for a 10,000-row job). Only the
+    runner reads it; it is deleted when the job ends (it may hold sealed root keys)."""
+
+    __tablename__ = "job_inputs"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    rows: Mapped[str] = mapped_column(Text)
 
 
 class JobMessage(Base):

@@ -40,6 +40,7 @@ from typing import Any, cast
 from sqlalchemy import Table, insert, select, update
 from sqlalchemy.orm import Session
 
+from heron.db.bulk_insert import insert_rows
 from heron.db.upsert import add_counts
 from heron.messages.decoding import decode_payload
 from heron.messages.models import Message, Reception
@@ -459,7 +460,7 @@ def _write_messages(
         # current largest are ours, so one driver-level executemany inserts them all.
         first = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM messages").scalar_one()) + 1
         ids: Sequence[int] = range(first, first + len(rows))
-        _executemany(session, table, [{"id": i} | row for i, row in zip(ids, rows, strict=True)])
+        insert_rows(session, table, [{"id": i} | row for i, row in zip(ids, rows, strict=True)])
     else:
         ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
     flat = []
@@ -483,34 +484,7 @@ def _write_messages(
 
 
 def _insert_receptions(session: Session, rows: list[dict[str, Any]]) -> None:
-    _executemany(session, cast(Table, Reception.__table__), rows)
-
-
-def _executemany(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT rows of the same keys with one driver-level executemany (as
-    `registry.bulk.insert_devices`): each value through its column type's bind processor,
-    cached per distinct value (a batch shares its timestamps)."""
-    if not rows:
-        return
-    conn = session.connection()
-    dialect = conn.dialect
-    columns = list(rows[0])
-    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-    converting: list[tuple[int, Any, dict[Any, Any]]] = [(i, p, {}) for i, p in enumerate(processors) if p is not None]
-    values = []
-    for row in rows:
-        record = [row[c] for c in columns]
-        for i, process, cache in converting:
-            value = record[i]
-            if value is not None:
-                done = cache.get(value)
-                if done is None:
-                    done = cache[value] = process(value)
-                record[i] = done
-        values.append(tuple(record))
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-    conn.exec_driver_sql(sql, values)
+    insert_rows(session, cast(Table, Reception.__table__), rows)
 
 
 def _refresh(session: Session, opened: list[_Open]) -> None:

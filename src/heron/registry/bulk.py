@@ -23,6 +23,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from heron.db.bulk_insert import insert_rows
 from heron.errors import InvalidInput
 from heron.registry._common import check_name
 from heron.registry.models import Contract, ContractAllocation, Device
@@ -185,40 +186,10 @@ def existing(
 
 
 def insert_devices(session: Session, rows: Sequence[dict[str, Any]]) -> int:
-    """Insert `new_row`-shaped rows with one driver-level executemany, in the session's
-    transaction. The values go through each column type's own bind processor (so they are
-    stored exactly as the ORM stores them), cached per distinct value: a batch shares its
-    timestamps. Going below SQLAlchemy's per-row parameter handling is what makes a 10,000-row
-    batch cost about what the database itself needs."""
-    if not rows:
-        return 0
-    conn = session.connection()
-    dialect = conn.dialect
-    table = cast(Table, Device.__table__)
-    columns = list(rows[0])
-    processors = [table.c[c].type.dialect_impl(dialect).bind_processor(dialect) for c in columns]
-    caches: list[dict[Any, Any]] = [{} for _ in columns]
-
-    def convert(i: int, value: Any) -> Any:
-        process = processors[i]
-        if process is None or value is None:
-            return value
-        cache = caches[i]
-        if value not in cache:
-            cache[value] = process(value)
-        return cache[value]
-
-    mark = "?" if dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO devices ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-    converting = [i for i, p in enumerate(processors) if p is not None]
-    values = []
-    for row in rows:
-        record = [row[c] for c in columns]
-        for i in converting:
-            record[i] = convert(i, record[i])
-        values.append(tuple(record))
-    conn.exec_driver_sql(sql, values)
-    return len(values)
+    """Insert `new_row`-shaped rows with one driver-level executemany (`heron.db.bulk_insert`),
+    in the session's transaction: what makes a 10,000-row batch cost about what the database
+    itself needs."""
+    return insert_rows(session, cast(Table, Device.__table__), rows)
 
 
 def update_devices(session: Session, rows: Sequence[dict[str, Any]]) -> None:

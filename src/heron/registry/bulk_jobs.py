@@ -29,7 +29,7 @@ from heron.jobs.engine import JobContext, JobKind, RowOutcome
 from heron.jobs.models import Job
 from heron.keys import Keyring
 from heron.registry import contracts as contracts_service
-from heron.registry._common import MAX_EPOCH_MS
+from heron.registry._common import MAX_EPOCH_MS, check_name
 from heron.registry.bulk import (
     DELETED,
     SIGFOX,
@@ -251,18 +251,20 @@ def _create(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, 
     outcomes: list[RowOutcome | None] = [None] * len(batch)
     candidates: list[tuple[int, dict[str, Any]]] = []
     for i, (seq, row) in enumerate(batch):
-        entity = row.get("id")
+        identifier = row.get("id")  # normalized at submission
         if "error" in row:
-            outcomes[i] = _error(entity, row["error"])
+            outcomes[i] = _error(identifier, row["error"])
             continue
-        try:
-            identifier = str(SigfoxId.parse(entity, "id"))
-            given = _settings_of(row)
-            given["name"] = _name(prefix, given.get("name"), seq, identifier)
-            values = check_settings(SIGFOX, given)
-        except InvalidInput as exc:
-            outcomes[i] = _error(entity, _reason(exc))
-            continue
+        if _SETTINGS.keys() & row.keys():
+            try:
+                given = _settings_of(row)
+                given["name"] = _name(prefix, given.get("name"), seq, identifier)
+                values = check_settings(SIGFOX, given)
+            except InvalidInput as exc:
+                outcomes[i] = _error(identifier, _reason(exc))
+                continue
+        else:  # the usual series line: the name is prefix + increment (at most 40 + 6 characters)
+            values = {"name": check_name(_name(prefix, None, seq, identifier))}
         new = template | values
         new.update(identifier=identifier, sort_key=sort_key(identifier), pac=row["pacCipher"])
         candidates.append((i, new))
@@ -583,7 +585,7 @@ def submit_create(
     name: str | None = None,
 ) -> Job:
     """New devices in a SIGFOX device type (`POST /devices/bulk`, New series). Each row's PAC is
-    checked and encrypted here; a bad one becomes that row's error."""
+    checked and encrypted, and its id normalized, here; a bad one becomes that row's error."""
     target = _target(session, actor, device_type_id)
     if target.network != SIGFOX:
         raise InvalidInput.field("deviceTypeId", f"is a {target.network} device type; bulk creation is for SIGFOX")
@@ -599,6 +601,7 @@ def submit_create(
             continue
         out = {k: v for k, v in row.items() if k != "pac"}
         try:
+            out["id"] = str(SigfoxId.parse(row.get("id"), "id"))
             out["pacCipher"] = seal(parse_pac(row.get("pac"), "pac").encode())
         except InvalidInput as exc:
             out = {"id": row.get("id"), "error": _reason(exc)}

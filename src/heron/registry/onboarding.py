@@ -4,7 +4,7 @@
 A call is checked and its rows are validated, normalized and sealed at submission (in the
 request, where the caller's rights are known): each stored row is either a clean row (DevEUI
 upper-case, the AppKey already a keyring ciphertext, so no root key ever sits in clear in
-`jobs.input`) or the error message it will report. What a handler needs later in the runner
+`job_inputs`) or the error message it will report. What a handler needs later in the runner
 thread (the application, the contract, the caller's read scopes) goes into the job's params.
 Handlers are set-based: one SELECT ... IN per batch, one executemany per kind of write, tokens
 taken for a whole batch at once (`bulk.reserve_tokens`).
