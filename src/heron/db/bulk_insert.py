@@ -52,7 +52,7 @@ def _convert(column: Sequence[Any], process: Any, nulls: int) -> Sequence[Any]:
     if not nulls and column.count(first) == len(column):  # one value for the whole batch
         return (process(first),) * len(column)
     cache: dict[Any, Any] = {}
-    out = []
+    out: list[Any] = []
     for value in column:
         if value is None:
             out.append(None)

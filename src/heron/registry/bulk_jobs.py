@@ -251,10 +251,10 @@ def _create(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, 
     outcomes: list[RowOutcome | None] = [None] * len(batch)
     candidates: list[tuple[int, dict[str, Any]]] = []
     for i, (seq, row) in enumerate(batch):
-        identifier = row.get("id")  # normalized at submission
         if "error" in row:
-            outcomes[i] = _error(identifier, row["error"])
+            outcomes[i] = _error(row.get("id"), row["error"])
             continue
+        identifier: str = row["id"]  # normalized at submission
         if _SETTINGS.keys() & row.keys():
             try:
                 given = _settings_of(row)
