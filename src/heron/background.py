@@ -4,7 +4,29 @@ by another."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def fast_event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop factory where it is installed (it comes with uvicorn[standard]);
+    None: asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return None
+    return uvloop.new_event_loop
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on the fast loop: a worker's own event loop (its HTTP client spends a
+    good part of its time in the loop's transports, which uvloop makes several times cheaper)."""
+    with asyncio.Runner(loop_factory=fast_event_loop()) as runner:
+        return runner.run(main)
 
 
 class BackgroundThread:

@@ -6,15 +6,18 @@ many requests in flight on one event loop, on one shared session (`new_session`)
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import time
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 import aiohttp
 import yarl
 
-from heron.delivery.ssrf import ForbiddenDestination, IPNetwork, pick_address
+from heron.delivery.ssrf import ForbiddenDestination, IPAddress, IPNetwork, pick_address
 
 MAX_REDIRECTS = 5
+RESOLVED_FOR = 5.0  # seconds a checked name -> address answer is reused (aiohttp's own cache: 10 s)
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ async def send(
         host = parts.hostname or ""
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
-            address = await loop.run_in_executor(None, pick_address, host, port, allow)
+            address = await _checked_address(loop, host, port, allow)
         except ForbiddenDestination as exc:
             return HttpResult(None, f"destination refused: {exc}")
         literal = f"[{address}]" if address.version == 6 else str(address)
@@ -86,3 +89,33 @@ async def send(
             continue
         return HttpResult(status, None, body)
     return HttpResult(None, f"more than {MAX_REDIRECTS} redirects")
+
+
+_resolved: dict[tuple[str, int, tuple[IPNetwork, ...]], tuple[float, IPAddress | ForbiddenDestination]] = {}
+
+
+async def _checked_address(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, allow: tuple[IPNetwork, ...]
+) -> IPAddress:
+    """`pick_address`, without a thread hop for an IP literal and reusing a name's checked answer
+    for a few seconds (the connection still goes to the address that was checked)."""
+    try:
+        literal = ipaddress.ip_address(host)
+    except ValueError:
+        literal = None
+    if literal is not None:
+        return pick_address(host, port, allow)  # no DNS: the check is a few comparisons
+    key = (host, port, allow)
+    now = time.monotonic()
+    cached = _resolved.get(key)
+    if cached is None or cached[0] < now:
+        try:
+            answer: IPAddress | ForbiddenDestination = await loop.run_in_executor(None, pick_address, host, port, allow)
+        except ForbiddenDestination as exc:
+            answer = exc
+        if len(_resolved) > 10_000:
+            _resolved.clear()
+        cached = _resolved[key] = (now + RESOLVED_FOR, answer)
+    if isinstance(cached[1], ForbiddenDestination):
+        raise cached[1]
+    return cached[1]

@@ -44,7 +44,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import aiohttp
 from prometheus_client import Counter, Histogram
@@ -53,11 +53,12 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from heron.background import BackgroundThread
+from heron.background import BackgroundThread, run_async
 from heron.db.base import utcnow
+from heron.db.bulk_insert import insert_rows
 from heron.db.engine import Database
 from heron.delivery import templates
-from heron.delivery.channels import JOB, Channel, Item, Result, failed
+from heron.delivery.channels import JOB, Channel, Item, Owed, Result, failed
 from heron.delivery.channels.batch_url import BatchUrlChannel
 from heron.delivery.channels.email import EmailChannel, Mail, SmtpConfig, recipients, send_mails
 from heron.delivery.channels.url import Http, JobChannel, Outgoing, UrlChannel, render, sign
@@ -223,8 +224,7 @@ def enqueue_messages(
                         "created_at": m.time,
                     }
                 )
-    if rows:
-        session.execute(insert(Delivery), rows)
+    insert_rows(session, cast(Table, Delivery.__table__), rows)
     return len(rows)
 
 
@@ -281,10 +281,44 @@ def _epoch(t: datetime) -> int:
     return int(t.timestamp())
 
 
+class Heard(NamedTuple):
+    """What the variables read of a reception (`message_variables` takes these or Reception rows)."""
+
+    late: bool
+    rssi: float | None
+    snr: float | None
+    rep: int
+
+
+class HeardBy(NamedTuple):
+    """What the variables read of the station that heard it (these or BaseStation rows)."""
+
+    identifier: str
+    lat: float | None
+    lng: float | None
+
+
+# The message columns the variables read (the worker loads only these).
+_MESSAGE_COLUMNS = (
+    "id",
+    "device_id",
+    "device_type_id",
+    "time",
+    "data",
+    "seq_number",
+    "ack_required",
+    "lqi",
+    "service",
+    "decoded",
+)
+
+
 def message_variables(
-    message: Message, device: Device, receptions: list[tuple[Reception, BaseStation]], grammar_config: str | None
+    message: Any, device: Any, receptions: Sequence[tuple[Any, Any]], grammar_config: str | None
 ) -> dict[str, object]:
-    """Every variable a message offers (sigfox-callbacks.md); each callback uses what it names."""
+    """Every variable a message offers (sigfox-callbacks.md); each callback uses what it names.
+    `message`, `device` and the (reception, station) pairs are ORM objects or Core rows with the
+    same attribute names (`_MESSAGE_COLUMNS`, Device identifier/lat/lng, `Heard`, `HeardBy`)."""
     in_window = [(r, s) for r, s in receptions if not r.late] or receptions
     best = max(in_window, key=lambda rs: rs[0].rssi if rs[0].rssi is not None else -1e9, default=None)
     snrs = [r.snr for r, _s in in_window if r.snr is not None]
@@ -363,7 +397,7 @@ class DeliveryWorker(BackgroundThread):
                         self._wake.wait(self.idle_poll)
                         self._wake.clear()
 
-        asyncio.run(main())
+        run_async(main())
 
     def run_once(self) -> int:
         """One claim-send-record round (and the caps when due); the number of deliveries attempted."""
@@ -372,7 +406,7 @@ class DeliveryWorker(BackgroundThread):
             async with new_session() as client:
                 return await self._round(client)
 
-        return asyncio.run(once())
+        return run_async(once())
 
     def depth(self) -> tuple[int, datetime | None]:
         """Pending rows and the oldest one's creation time (the metrics' one query)."""
@@ -496,14 +530,23 @@ class DeliveryWorker(BackgroundThread):
                 picked += session.scalars(rows.with_for_update(skip_locked=True) if locking else rows)
             if not picked:
                 return []
-            deliveries = list(session.scalars(select(Delivery).where(Delivery.id.in_(picked)).order_by(Delivery.id)))
-            cb_ids = {d.callback_id for d in deliveries if d.callback_id is not None}
+            # Core rows, not ORM objects: a round claims hundreds, and the identity map and
+            # unit of work cost more than the queries.
+            table = cast(Table, Delivery.__table__)
+            conn = session.connection()
+            owed = [
+                Owed(*row)
+                for row in conn.execute(
+                    select(*(table.c[name] for name in Owed.COLUMNS)).where(table.c.id.in_(picked)).order_by(table.c.id)
+                )
+            ]
+            cb_ids = {d.callback_id for d in owed if d.callback_id is not None}
             cbs = {c.id: c for c in session.scalars(select(Callback).where(Callback.id.in_(cb_ids)))}
             # A dead callback gets one probe per round: its oldest due delivery (a BATCH_URL
             # callback's batch is one request: it is the probe).
             kept = []
             probed: set[int] = set()
-            for d in deliveries:
+            for d in owed:
                 cb = cbs.get(d.callback_id) if d.callback_id is not None else None
                 if cb is not None and cb.dead:
                     if cb.id in probed and cb.channel != "BATCH_URL":
@@ -511,9 +554,10 @@ class DeliveryWorker(BackgroundThread):
                     probed.add(cb.id)
                     cb.probe_at = now + policy.probe_every
                 kept.append(d)
-            lease_until = now + policy.lease
-            for d in kept:
-                d.next_at = lease_until
+            if kept:
+                conn.execute(
+                    update(table).where(table.c.id.in_([d.id for d in kept])).values(next_at=now + policy.lease)
+                )
             items = self._prepare(session, kept, cbs)
             session.flush()
             session.expunge_all()
@@ -526,35 +570,46 @@ class DeliveryWorker(BackgroundThread):
                 singles.append([item])
         return singles + list(grouped.values())
 
-    def _prepare(self, session: Session, deliveries: list[Delivery], cbs: dict[int, Callback]) -> list[Item]:
+    def _prepare(self, session: Session, owed: list[Owed], cbs: dict[int, Callback]) -> list[Item]:
         """Each delivery's values: from its message, or the ones it carries."""
-        message_ids = [d.message_id for d in deliveries if d.message_id is not None]
-        messages = {m.id: m for m in session.scalars(select(Message).where(Message.id.in_(message_ids)))}
-        device_ids = {m.device_id for m in messages.values()}
-        devices = {d.id: d for d in session.scalars(select(Device).where(Device.id.in_(device_ids)))}
+        conn = session.connection()
+        message_ids = [d.message_id for d in owed if d.message_id is not None]
+        m, dv, rc, st = (cast(Table, model.__table__) for model in (Message, Device, Reception, BaseStation))
+        messages = {
+            row.id: row
+            for row in conn.execute(select(*(m.c[n] for n in _MESSAGE_COLUMNS)).where(m.c.id.in_(message_ids)))
+        }
+        devices = {
+            row.id: row
+            for row in conn.execute(
+                select(dv.c.id, dv.c.identifier, dv.c.lat, dv.c.lng).where(
+                    dv.c.id.in_({row.device_id for row in messages.values()})
+                )
+            )
+        }
         types = {
             t.id: t
             for t in session.scalars(
                 select(DeviceType).where(DeviceType.id.in_({c.device_type_id for c in cbs.values()}))
             )
         }
-        receptions: dict[int, list[tuple[Reception, BaseStation]]] = defaultdict(list)
-        for r, s in session.execute(
-            select(Reception, BaseStation)
-            .join(BaseStation, BaseStation.id == Reception.station_id)
-            .where(Reception.message_id.in_(message_ids))
-            .order_by(Reception.id)
+        receptions: dict[int, list[tuple[Heard, HeardBy]]] = defaultdict(list)
+        for message_id, late, rssi, snr, rep, identifier, lat, lng in conn.execute(
+            select(rc.c.message_id, rc.c.late, rc.c.rssi, rc.c.snr, rc.c.rep, st.c.identifier, st.c.lat, st.c.lng)
+            .join(st, st.c.id == rc.c.station_id)
+            .where(rc.c.message_id.in_(message_ids))
+            .order_by(rc.c.id)
         ):
-            receptions[r.message_id].append((r, s))
+            receptions[message_id].append((Heard(late, rssi, snr, rep), HeardBy(identifier, lat, lng)))
         items = []
-        for d in deliveries:
+        for d in owed:
             cb = cbs.get(d.callback_id) if d.callback_id is not None else None
             dt = types.get(cb.device_type_id) if cb is not None else None
             try:
                 if d.message_id is not None:
-                    m = messages[d.message_id]
+                    message = messages[d.message_id]
                     grammar = cb.payload_config if cb is not None else None
-                    values = message_variables(m, devices[m.device_id], receptions[m.id], grammar)
+                    values = message_variables(message, devices[message.device_id], receptions[message.id], grammar)
                 else:
                     values = json.loads(d.variables or "{}")
                 items.append(Item(d, cb, dt, values))

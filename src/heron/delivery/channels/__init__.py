@@ -11,17 +11,46 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from heron.delivery import callbacks as callbacks_service
 from heron.delivery import templates
-from heron.delivery.models import Callback, Delivery
+from heron.delivery.models import Callback
 from heron.keys import Keyring
 from heron.registry.models import DeviceType
 
-__all__ = ["JOB", "Channel", "Compiled", "Item", "Result", "compiled", "failed"]
+__all__ = ["JOB", "Channel", "Compiled", "Item", "Owed", "Result", "compiled", "failed"]
 
 JOB = "JOB"  # the channel (and `Delivery.event`) of job callbacks
+
+
+@dataclass(frozen=True, slots=True)
+class Owed:
+    """A claimed outbox row, as the worker and the channels read it (`deliveries` columns)."""
+
+    COLUMNS: ClassVar[tuple[str, ...]] = (
+        "id",
+        "key",
+        "callback_id",
+        "device_id",
+        "message_id",
+        "event",
+        "variables",
+        "attempts",
+        "next_at",
+        "created_at",
+    )
+
+    id: int
+    key: str
+    callback_id: int | None
+    device_id: int | None
+    message_id: int | None
+    event: str
+    variables: str | None
+    attempts: int
+    next_at: datetime
+    created_at: datetime
 
 
 @dataclass
@@ -29,7 +58,7 @@ class Item:
     """One claimed delivery, with what its templates render (None when that could not be
     computed: `error` says why)."""
 
-    delivery: Delivery
+    delivery: Owed
     callback: Callback | None  # None for job callbacks
     device_type: DeviceType | None
     values: dict[str, object] | None
