@@ -21,6 +21,7 @@ from heron.db.engine import Database
 from heron.delivery.outbox import enqueue_messages
 from heron.events import service as events
 from heron.messages.store import HeardFrame, RecentIndex, StoreResult, store_frames
+from heron.network.sigfox.downlinks import open_downlinks
 from heron.observability import REGISTRY
 
 log = logging.getLogger("heron.pipeline")
@@ -100,6 +101,8 @@ class UplinkWriter:
             )
             # The messages' outbox rows commit with them: nothing stored is ever left undelivered.
             enqueue_messages(session, result.new, dedup_window=self.dedup_window, horizon=self.horizon)
+            # So are the downlinks they ask for (DECIDING until the dedup window closes).
+            open_downlinks(session, result.new, self.clock(), self.dedup_window)
             events.after_uplinks(session, result.new, self.clock())
         _count(result)
         return result

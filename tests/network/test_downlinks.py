@@ -12,11 +12,12 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from heron.config import Settings
 from heron.db.engine import Database
 from heron.delivery.models import DONE, Delivery
+from heron.downlinks.models import Downlink
 from tests.conftest import Tenants
 from tests.delivery.test_outbox import Receiver, make_callback, receiver, rounds
 from tests.network.test_ingest import Clock, Radio, Station, frame, radio, send
@@ -241,3 +242,56 @@ def test_stations_collect_with_a_long_poll_and_only_their_own(
     r = client.post("/ingest/sigfox/downlinks/123/report", json={"emitted": True}, headers=radio.stations[0].auth)
     assert r.status_code == 404
     assert client.get("/api/v2/devices/1001/downlinks", headers=tenants.b_admin.headers).status_code == 404
+
+
+def test_an_uplink_asking_for_a_downlink_is_opened_in_the_transaction_that_stores_it(
+    client: TestClient, tenants: Tenants, radio: Radio, clock: Clock
+) -> None:
+    set_mode(client, tenants, radio, downlinkMode=0, downlinkDataString="0011223344556677")
+    ask(client, radio)
+    [dl] = downlinks_of(client, tenants)  # no decider round yet
+    assert dl["state"] == "DECIDING" and dl["mode"] == "DIRECT"
+    send(client, radio.stations[0], frame(seq=8))  # not asking: nothing opened
+    assert len(downlinks_of(client, tenants)) == 1
+
+
+def test_mode_none_answers_nothing_once_the_window_closes(
+    client: TestClient, tenants: Tenants, radio: Radio, clock: Clock
+) -> None:
+    set_mode(client, tenants, radio, downlinkMode=2)
+    ask(client, radio)
+    decide(client)
+    assert downlinks_of(client, tenants)[0]["state"] == "DECIDING"
+    clock.now += timedelta(seconds=1.1)
+    decide(client)
+    [dl] = downlinks_of(client, tenants)
+    assert dl["state"] == "NONE" and dl["reason"] is None and dl["mode"] == "NONE"
+    assert collect(client, radio.stations[1]) == []
+
+
+@pytest.mark.parametrize("mode", [0, 2])
+def test_a_decision_too_late_for_the_receive_window_fails(
+    client: TestClient, tenants: Tenants, radio: Radio, clock: Clock, mode: int
+) -> None:
+    set_mode(client, tenants, radio, downlinkMode=mode, downlinkDataString="0011223344556677")
+    ask(client, radio)
+    clock.now += timedelta(seconds=18.5)  # the decider was held up past transmit time - 2 s
+    decide(client)
+    [dl] = downlinks_of(client, tenants)
+    assert dl["state"] == "FAILED" and "too late" in dl["reason"]
+    assert collect(client, radio.stations[1]) == []
+
+
+def test_the_decider_opens_what_was_stored_without_a_downlink(
+    client: TestClient, db: Database, tenants: Tenants, radio: Radio, clock: Clock
+) -> None:
+    set_mode(client, tenants, radio, downlinkMode=0, downlinkDataString="0011223344556677")
+    ask(client, radio)
+    with db.write() as s:  # as a writer that did not open it (an older version) left it
+        s.execute(delete(Downlink))
+    decide(client)  # a decider's first round sweeps
+    assert downlinks_of(client, tenants)[0]["state"] == "DECIDING"
+    clock.now += timedelta(seconds=1.1)
+    decide(client)
+    [dl] = collect(client, radio.stations[1])
+    assert dl["data"] == "0011223344556677"

@@ -32,18 +32,23 @@ async def collect(
 ) -> dict[str, Any]:
     deadline = time.monotonic() + wait
     while True:
-        with ctx.db.write() as session:
-            found = downlinks.collect(session, station_id, ctx.downlinks.clock())
-            out = [
-                {
-                    "id": str(dl.id),
-                    "device": ident,
-                    "seqNumber": seq,
-                    "data": dl.data,
-                    "transmitAt": to_ms(dl.transmit_at),
-                }
-                for dl, ident, seq in found
-            ]
+        now = ctx.downlinks.clock()
+        # Read first: a station's poll comes back 20 times a second, and mostly finds nothing.
+        with ctx.db.read() as session:
+            found_any = downlinks.waiting(session, station_id, now)
+        out = []
+        if found_any:
+            with ctx.db.write() as session:
+                out = [
+                    {
+                        "id": str(dl.id),
+                        "device": ident,
+                        "seqNumber": seq,
+                        "data": dl.data,
+                        "transmitAt": to_ms(dl.transmit_at),
+                    }
+                    for dl, ident, seq in downlinks.collect(session, station_id, now)
+                ]
         if out or time.monotonic() >= deadline:
             return {"downlinks": out}
         await asyncio.sleep(POLL)

@@ -20,14 +20,14 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,7 @@ from heron.downlinks.models import ACKNOWLEDGED, DECIDING, FAILED, NONE, SENT, D
 from heron.downlinks.models import PENDING as DL_PENDING
 from heron.keys import Keyring
 from heron.messages.models import Message, Reception
+from heron.messages.store import StoredMessage
 from heron.network.sigfox.models import BaseStation
 from heron.registry import downlink_template
 from heron.registry.models import Contract, Device, DeviceType
@@ -55,6 +56,11 @@ RX_DELAY = timedelta(seconds=20)  # the device listens about 20 s after its upli
 COLLECT_MARGIN = timedelta(seconds=2)  # a station must have it this long before transmit time
 MODES = {0: "DIRECT", 1: "CALLBACK", 2: "NONE"}
 _HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
+SWEEP_EVERY = timedelta(seconds=5)  # the catch-up sweep for messages opened by nobody
+# The open downlinks, as the partial index ix_downlinks_open states it: SQLite uses a partial
+# index only for a query that spells out its condition (`state = 'DECIDING'` alone scanned the
+# whole table, every poll).
+_OPEN = text("downlinks.state IN ('DECIDING', 'PENDING', 'SENT')")
 
 
 @dataclass
@@ -91,6 +97,7 @@ class DownlinkDecider(BackgroundThread):
         self.db, self.keyring, self.dedup_window, self.allow = db, keyring, dedup_window, allow
         self.answer_timeout, self.clock, self.poll = answer_timeout, clock, poll
         self.policy = outbox.Policy()
+        self._next_sweep: datetime | None = None
         super().__init__()
 
     def _loop(self) -> None:
@@ -115,7 +122,9 @@ class DownlinkDecider(BackgroundThread):
 
     async def _round(self, client: aiohttp.ClientSession) -> None:
         now = self.clock()
-        await asyncio.to_thread(self._open, now)
+        if self._next_sweep is None or now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_EVERY
+            await asyncio.to_thread(self._open, now)
         decisions = await asyncio.to_thread(self._due, now)
         if decisions:
             calls = [d for d in decisions if d.outgoing is not None]
@@ -123,15 +132,18 @@ class DownlinkDecider(BackgroundThread):
             await asyncio.to_thread(self._record, decisions, dict(zip((id(d) for d in calls), results, strict=True)))
         await asyncio.to_thread(self._expire, self.clock())
 
-    # 1. uplinks asking for an answer get a DECIDING row (one per message, whatever the process)
+    # 1. uplinks asking for an answer get a DECIDING row (one per message, whatever the process).
+    # The uplink writer opens them in the transaction that stores the messages (`open_downlinks`);
+    # this sweep only catches messages stored without it (by an older version, say), so it runs
+    # every `SWEEP_EVERY` rather than every round: scanning the last 20 s of asking messages ten
+    # times a second cost more than deciding them.
     def _open(self, now: datetime) -> None:
-        # Polled often: read first, and take the write lock only when there is something to open.
         with self.db.read() as session:
             asking = session.execute(
                 select(Message.id, Message.device_id, Message.device_type_id, Message.time, DeviceType.downlink_mode)
                 .join(DeviceType, DeviceType.id == Message.device_type_id)
                 .where(
-                    Message.ack_required.is_(True),
+                    Message.ack_required,  # bare: as ix_messages_ack_time's condition, or SQLite scans
                     Message.frame_type == "DATA",
                     Message.time >= now - RX_DELAY,
                     ~select(Downlink.id).where(Downlink.message_id == Message.id).exists(),
@@ -140,52 +152,35 @@ class DownlinkDecider(BackgroundThread):
         if not asking:
             return
         with self.db.write() as session:
-            rows = [
-                {
-                    "device_id": device_id,
-                    "device_type_id": dt_id,
-                    "message_id": message_id,
-                    "mode": MODES.get(mode, "NONE"),
-                    "state": DECIDING,
-                    "decide_at": time + self.dedup_window,
-                    "transmit_at": time + RX_DELAY,
-                    "created_at": now,
-                }
-                for message_id, device_id, dt_id, time, mode in asking
-            ]
-            dialect = session.get_bind().dialect.name
-            stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Downlink)
-            session.execute(stmt.on_conflict_do_nothing(index_elements=["message_id"]), rows)
-            # Hold the downlink callback's outbox row for this decider (unless already started).
-            for message_id, _d, dt_id, time, mode in asking:
-                if MODES.get(mode) != "CALLBACK":
-                    continue
-                session.execute(
-                    update(Delivery)
-                    .where(
-                        Delivery.message_id == message_id,
-                        Delivery.callback_id.in_(_hook_ids(dt_id)),
-                        Delivery.state == PENDING,
-                        Delivery.attempts == 0,
-                        Delivery.next_at <= time + self.dedup_window,
-                    )
-                    .values(next_at=time + RX_DELAY + timedelta(seconds=30))
-                )
+            _insert_deciding(
+                session,
+                [_Asking(m, d, t, time, MODES.get(mode, "NONE")) for m, d, t, time, mode in asking],
+                now,
+                self.dedup_window,
+            )
 
     # 2. decisions whose window has closed
     def _due(self, now: datetime) -> list[_Decision]:
+        """Decide what is due. Too late and NONE need nothing but the row: set-based updates;
+        DIRECT and CALLBACK are loaded and decided one by one (CALLBACK's call comes after)."""
         out: list[_Decision] = []
-        due = and_(Downlink.state == DECIDING, Downlink.decide_at <= now)
+        due = and_(_OPEN, Downlink.state == DECIDING, Downlink.decide_at <= now)
         with self.db.read() as session:
             if session.scalar(select(Downlink.id).where(due).limit(1)) is None:
                 return out
         with self.db.write() as session:
+            session.execute(
+                update(Downlink)
+                .where(due, Downlink.transmit_at < now + COLLECT_MARGIN)
+                .values(state=FAILED, reason="decided too late for the device's receive window", decided_at=now)
+            )
+            session.execute(update(Downlink).where(due, Downlink.mode == "NONE").values(state=NONE, decided_at=now))
             rows = session.execute(
                 select(Downlink, Message, Device, DeviceType)
                 .join(Message, Message.id == Downlink.message_id)
                 .join(Device, Device.id == Downlink.device_id)
                 .join(DeviceType, DeviceType.id == Downlink.device_type_id)
-                .where(Downlink.state == DECIDING, Downlink.decide_at <= now)
+                .where(due)
             ).all()
             for dl, message, device, dt in rows:
                 best = session.execute(
@@ -197,11 +192,7 @@ class DownlinkDecider(BackgroundThread):
                 ).first()
                 decision = _Decision(dl, message, device, dt, best[0] if best else None, best[1] if best else None)
                 dl.decided_at = now
-                if now > dl.transmit_at - COLLECT_MARGIN:
-                    _fail(dl, "decided too late for the device's receive window")
-                elif dl.mode == "NONE":
-                    dl.state = NONE
-                elif (refusal := _over_daily_limit(session, device, now)) is not None:
+                if (refusal := _over_daily_limit(session, device, now)) is not None:
                     _fail(dl, refusal)
                 elif dl.mode == "DIRECT":
                     self._direct(decision)
@@ -307,8 +298,12 @@ class DownlinkDecider(BackgroundThread):
                 _fail(d.downlink, f"downlinkData must be 16 hex digits (8 bytes), got {str(data)[:40]!r}")
             else:
                 _queue(d, data.lower())
+        # Only the called ones changed since `_due` committed the others.
+        called = [d for d in decisions if id(d) in results]
+        if not called:
+            return
         with self.db.write() as session:
-            for d in decisions:
+            for d in called:
                 session.merge(d.downlink)
                 if d.delivery is not None:
                     session.merge(d.delivery)
@@ -330,9 +325,12 @@ class DownlinkDecider(BackgroundThread):
     # 3. what stations did not collect or report in time
     def _expire(self, now: datetime) -> None:
         # Read first: an idle system must not take the write lock ten times a second.
-        overdue = or_(
-            and_(Downlink.state == DL_PENDING, Downlink.transmit_at < now),
-            and_(Downlink.state == SENT, Downlink.transmit_at < now - timedelta(minutes=1)),
+        overdue = and_(
+            _OPEN,
+            or_(
+                and_(Downlink.state == DL_PENDING, Downlink.transmit_at < now),
+                and_(Downlink.state == SENT, Downlink.transmit_at < now - timedelta(minutes=1)),
+            ),
         )
         with self.db.read() as session:
             if session.scalar(select(Downlink.id).where(overdue).limit(1)) is None:
@@ -340,14 +338,82 @@ class DownlinkDecider(BackgroundThread):
         with self.db.write() as session:
             session.execute(
                 update(Downlink)
-                .where(Downlink.state == DL_PENDING, Downlink.transmit_at < now)
+                .where(_OPEN, Downlink.state == DL_PENDING, Downlink.transmit_at < now)
                 .values(state=FAILED, reason="the station did not collect it before the receive window")
             )
             session.execute(
                 update(Downlink)
-                .where(Downlink.state == SENT, Downlink.transmit_at < now - timedelta(minutes=1))
+                .where(_OPEN, Downlink.state == SENT, Downlink.transmit_at < now - timedelta(minutes=1))
                 .values(state=FAILED, reason="the station did not report the emission")
             )
+
+
+@dataclass(frozen=True)
+class _Asking:
+    message_id: int
+    device_id: int
+    device_type_id: int
+    time: datetime
+    mode: str  # DIRECT, CALLBACK, NONE: the device type's, when the message was stored
+
+
+def open_downlinks(session: Session, messages: Sequence[StoredMessage], now: datetime, dedup_window: timedelta) -> int:
+    """DECIDING rows for the freshly stored messages that ask for a downlink, in the writer's
+    transaction (after their outbox rows): the decider then only has to decide them, and a
+    CALLBACK type's outbox row is held for the decider before the outbox can send it. Nothing
+    to do, and no query, when none asks."""
+    asking = [m for m in messages if m.ack_required and m.frame_type == "DATA"]
+    if not asking:
+        return 0
+    modes = dict(
+        session.execute(
+            select(DeviceType.id, DeviceType.downlink_mode).where(
+                DeviceType.id.in_(sorted({m.device_type_id for m in asking}))
+            )
+        )
+        .tuples()
+        .all()
+    )
+    rows = [
+        _Asking(m.id, m.device_id, m.device_type_id, m.time, MODES.get(modes.get(m.device_type_id, -1), "NONE"))
+        for m in asking
+    ]
+    _insert_deciding(session, rows, now, dedup_window)
+    return len(rows)
+
+
+def _insert_deciding(session: Session, asking: list[_Asking], now: datetime, dedup_window: timedelta) -> None:
+    rows = [
+        {
+            "device_id": a.device_id,
+            "device_type_id": a.device_type_id,
+            "message_id": a.message_id,
+            "mode": a.mode,
+            "state": DECIDING,
+            "decide_at": a.time + dedup_window,
+            "transmit_at": a.time + RX_DELAY,
+            "created_at": now,
+        }
+        for a in asking
+    ]
+    dialect = session.get_bind().dialect.name
+    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Downlink)
+    session.execute(stmt.on_conflict_do_nothing(index_elements=["message_id"]), rows)
+    # Hold the downlink callback's outbox row for the decider (unless the outbox has started on it).
+    for a in asking:
+        if a.mode != "CALLBACK":
+            continue
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.message_id == a.message_id,
+                Delivery.callback_id.in_(_hook_ids(a.device_type_id)),
+                Delivery.state == PENDING,
+                Delivery.attempts == 0,
+                Delivery.next_at <= a.time + dedup_window,
+            )
+            .values(next_at=a.time + RX_DELAY + timedelta(seconds=30))
+        )
 
 
 def _hook_ids(device_type_id: int) -> Any:
@@ -388,13 +454,23 @@ def _over_daily_limit(session: Session, device: Device, now: datetime) -> str | 
 
 
 # -- the station side -----------------------------------------------------------------------------
+def _for_station(station_id: int, now: datetime) -> Any:
+    return and_(_OPEN, Downlink.state == DL_PENDING, Downlink.station_id == station_id, Downlink.transmit_at > now)
+
+
+def waiting(session: Session, station_id: int, now: datetime) -> bool:
+    """Whether `collect` would find anything: a read, for long polls to check before they
+    take the write lock."""
+    return session.scalar(select(Downlink.id).where(_for_station(station_id, now)).limit(1)) is not None
+
+
 def collect(session: Session, station_id: int, now: datetime) -> list[tuple[Downlink, str, int]]:
     """Downlinks this station should transmit and can still make in time: handed over (SENT)."""
     rows = session.execute(
         select(Downlink, Device.identifier, Message.seq_number)
         .join(Device, Device.id == Downlink.device_id)
         .join(Message, Message.id == Downlink.message_id)
-        .where(Downlink.state == DL_PENDING, Downlink.station_id == station_id, Downlink.transmit_at > now)
+        .where(_for_station(station_id, now))
         .order_by(Downlink.transmit_at)
         .limit(100)
     ).all()
