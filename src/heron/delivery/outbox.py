@@ -382,22 +382,44 @@ class DeliveryWorker(BackgroundThread):
         self.clock, self.idle_poll = clock, idle_poll
         super().__init__()
         self._next_sweep: datetime | None = None
+        self._next_due: datetime | None = None  # the earliest pending row, when none was due
         _COLLECTOR.worker = weakref.ref(self)
 
     def _loop(self) -> None:
         async def main() -> None:
             async with new_session(self.policy.concurrency) as client:
+                # Round N's results are recorded while round N+1 claims and sends: its rows
+                # stay leased (and block younger rows of their callback and device) until then.
+                settling: asyncio.Task[None] | None = None
                 while not self._stop.is_set():
                     try:
-                        sent = await self._round(client)
+                        await self._upkeep()
+                        batches = await asyncio.to_thread(self._claim, self.clock())
+                        if batches:
+                            results = await self._send(client, batches)
+                            if settling is not None:
+                                await settling
+                            settling = asyncio.create_task(self._settle(batches, results))
+                            continue
+                        if settling is not None:
+                            task, settling = settling, None
+                            await task
+                            continue
                     except Exception:
                         log.exception("delivery.round_failed")
-                        sent = 0
-                    if not sent:
-                        self._wake.wait(self.idle_poll)
-                        self._wake.clear()
+                    self._wake.wait(self._idle_wait())
+                    self._wake.clear()
+                if settling is not None:
+                    await settling
 
         run_async(main())
+
+    def _idle_wait(self) -> float:
+        """Until the next row comes due (known from the last claim), at most `idle_poll`: rows
+        due when a dedup window closes go out at that moment, not at the next poll."""
+        if self._next_due is None:
+            return self.idle_poll
+        return min(self.idle_poll, max(0.0, (self._next_due - self.clock()).total_seconds()))
 
     def run_once(self) -> int:
         """One claim-send-record round (and the caps when due); the number of deliveries attempted."""
@@ -428,22 +450,29 @@ class DeliveryWorker(BackgroundThread):
     # one round
     async def _round(self, client: aiohttp.ClientSession) -> int:
         batches = await asyncio.to_thread(self._claim, self.clock())
-        alerts: dict[int, list[str]] = defaultdict(list)
         if batches:
-            results = await self._send(client, batches)
-            for cb_id, reasons in (await asyncio.to_thread(self._record, batches, results, self.clock())).items():
-                alerts[cb_id] += reasons
+            await self._settle(batches, await self._send(client, batches))
+        await self._upkeep()
+        return sum(len(b) for b in batches)
+
+    async def _settle(self, batches: list[list[Item]], results: list[list[Result]]) -> None:
+        """Record a round's outcomes, then mail what they alert about."""
+        alerts = await asyncio.to_thread(self._record, batches, results, self.clock())
+        await self._alert_safely(alerts)
+
+    async def _upkeep(self) -> None:
+        """The caps, when due."""
         now = self.clock()
         if self._next_sweep is None or now >= self._next_sweep:
             self._next_sweep = now + self.policy.sweep_every
-            for cb_id, reasons in (await asyncio.to_thread(self._sweep, now)).items():
-                alerts[cb_id] += reasons
+            await self._alert_safely(await asyncio.to_thread(self._sweep, now))
+
+    async def _alert_safely(self, alerts: dict[int, list[str]]) -> None:
         if alerts:
             try:
-                await self._alert(alerts, now)
+                await self._alert(alerts, self.clock())
             except Exception:
                 log.exception("delivery.alert_failed")
-        return sum(len(b) for b in batches)
 
     async def _send(self, client: aiohttp.ClientSession, batches: list[list[Item]]) -> list[list[Result]]:
         channels = self.channels(client)
@@ -510,9 +539,11 @@ class DeliveryWorker(BackgroundThread):
         waiting = exists().where(same_pair, older.next_at > now)
         locking = self.db.dialect == "postgresql"
         # Polled often: read first (the partial due index), take the write lock only for work.
+        self._next_due = None
         with self.db.read() as session:
-            due = select(Delivery.id).where(Delivery.state == PENDING, Delivery.next_at <= now).limit(1)
-            if session.scalar(due) is None:
+            first = session.scalar(select(func.min(Delivery.next_at)).where(Delivery.state == PENDING))
+            if first is None or first > now:
+                self._next_due = first
                 return []
         with self.db.write() as session:
             picked = list(session.scalars(single.with_for_update(of=Delivery, skip_locked=True) if locking else single))
