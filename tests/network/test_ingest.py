@@ -356,3 +356,33 @@ def test_ingest_and_dedup_rates_are_on_metrics(client: TestClient, radio: Radio)
         ('heron_ingest_receptions_total{outcome="undelivered"}', 1),
     ):
         assert value(after, line) - value(before, line) == delta, line
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [(b'{"receptions": [', "application/json"), (b"", "application/json"), (b'{"receptions": []}', "text/plain")],
+)
+def test_a_body_that_is_not_a_json_ingest_request_is_refused_naming_the_body(
+    client: TestClient, db: Database, radio: Radio, body: bytes, content_type: str
+) -> None:
+    before = db_snapshot(db)
+    headers = radio.stations[0].auth | {"content-type": content_type}
+    r = client.post("/ingest/sigfox", content=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert r.json()["errors"][0]["field"].startswith("body"), r.json()
+    assert db_snapshot(db) == before
+
+
+def test_a_refused_credential_answers_401_before_the_body_is_read(client: TestClient, radio: Radio) -> None:
+    r = client.post("/ingest/sigfox", content=b"not json", headers={"content-type": "application/json"})
+    assert r.status_code == 401 and r.headers["www-authenticate"] == 'Basic realm="heron"'
+
+
+def test_the_ingest_request_and_answer_are_documented(client: TestClient) -> None:
+    spec = client.app.openapi()  # type: ignore[attr-defined]
+    op = spec["paths"]["/ingest/sigfox"]["post"]
+    schema = op["requestBody"]["content"]["application/json"]["schema"]
+    reception = schema["properties"]["receptions"]["items"]
+    assert {"device", "seqNumber", "ackRequired", "rssi"} <= set(reception["properties"])
+    answer = op["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].rpartition("/")[2]
+    assert set(spec["components"]["schemas"][answer]["properties"]) == {"accepted"}
