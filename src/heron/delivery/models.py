@@ -73,6 +73,8 @@ class Delivery(Base):
             sqlite_where=IS_PENDING,
             postgresql_where=IS_PENDING,
         ),
+        # A BATCH_URL batch takes a callback's due rows in outbox order (by id) up to a limit.
+        Index("ix_deliveries_callback", "callback_id", "id", sqlite_where=IS_PENDING, postgresql_where=IS_PENDING),
         Index(
             "ix_deliveries_undelivered",
             "device_type_id",

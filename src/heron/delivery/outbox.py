@@ -522,18 +522,15 @@ class DeliveryWorker(BackgroundThread):
             .limit(policy.batch)
         )
         # BATCH_URL: callbacks whose oldest due row has gathered long enough, or enough rows.
-        gathering = (
-            select(Delivery.callback_id, func.min(Delivery.next_at), func.count())
-            .join(Callback, Callback.id == Delivery.callback_id)
-            .where(
-                Delivery.state == PENDING,
-                Delivery.next_at <= now,
-                Callback.channel == "BATCH_URL",
-                Callback.enabled.is_(True),
-                live,
+        # Asked per callback (a few), each through its own rows of the order index, and
+        # bounded: a drain's backlog is not counted whole every round.
+        batch_callbacks = select(Callback.id).where(Callback.channel == "BATCH_URL", Callback.enabled.is_(True), live)
+
+        def due_of(cb_id: int, before: datetime) -> Any:
+            return select(Delivery.id).where(
+                Delivery.callback_id == cb_id, Delivery.state == PENDING, Delivery.next_at <= before
             )
-            .group_by(Delivery.callback_id)
-        )
+
         # A batch takes a callback's due rows oldest first, skipping those behind an older row
         # that is not due (in backoff, or leased): so each device's rows stay in order.
         waiting = exists().where(same_pair, older.next_at > now)
@@ -547,11 +544,14 @@ class DeliveryWorker(BackgroundThread):
                 return []
         with self.db.write() as session:
             picked = list(session.scalars(single.with_for_update(of=Delivery, skip_locked=True) if locking else single))
-            for cb_id, oldest, count in session.execute(gathering).all():
+            for cb_id in session.scalars(batch_callbacks).all():
                 if len(picked) >= policy.batch + 4 * policy.batch_lines:
                     break  # the rest next round
-                if oldest > now - policy.gather and count < policy.batch_lines:
-                    continue  # still gathering
+                gathered = session.scalar(due_of(cb_id, now - policy.gather).limit(1)) is not None
+                if not gathered:
+                    enough = select(func.count()).select_from(due_of(cb_id, now).limit(policy.batch_lines).subquery())
+                    if (session.scalar(enough) or 0) < policy.batch_lines:
+                        continue  # still gathering
                 rows = (
                     select(Delivery.id)
                     .where(Delivery.callback_id == cb_id, Delivery.state == PENDING, Delivery.next_at <= now, ~waiting)
