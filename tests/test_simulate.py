@@ -4,6 +4,7 @@ frames, and what the database holds afterwards matches what the CLI says it sent
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -148,3 +149,35 @@ def test_refused_requests_make_exit_status_1(server: str, db: Database) -> None:
 def test_bad_arguments_exit_2_without_sending(args: list[str]) -> None:
     result = CliRunner().invoke(app, ["simulate", "sigfox", "--url", "http://127.0.0.1:9", *args])
     assert result.exit_code == 2, result.output
+
+
+def test_the_raw_client_reads_chunked_answers_reconnects_after_close_and_reports_refusals() -> None:
+    from heron.simulate import HttpFailure, _Connection
+
+    heads: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        heads.append(head)
+        length = int(head.split(b"Content-Length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                     b"4\r\n{\"ac\r\na\r\ncepted\":1}\r\n0\r\n\r\n")  # fmt: skip
+        await writer.drain()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        conn = _Connection(f"http://127.0.0.1:{port}/prefix/", 5.0)
+        head = conn.head("Basic eDp5")
+        for _ in range(2):  # the second on a new connection
+            assert await conn.post(head, b"{}") == (200, b'{"accepted":1}')
+        server.close()
+        await server.wait_closed()
+        with pytest.raises(HttpFailure):
+            await conn.post(head, b"{}")
+
+    asyncio.run(main())
+    assert len(heads) == 2 and heads[0].startswith(b"POST /prefix/ingest/sigfox HTTP/1.1\r\n")
+    assert b"Authorization: Basic eDp5\r\n" in heads[0]

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -215,13 +216,8 @@ async def run(plan: Plan, stop: asyncio.Event | None = None) -> Stats:
     queues: list[asyncio.Queue[_Batch | None]] = [
         asyncio.Queue(maxsize=2 * plan.clients_per_station) for _ in plan.stations
     ]
-    # One client (one keep-alive connection) per station client: httpcore's shared pool scans
-    # every connection for each request, which costs more than the request at 50 connections.
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
-    clients = [
-        httpx.AsyncClient(base_url=plan.url.rstrip("/"), limits=limits, timeout=plan.timeout)
-        for _ in range(len(plan.stations) * plan.clients_per_station)
-    ]
+    # One keep-alive connection per station client, spoken raw (see `_Connection`).
+    clients = [_Connection(plan.url, plan.timeout) for _ in range(len(plan.stations) * plan.clients_per_station)]
     cpu0 = _cpu()
     workers = [
         asyncio.create_task(_station_client(clients[i * plan.clients_per_station + j], station, queue, stats))
@@ -238,7 +234,7 @@ async def run(plan: Plan, stop: asyncio.Event | None = None) -> Stats:
         await asyncio.gather(*workers)
         stats.elapsed = time.perf_counter() - start
         for client in clients:
-            await client.aclose()
+            client.close()
     stats.cpu_seconds = _cpu() - cpu0
     stats.last_seq = {d: (s - 1) % SEQ_MODULO for d, s in radio.seq.items()}
     return stats
@@ -292,20 +288,91 @@ async def _generate(
                 await asyncio.wait_for(stop.wait(), timeout=min(_TICK, remaining))
 
 
+class HttpFailure(Exception):
+    """A request that got no HTTP answer (connection refused or broken, timeout, garbage)."""
+
+
+class _Connection:
+    """One HTTP/1.1 keep-alive connection posting ingest requests, on raw asyncio streams: the
+    request head is built once per station, the answer's status and body read by hand. An HTTP
+    client library cost the load generator several times the server's parsing of the same
+    request, and the load generator shares the machine with the server it measures."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"the ingest URL must be http(s)://host[:port][/prefix], got {url!r}")
+        self.host, self.tls = parts.hostname, parts.scheme == "https"
+        self.port = parts.port or (443 if self.tls else 80)
+        self.path = parts.path.rstrip("/") + "/ingest/sigfox"
+        authority = self.host if parts.port is None else f"{self.host}:{self.port}"
+        self.host_header = authority.encode()
+        self.timeout = timeout
+        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+
+    def head(self, authorization: str) -> bytes:
+        """The request head up to the Content-Length value, for one credential."""
+        return (
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host_header.decode()}\r\nAuthorization: {authorization}\r\n"
+            "Content-Type: application/json\r\nContent-Length: "
+        ).encode()
+
+    async def post(self, head: bytes, body: bytes) -> tuple[int, bytes]:
+        """(status, body) of one request; raises HttpFailure (the connection is dropped)."""
+        try:
+            return await asyncio.wait_for(self._exchange(head, body), self.timeout)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
+            self.close()
+            raise HttpFailure(f"{type(exc).__name__}: {exc}") from None
+
+    async def _exchange(self, head: bytes, body: bytes) -> tuple[int, bytes]:
+        if self._streams is None:
+            self._streams = await asyncio.open_connection(self.host, self.port, ssl=True if self.tls else None)
+        reader, writer = self._streams
+        writer.write(b"%s%d\r\n\r\n%s" % (head, len(body), body))
+        answer = await reader.readuntil(b"\r\n\r\n")
+        status = int(answer[9:12])
+        length, chunked, close = 0, False, False
+        for line in answer.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"transfer-encoding":
+                chunked = b"chunked" in value.lower()
+            elif name == b"connection":
+                close = value.strip().lower() == b"close"
+        if chunked:
+            content = b""
+            while size := int((await reader.readuntil(b"\r\n")).split(b";")[0], 16):
+                content += (await reader.readexactly(size + 2))[:-2]
+            await reader.readuntil(b"\r\n")
+        else:
+            content = await reader.readexactly(length) if length else b""
+        if close:
+            self.close()
+        return status, content
+
+    def close(self) -> None:
+        if self._streams is not None:
+            self._streams[1].close()
+            self._streams = None
+
+
 async def _station_client(
-    http: httpx.AsyncClient, station: StationCredential, queue: asyncio.Queue[_Batch | None], stats: Stats
+    http: _Connection, station: StationCredential, queue: asyncio.Queue[_Batch | None], stats: Stats
 ) -> None:
-    headers = {"authorization": station.authorization, "content-type": "application/json"}
+    head = http.head(station.authorization)
     while (batch := await queue.get()) is not None:
-        body = json.dumps({"receptions": [r for r, _ in batch]}, separators=(",", ":"))
+        body = json.dumps({"receptions": [r for r, _ in batch]}, separators=(",", ":")).encode()
         began = time.perf_counter()
         problem = None
         try:
-            response = await http.post("/ingest/sigfox", content=body, headers=headers)
-            if response.status_code != 200:
-                problem = f"HTTP {response.status_code}: {response.text[:200]}"
-        except httpx.HTTPError as exc:
-            problem = f"{type(exc).__name__}: {exc}"
+            status, answer = await http.post(head, body)
+            if status != 200:
+                problem = f"HTTP {status}: {answer[:200].decode(errors='replace')}"
+        except HttpFailure as exc:
+            problem = str(exc)
         stats.requests += 1
         if problem is None:
             stats.latencies.append(time.perf_counter() - began)
