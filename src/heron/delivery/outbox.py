@@ -50,7 +50,7 @@ import aiohttp
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import Table, and_, bindparam, exists, func, insert, or_, select, update
+from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from heron.background import BackgroundThread, run_async
@@ -383,6 +383,7 @@ class DeliveryWorker(BackgroundThread):
         super().__init__()
         self._next_sweep: datetime | None = None
         self._next_due: datetime | None = None  # the earliest pending row, when none was due
+        self._found_work = False  # the last claim took rows
         _COLLECTOR.worker = weakref.ref(self)
 
     def _loop(self) -> None:
@@ -537,11 +538,13 @@ class DeliveryWorker(BackgroundThread):
         locking = self.db.dialect == "postgresql"
         # Polled often: read first (the partial due index), take the write lock only for work.
         self._next_due = None
-        with self.db.read() as session:
-            first = session.scalar(select(func.min(Delivery.next_at)).where(Delivery.state == PENDING))
-            if first is None or first > now:
-                self._next_due = first
-                return []
+        if not self._found_work:  # after a round that found work, more is likely due: no need to ask
+            with self.db.read() as session:
+                first = session.scalar(select(func.min(Delivery.next_at)).where(Delivery.state == PENDING))
+                if first is None or first > now:
+                    self._next_due = first
+                    return []
+        self._found_work = False
         with self.db.write() as session:
             picked = list(session.scalars(single.with_for_update(of=Delivery, skip_locked=True) if locking else single))
             for cb_id in session.scalars(batch_callbacks).all():
@@ -561,6 +564,7 @@ class DeliveryWorker(BackgroundThread):
                 picked += session.scalars(rows.with_for_update(skip_locked=True) if locking else rows)
             if not picked:
                 return []
+            self._found_work = True
             # Core rows, not ORM objects: a round claims hundreds, and the identity map and
             # unit of work cost more than the queries.
             table = cast(Table, Delivery.__table__)
@@ -649,6 +653,12 @@ class DeliveryWorker(BackgroundThread):
                 items.append(Item(d, cb, dt, None, f"cannot render the request: {exc}"))
         return items
 
+    def _bind_time(self, when: datetime) -> Any:
+        """A time as the `deliveries` columns store it (their type's bind processor)."""
+        dialect = self.db.engine.dialect
+        process = cast(Table, Delivery.__table__).c.next_at.type.dialect_impl(dialect).bind_processor(dialect)
+        return process(when) if process is not None else when
+
     def _record(self, batches: list[list[Item]], results: list[list[Result]], now: datetime) -> dict[int, list[str]]:
         """Each row's outcome; the callbacks' circuits. Returns what to alert about, by callback."""
         policy = self.policy
@@ -657,28 +667,27 @@ class DeliveryWorker(BackgroundThread):
         last_error: dict[int, str] = {}
         failed_ids: dict[int, list[int]] = defaultdict(list)
         successes: set[int] = set()
+        # Driver-level rows (id last): the values a batch shares (its time, its result's request)
+        # are converted once, not once per row.
+        stamp = self._bind_time(now)
         for batch, outcomes in zip(batches, results, strict=True):
             # One schedule per batch: a BATCH_URL batch is retried whole, in order.
-            retry_at = now + policy.backoff(max(item.delivery.attempts for item in batch) + 1)
+            retry_at = self._bind_time(now + policy.backoff(max(item.delivery.attempts for item in batch) + 1))
             batch_failed: set[int] = set()
+            shared: dict[int, tuple[str | None, str]] = {}  # per Result object: (error, request JSON)
             for item, result in zip(batch, outcomes, strict=True):
                 d = item.delivery
                 cb_id = d.callback_id
                 label = _label(cb_id)
-                attempts = d.attempts + 1
-                row = {
-                    "b_id": d.id,
-                    "b_attempts": attempts,
-                    "b_at": now,
-                    "b_status": result.status,
-                    "b_error": result.describe(),
-                    "b_request": json.dumps(result.request),
-                }
+                described = shared.get(id(result))
+                if described is None:
+                    described = shared[id(result)] = (result.describe(), json.dumps(result.request))
+                error, request = described
                 if result.ok:
                     if cb_id is not None:
                         successes.add(cb_id)
                     LATENCY.labels(label).observe(max(0.0, (now - d.created_at).total_seconds()))
-                    delivered.append(row | {"b_state": DONE, "b_next": d.next_at, "b_delivered": now})
+                    delivered.append((d.attempts + 1, stamp, result.status, error, request, stamp, d.id))
                     continue
                 ATTEMPT_FAILURES.labels(label).inc()
                 gave_up = now - d.created_at >= policy.give_up
@@ -687,31 +696,27 @@ class DeliveryWorker(BackgroundThread):
                 if cb_id is not None:
                     batch_failed.add(cb_id)
                     failed_ids[cb_id].append(d.id)
-                    last_error[cb_id] = result.describe() or ""
-                retried.append(
-                    row | {"b_state": FAILED if gave_up else PENDING, "b_next": retry_at, "b_delivered": None}
-                )
+                    last_error[cb_id] = error or ""
+                state = FAILED if gave_up else PENDING
+                retried.append((state, d.attempts + 1, retry_at, stamp, result.status, error, request, d.id))
             for cb_id in batch_failed:
                 failures[cb_id] += 1
-        table = cast(Table, Delivery.__table__)
-        values: dict[str, Any] = {
-            "state": bindparam("b_state"),
-            "attempts": bindparam("b_attempts"),
-            "next_at": bindparam("b_next"),
-            "last_attempt_at": bindparam("b_at"),
-            "last_status": bindparam("b_status"),
-            "last_error": bindparam("b_error"),
-            "last_request": bindparam("b_request"),
-            "delivered_at": bindparam("b_delivered"),
-        }
         alerts: dict[int, list[str]] = defaultdict(list)
         with self.db.write() as session:
             conn = session.connection()
+            mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             if delivered:  # delivered is the truth, whatever a sweep said meanwhile
-                conn.execute(update(table).where(table.c.id == bindparam("b_id")).values(values), delivered)
+                conn.exec_driver_sql(
+                    f"UPDATE deliveries SET state = '{DONE}', attempts = {mark}, last_attempt_at = {mark}, "
+                    f"last_status = {mark}, last_error = {mark}, last_request = {mark}, delivered_at = {mark} "
+                    f"WHERE id = {mark}",
+                    delivered,
+                )
             if retried:  # a row the caps failed meanwhile stays failed
-                conn.execute(
-                    update(table).where(table.c.id == bindparam("b_id"), table.c.state == PENDING).values(values),
+                conn.exec_driver_sql(
+                    f"UPDATE deliveries SET state = {mark}, attempts = {mark}, next_at = {mark}, "
+                    f"last_attempt_at = {mark}, last_status = {mark}, last_error = {mark}, last_request = {mark}, "
+                    f"delivered_at = NULL WHERE id = {mark} AND state = '{PENDING}'",
                     retried,
                 )
             for cb_id in successes:
