@@ -601,7 +601,8 @@ def submit_create(
             continue
         out = {k: v for k, v in row.items() if k != "pac"}
         try:
-            out["id"] = str(SigfoxId.parse(row.get("id"), "id"))
+            raw_id = row.get("id")  # a SigfoxId (a series file's) is valid by construction
+            out["id"] = str(raw_id if isinstance(raw_id, SigfoxId) else SigfoxId.parse(raw_id, "id"))
             out["pacCipher"] = seal(parse_pac(row.get("pac"), "pac").encode())
         except InvalidInput as exc:
             out = {"id": row.get("id"), "error": _reason(exc)}
