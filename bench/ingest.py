@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from bench.common import free_port, heron_server, target, temp_dir, token_holding_rows
 from heron import simulate
 from heron.api.app import build_context
+from heron.background import fast_event_loop
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.base import utcnow
@@ -310,7 +311,7 @@ def _load_main() -> None:
     raw["stations"] = [simulate.StationCredential(**s) for s in raw["stations"]]
     raw["heard_by"] = tuple(raw["heard_by"])
     plan = simulate.Plan(**raw)
-    with asyncio.Runner(loop_factory=simulate.fast_event_loop()) as runner:
+    with asyncio.Runner(loop_factory=fast_event_loop()) as runner:
         stats = runner.run(simulate.run(plan))
     print(json.dumps(stats.as_dict()))
 

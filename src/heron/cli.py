@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from heron.background import fast_event_loop
 from heron.bootstrap import prepare
 from heron.config import get_settings
 from heron.errors import HeronError, InvalidInput
@@ -479,7 +480,7 @@ def simulate_sigfox(
         return await sim.run(plan, stop)
 
     try:
-        with asyncio.Runner(loop_factory=sim.fast_event_loop()) as runner:
+        with asyncio.Runner(loop_factory=fast_event_loop()) as runner:
             stats = runner.run(main())
     except (sim.SimulationError, httpx.HTTPError) as exc:
         console.print(f"[red]error:[/red] {exc}", markup=True)

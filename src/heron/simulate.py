@@ -17,7 +17,7 @@ import json
 import random
 import resource
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -137,16 +137,6 @@ def device_ids(first: int, count: int) -> list[str]:
     if first < 0 or first + count - 1 > 0xFFFFFFFF:
         raise ValueError("device ids are 1 to 8 hex digits")
     return [f"{first + i:X}" for i in range(count)]
-
-
-def fast_event_loop() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop factory where it is installed (it comes with uvicorn[standard]), for
-    `asyncio.run(..., loop_factory=...)`; None: asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return None
-    return uvloop.new_event_loop
 
 
 # -- the radio -------------------------------------------------------------------------------------
