@@ -18,6 +18,9 @@ from typing import Any
 
 import httpx
 
+from heron import simulate
+from heron.background import fast_event_loop
+
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
@@ -169,3 +172,40 @@ def token_holding_rows(
         | {"lifecycle": bulk.ACTIVE, "token_state": bulk.TOKEN_OK, "contract_id": contract_id, "pac": "x" * 70}
         for ident in identifiers
     ]
+
+
+# -- the load generator, in a process of its own ------------------------------------------------------
+def run_load(plan: simulate.Plan, timeout: float) -> dict[str, Any]:
+    """Run a `heron.simulate` plan in a separate process (`python -m bench.common load`, the plan
+    on stdin, its stats as JSON on stdout), so it does not share the benchmark's interpreter."""
+    import json
+    from dataclasses import asdict
+
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.common", "load"],
+        input=json.dumps(asdict(plan)),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
+
+
+def _load_main() -> None:
+    import asyncio
+    import json
+
+    raw = json.loads(sys.stdin.read())
+    raw["stations"] = [simulate.StationCredential(**s) for s in raw["stations"]]
+    raw["heard_by"] = tuple(raw["heard_by"])
+    with asyncio.Runner(loop_factory=fast_event_loop()) as runner:
+        stats = runner.run(simulate.run(simulate.Plan(**raw)))
+    print(json.dumps(stats.as_dict()))
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["load"]:
+        _load_main()

@@ -18,7 +18,6 @@ Each phase ends with the outbox lag: pending rows and the oldest pending row's a
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC
 from pathlib import Path
 from typing import Any
@@ -34,10 +33,9 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from bench.common import free_port, heron_server, percentile, target, temp_dir, token_holding_rows
+from bench.common import free_port, heron_server, percentile, run_load, target, temp_dir, token_holding_rows
 from heron import simulate
 from heron.api.app import build_context
-from heron.background import fast_event_loop
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.base import utcnow
@@ -199,8 +197,8 @@ def _load(
     heard_by: tuple[int, int] = (1, 1),
     clients: int = 8,
 ) -> dict[str, Any]:
-    """`heron.simulate.run` in a separate process (`python -m bench.delivery load`, the plan on
-    stdin). DATA frames only, no downlink asked: one URL delivery per frame."""
+    """`heron.simulate.run` in a separate process (`bench.common.run_load`). DATA frames only,
+    no downlink asked: one URL delivery per frame."""
     plan = simulate.Plan(
         url=url,
         stations=creds,
@@ -214,31 +212,10 @@ def _load(
         keepalive_ratio=0.0,
         seed=first,
     )
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.delivery", "load"],
-        input=json.dumps(asdict(plan)),
-        capture_output=True,
-        text=True,
-        timeout=seconds + 120,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(out.stdout)
+    result = run_load(plan, seconds + 120)
     if result["errors"]:
         print(f"  load errors: {result['errors']} ({result['errorSamples'][:2]})")
     return result
-
-
-def _load_main() -> None:
-    import asyncio
-
-    raw = json.loads(sys.stdin.read())
-    raw["stations"] = [simulate.StationCredential(**s) for s in raw["stations"]]
-    raw["heard_by"] = tuple(raw["heard_by"])
-    plan = simulate.Plan(**raw)
-    with asyncio.Runner(loop_factory=fast_event_loop()) as runner:
-        stats = runner.run(simulate.run(plan))
-    print(json.dumps(stats.as_dict()))
 
 
 # -- the outbox ---------------------------------------------------------------------------------------
@@ -488,7 +465,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["load"]:
-        _load_main()
-    else:
-        main()
+    main()

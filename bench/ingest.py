@@ -14,21 +14,18 @@ still pending) is printed when the load ends and a few seconds later."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
 import time
-from dataclasses import asdict
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.common import free_port, heron_server, target, temp_dir, token_holding_rows
+from bench.common import free_port, heron_server, run_load, target, temp_dir, token_holding_rows
 from heron import simulate
 from heron.api.app import build_context
-from heron.background import fast_event_loop
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.base import utcnow
@@ -197,18 +194,7 @@ def _receiver_main(port: int) -> None:
 
 
 def _load(plan: simulate.Plan) -> dict[str, Any]:
-    """Run the plan in a separate process (`python -m bench.ingest load`, the plan on stdin)."""
-    out = subprocess.run(
-        [sys.executable, "-m", "bench.ingest", "load"],
-        input=json.dumps(asdict(plan)),
-        capture_output=True,
-        text=True,
-        timeout=plan.duration + 120,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"load generator failed: {out.stderr[-2000:]}")
-    result: dict[str, Any] = json.loads(out.stdout)
-    return result
+    return run_load(plan, plan.duration + 120)
 
 
 def _plan(url: str, creds: list[simulate.StationCredential], first: int, count: int, seconds: float) -> simulate.Plan:
@@ -306,20 +292,8 @@ def main() -> None:
           f"transaction: {floor:,.0f} frames/s; HTTP ingest / floor: {rate / floor:.2f}")  # fmt: skip
 
 
-def _load_main() -> None:
-    raw = json.loads(sys.stdin.read())
-    raw["stations"] = [simulate.StationCredential(**s) for s in raw["stations"]]
-    raw["heard_by"] = tuple(raw["heard_by"])
-    plan = simulate.Plan(**raw)
-    with asyncio.Runner(loop_factory=fast_event_loop()) as runner:
-        stats = runner.run(simulate.run(plan))
-    print(json.dumps(stats.as_dict()))
-
-
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["load"]:
-        _load_main()
-    elif sys.argv[1:2] == ["receiver"]:
+    if sys.argv[1:2] == ["receiver"]:
         _receiver_main(int(sys.argv[2]))
     else:
         main()
