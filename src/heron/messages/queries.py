@@ -131,9 +131,7 @@ def _page(
 
 def device_scope(session: Session, actor: Actor, ref: str) -> ColumnElement[bool]:
     """The messages of a device the caller may read (for the export and the metric)."""
-    view = devices.get(session, actor, ref, "device:read")
-    actor.require("message:read", view.group.path, "device")
-    return Message.device_id == view.device.id
+    return Message.device_id == devices.get_traffic(session, actor, ref).device.id
 
 
 def device_type_scope(session: Session, actor: Actor, device_type_id: int) -> ColumnElement[bool]:

@@ -280,6 +280,14 @@ def get(session: Session, actor: Actor, ref: str, action: str = "device:read") -
     return view
 
 
+def get_traffic(session: Session, actor: Actor, ref: str) -> DeviceView:
+    """A device whose traffic (messages, events, downlinks) the caller may read: `device:read`
+    and `message:read` on its group."""
+    view = get(session, actor, ref)
+    actor.require("message:read", view.group.path, "device")
+    return view
+
+
 def secrets_of(keyring: Keyring, d: Device) -> dict[str, str | None]:
     """The PAC, joinEui and profId in clear (for the single GET with write rights); never the
     NAK or AppKey."""

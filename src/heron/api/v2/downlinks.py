@@ -30,8 +30,7 @@ async def device_downlinks(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
-        view = devices.get(session, actor, device_id)
-        actor.require("message:read", view.group.path, "device")
+        view = devices.get_traffic(session, actor, device_id)
         rows = session.execute(
             select(Downlink, Message.seq_number, Message.time, BaseStation.identifier, BaseStation.name)
             .outerjoin(Message, Message.id == Downlink.message_id)
