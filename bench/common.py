@@ -174,6 +174,27 @@ def token_holding_rows(
     ]
 
 
+# -- stations ------------------------------------------------------------------------------------------
+def create_stations(session: Any, operator_group_id: int, count: int) -> list[tuple[simulate.StationCredential, int]]:
+    """`count` base stations of the operator group (ids 5E000, 5E001, ...): each one's credential
+    for the simulator, and its database id."""
+    from heron.network.sigfox import stations
+    from heron.network.sigfox.stations import StationFields
+    from heron.tenancy.access import SYSTEM
+
+    out = []
+    for i in range(count):
+        view, secret = stations.create(
+            session,
+            SYSTEM,
+            group_id=operator_group_id,
+            identifier=f"{0x5E000 + i:X}",
+            fields=StationFields(name=f"Station {i}", lat=45.0 + i / 10, lng=4.0),
+        )
+        out.append((simulate.StationCredential(view.station.identifier, secret), view.station.id))
+    return out
+
+
 # -- the load generator, in a process of its own ------------------------------------------------------
 def run_load(plan: simulate.Plan, timeout: float) -> dict[str, Any]:
     """Run a `heron.simulate` plan in a separate process (`python -m bench.common load`, the plan

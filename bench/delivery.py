@@ -33,7 +33,16 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
-from bench.common import free_port, heron_server, percentile, run_load, target, temp_dir, token_holding_rows
+from bench.common import (
+    create_stations,
+    free_port,
+    heron_server,
+    percentile,
+    run_load,
+    target,
+    temp_dir,
+    token_holding_rows,
+)
 from heron import simulate
 from heron.api.app import build_context
 from heron.bootstrap import prepare
@@ -42,8 +51,6 @@ from heron.db.base import utcnow
 from heron.delivery import callbacks
 from heron.delivery.models import DONE, PENDING, Delivery
 from heron.messages.models import Message
-from heron.network.sigfox import stations
-from heron.network.sigfox.stations import StationFields
 from heron.registry import bulk, contracts, device_types
 from heron.registry.models import Device
 from heron.tenancy import groups
@@ -145,16 +152,7 @@ def _setup(
             fields=device_types.DeviceTypeFields(name="Meters", contract_id=contract.contract.id),
         )
         callbacks.create(session, SYSTEM, ctx.keyring, dt.device_type.id, callback)
-        creds = []
-        for i in range(STATIONS):
-            view, secret = stations.create(
-                session,
-                SYSTEM,
-                group_id=operator.id,
-                identifier=f"{0x5E000 + i:X}",
-                fields=StationFields(name=f"Station {i}", lat=45.0 + i / 10, lng=4.0),
-            )
-            creds.append(simulate.StationCredential(view.station.identifier, secret))
+        creds = [c for c, _ in create_stations(session, operator.id, STATIONS)]
         rows = token_holding_rows(identifiers, dt.device_type.id, customer.id, contract.contract.id, now)
         for i in range(0, len(rows), 10_000):
             bulk.insert_devices(session, rows[i : i + 10_000])

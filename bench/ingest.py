@@ -23,7 +23,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from bench.common import free_port, heron_server, run_load, target, temp_dir, token_holding_rows
+from bench.common import create_stations, free_port, heron_server, run_load, target, temp_dir, token_holding_rows
 from heron import simulate
 from heron.api.app import build_context
 from heron.bootstrap import prepare
@@ -34,8 +34,6 @@ from heron.delivery.models import DONE, PENDING, Delivery
 from heron.delivery.outbox import enqueue_messages
 from heron.messages.models import Message, Reception
 from heron.messages.store import HeardFrame, RecentIndex, store_frames
-from heron.network.sigfox import stations
-from heron.network.sigfox.stations import StationFields
 from heron.registry import bulk, contracts, device_types
 from heron.tenancy import groups
 from heron.tenancy.access import SYSTEM
@@ -85,17 +83,8 @@ def _setup(settings: Settings, hook_port: int) -> tuple[list[simulate.StationCre
                 body_template='{"device":"{device}","data":"{data}"}',
             ),
         )
-        creds, station_ids = [], []
-        for i in range(STATIONS):
-            view, secret = stations.create(
-                session,
-                SYSTEM,
-                group_id=operator.id,
-                identifier=f"{0x5E000 + i:X}",
-                fields=StationFields(name=f"Station {i}", lat=45.0 + i / 10, lng=4.0),
-            )
-            creds.append(simulate.StationCredential(view.station.identifier, secret))
-            station_ids.append(view.station.id)
+        made = create_stations(session, operator.id, STATIONS)
+        creds, station_ids = [c for c, _ in made], [i for _, i in made]
         identifiers = (
             simulate.device_ids(FIRST_DEVICE, DEVICES)
             + simulate.device_ids(WARM_FIRST, WARM_DEVICES)
