@@ -87,7 +87,9 @@ def test_simulated_frames_become_messages_with_their_receptions(
     assert done.returncode == 0, done.stderr
     stats = json.loads(done.stdout)
     assert stats["errors"] == 0 and stats["failedFrames"] == 0
-    assert 30 <= stats["frames"] <= 55  # 25 frames/s for 2 s
+    # 25 frames/s for 2 s; on a loaded machine the generator skips what it fell behind on (and
+    # says so) rather than bursting, so the pace is checked on frames sent plus frames skipped.
+    assert stats["frames"] > 0 and 30 <= stats["frames"] + stats["framesSkipped"] <= 55
     assert stats["requests"] > 0 and stats["latencyMs"]["p50"] is not None
 
     ids = device_ids(0x5100000, 5)

@@ -496,6 +496,7 @@ def simulate_sigfox(
             ("receptions", f"{stats.receptions:,}"),
             ("requests", f"{stats.requests:,}"),
             ("errors", f"{stats.errors:,}"),
+            ("skipped (fell behind the rate)", f"{stats.skipped_frames:,}"),
             ("achieved rate", f"{stats.frames_per_second:,.1f} frames/s over {stats.elapsed:.1f} s"),
             ("latency p50 / p99", f"{latency['p50']} ms / {latency['p99']} ms"),
         ):

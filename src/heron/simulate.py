@@ -97,6 +97,7 @@ class Stats:
     requests: int = 0
     errors: int = 0  # requests refused or failed
     failed_frames: int = 0  # frames with at least one reception in a failed request
+    skipped_frames: int = 0  # not generated: the run fell behind its rate (a slow server or machine)
     elapsed: float = 0.0
     cpu_seconds: float = 0.0  # this process's, for telling a slow server from a slow client
     latencies: list[float] = field(default_factory=list)
@@ -120,6 +121,7 @@ class Stats:
             "requests": self.requests,
             "errors": self.errors,
             "failedFrames": self.failed_frames,
+            "framesSkipped": self.skipped_frames,
             "seconds": round(self.elapsed, 3),
             "framesPerSecond": round(self.frames_per_second, 1),
             "latencyMs": {"p50": _round(self.latency_ms(50)), "p99": _round(self.latency_ms(99))},
@@ -254,10 +256,12 @@ async def _generate(
         burst = max(1, int(plan.rate * _TICK))
         if due > burst:  # fell behind (back-pressure): do not burst to catch up
             made += due - burst
+            stats.skipped_frames += due - burst
             due = burst
         now_ms = int(time.time() * 1000)
         for n in range(due):
             if n % 64 == 63 and (stop.is_set() or time.perf_counter() >= deadline):
+                stats.skipped_frames += due - n
                 break  # back-pressure made this step long: the run is over
             _device, _seq, heard, common = radio.frame()
             frame = _Frame(len(heard))
