@@ -14,6 +14,7 @@ from heron.messages.models import BigId
 PENDING, DONE, FAILED = "PENDING", "DONE", "FAILED"
 IS_PENDING = text("state = 'PENDING'")
 NOT_DONE = text("state <> 'DONE'")
+IS_DUPLICATE = text("duplicate_of IS NOT NULL")
 
 
 class Callback(Base):
@@ -59,7 +60,10 @@ class Delivery(Base):
     """One request owed, written in the transaction that made it owed (the message's, the job's
     end, the event's). `key` is the delivery id the receiver sees, stable across retries.
     Ordering is per (callback, device): a delivery waits while an older one of the same pair is
-    pending. `variables` holds the values of deliveries that have no message (events, tests)."""
+    pending. `variables` holds the values of deliveries that have no message (events, tests).
+    A send-duplicate callback's copy for another station's reception of the message names the
+    delivery it copies and that reception (both plain columns: the message's cascade removes
+    them all)."""
 
     __tablename__ = "deliveries"
     __table_args__ = (
@@ -82,6 +86,15 @@ class Delivery(Base):
             sqlite_where=NOT_DONE,
             postgresql_where=NOT_DONE,
         ),
+        # One copy per (delivery, reception): a claim made again (after a crash, a retry) adds none.
+        Index(
+            "ix_deliveries_duplicate",
+            "duplicate_of",
+            "reception_id",
+            unique=True,
+            sqlite_where=IS_DUPLICATE,
+            postgresql_where=IS_DUPLICATE,
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -91,6 +104,8 @@ class Delivery(Base):
     device_id: Mapped[int | None] = mapped_column(Integer)
     message_id: Mapped[int | None] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     job_id: Mapped[int | None] = mapped_column(Integer)
+    duplicate_of: Mapped[int | None] = mapped_column(BigId)  # sendDuplicate: the delivery this copies
+    reception_id: Mapped[int | None] = mapped_column(BigId)  # ... and the reception it carries
     event: Mapped[str] = mapped_column(String(16))  # UPLINK, BIDIR, STATUS, DATA_ADVANCED, ERROR, ..., JOB
     variables: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(8), default=PENDING)

@@ -12,6 +12,15 @@ in the transaction that made it owed, and kept until the server has it.
   row has waited `gather` (1 s) or `batch_lines` rows are due. Claimed rows are leased (their
   `next_at` moves past the lease) so another worker does not take them; on PostgreSQL the claim
   also skips rows another worker has locked.
+- **Duplicates** (`owe_duplicates`): a DATA UPLINK/BIDIR delivery of a callback with
+  `sendDuplicate` owes one copy per other station that heard the message within the dedup
+  window (`{duplicate}` true, that station's `{station}`, `{rssi}`, `{snr}`, `{lat}`, `{lng}`);
+  the delivery itself carries the best reception. The copies are written in the transaction
+  that starts the delivery (the claim, or the downlink decider taking it over), when every
+  in-window reception is known, so ingest pays nothing for them; a unique (delivery,
+  reception) index makes a claim made again add none. Each copy is a delivery of its own (its
+  own `webhook-id`, retries, order behind the original); in a BATCH_URL batch it rides with
+  the original as one more line. Receptions after the window are DATA_ADVANCED's only.
 - **Send**: through the callback's channel (`heron.delivery.channels`: URL, BATCH_URL, EMAIL,
   and the job callbacks), rendered at send time from the message and the callback as it is then.
 - **Retry**: a failure (timeout, connection error, non-2xx, SMTP error) is tried again after an
@@ -41,7 +50,7 @@ import random
 import uuid
 import weakref
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple, cast
@@ -82,6 +91,7 @@ __all__ = [
     "enqueue_messages",
     "message_variables",
     "new_key",
+    "owe_duplicates",
     "render",
     "sign",
 ]
@@ -96,6 +106,7 @@ _OWED = {
     "KEEPALIVE": (("SERVICE", "STATUS", False),),
     "REPEATER": (("SERVICE", "REPEATER", False),),
 }
+_DUPLICATED = frozenset({"UPLINK", "BIDIR"})  # the deliveries a sendDuplicate callback copies
 
 
 @dataclass(frozen=True)
@@ -276,6 +287,69 @@ def enqueue_event(
     return len(ids)
 
 
+def owe_duplicates(session: Session, owed: Iterable[Any], callbacks: Mapping[int, Callback], now: datetime) -> int:
+    """The copies sendDuplicate callbacks owe for the deliveries `owed` (outbox rows, as `Owed`
+    or ORM objects), written in the transaction that starts those deliveries: one per reception
+    of the message within the dedup window other than the best one (which the delivery itself
+    carries), due `now`, waiting behind the original in its callback and device's order. Copies
+    already owed are not owed again (the unique (duplicate_of, reception_id) index holds that
+    whatever the caller). Returns how many were written."""
+    if not any(cb.send_duplicate for cb in callbacks.values()):
+        return 0
+    originals = [
+        d
+        for d in owed
+        if d.message_id is not None
+        and d.duplicate_of is None
+        and d.event in _DUPLICATED
+        and d.callback_id in callbacks
+        and callbacks[d.callback_id].send_duplicate
+    ]
+    if not originals:
+        return 0
+    conn = session.connection()
+    rc, table = cast(Table, Reception.__table__), cast(Table, Delivery.__table__)
+    heard: dict[int, list[tuple[Any, None]]] = defaultdict(list)
+    for row in conn.execute(
+        select(rc.c.id, rc.c.message_id, rc.c.rssi)
+        .where(rc.c.message_id.in_({d.message_id for d in originals}), rc.c.late.is_(False))
+        .order_by(rc.c.id)
+    ):
+        heard[row.message_id].append((row, None))
+    made = set(
+        conn.execute(
+            select(table.c.duplicate_of, table.c.reception_id).where(
+                table.c.duplicate_of.is_not(None), table.c.duplicate_of.in_([d.id for d in originals])
+            )
+        ).tuples()
+    )
+    rows = []
+    for d in originals:
+        receptions = heard.get(d.message_id, [])
+        best = _best(receptions)
+        for pair in receptions:
+            r = pair[0]
+            if pair is best or (d.id, r.id) in made:
+                continue
+            rows.append(
+                {
+                    "key": new_key(),
+                    "callback_id": d.callback_id,
+                    "device_type_id": callbacks[d.callback_id].device_type_id,
+                    "device_id": d.device_id,
+                    "message_id": d.message_id,
+                    "duplicate_of": d.id,
+                    "reception_id": r.id,
+                    "event": d.event,
+                    "state": PENDING,
+                    "attempts": 0,
+                    "next_at": now,
+                    "created_at": d.created_at,
+                }
+            )
+    return insert_rows(session, table, rows)
+
+
 # -- what a delivery renders -----------------------------------------------------------------------
 def _epoch(t: datetime) -> int:
     return int(t.timestamp())
@@ -313,14 +387,26 @@ _MESSAGE_COLUMNS = (
 )
 
 
+def _best(receptions: Sequence[tuple[Any, Any]]) -> tuple[Any, Any] | None:
+    """The reception a message's delivery carries: the highest RSSI, the first of equals."""
+    return max(receptions, key=lambda rs: rs[0].rssi if rs[0].rssi is not None else -1e9, default=None)
+
+
 def message_variables(
-    message: Any, device: Any, receptions: Sequence[tuple[Any, Any]], grammar_config: str | None
+    message: Any,
+    device: Any,
+    receptions: Sequence[tuple[Any, Any]],
+    grammar_config: str | None,
+    *,
+    duplicate: tuple[Any, Any] | None = None,
 ) -> dict[str, object]:
     """Every variable a message offers (sigfox-callbacks.md); each callback uses what it names.
     `message`, `device` and the (reception, station) pairs are ORM objects or Core rows with the
-    same attribute names (`_MESSAGE_COLUMNS`, Device identifier/lat/lng, `Heard`, `HeardBy`)."""
+    same attribute names (`_MESSAGE_COLUMNS`, Device identifier/lat/lng, `Heard`, `HeardBy`).
+    A sendDuplicate copy gives its (reception, station): the network values are that station's
+    rather than the best reception's, and `duplicate` is true."""
     in_window = [(r, s) for r, s in receptions if not r.late] or receptions
-    best = max(in_window, key=lambda rs: rs[0].rssi if rs[0].rssi is not None else -1e9, default=None)
+    best = _best(in_window) if duplicate is None else duplicate
     snrs = [r.snr for r, _s in in_window if r.snr is not None]
     service = json.loads(message.service) if message.service else {}
     values: dict[str, object] = {
@@ -335,7 +421,7 @@ def message_variables(
         "avgSnr": sum(snrs) / len(snrs) if snrs else None,
         "lat": device.lat if device.lat is not None else (best[1].lat if best else None),
         "lng": device.lng if device.lng is not None else (best[1].lng if best else None),
-        "duplicate": False,
+        "duplicate": duplicate is not None,
         "ack": message.ack_required,
         "longPolling": False,
         "temp": service.get("temperature"),
@@ -589,6 +675,8 @@ class DeliveryWorker(BackgroundThread):
                     probed.add(cb.id)
                     cb.probe_at = now + policy.probe_every
                 kept.append(d)
+            if owe_duplicates(session, kept, cbs, now):
+                kept += self._riding_copies(conn, kept, cbs)
             if kept:
                 conn.execute(
                     update(table).where(table.c.id.in_([d.id for d in kept])).values(next_at=now + policy.lease)
@@ -604,6 +692,32 @@ class DeliveryWorker(BackgroundThread):
             else:
                 singles.append([item])
         return singles + list(grouped.values())
+
+    def _riding_copies(self, conn: Any, kept: list[Owed], cbs: dict[int, Callback]) -> list[Owed]:
+        """BATCH_URL: the copies just owed for a batch's rows join the batch (one more line
+        each), as far as `batch_lines` allows; the rest go in a later batch."""
+        lines: dict[int, int] = defaultdict(int)
+        for d in kept:
+            cb = cbs.get(d.callback_id) if d.callback_id is not None else None
+            if cb is not None and cb.channel == "BATCH_URL" and cb.send_duplicate:
+                lines[cb.id] += 1
+        if not lines:
+            return []
+        table = cast(Table, Delivery.__table__)
+        taken = {d.id for d in kept}
+        originals = [d.id for d in kept if d.callback_id in lines and d.duplicate_of is None]
+        copies = []
+        for row in conn.execute(
+            select(*(table.c[name] for name in Owed.COLUMNS))
+            .where(table.c.duplicate_of.is_not(None), table.c.duplicate_of.in_(originals), table.c.state == PENDING)
+            .order_by(table.c.id)
+        ):
+            copy = Owed(*row)
+            cb_id = cast(int, copy.callback_id)
+            if copy.id not in taken and lines[cb_id] < self.policy.batch_lines:
+                lines[cb_id] += 1
+                copies.append(copy)
+        return copies
 
     def _prepare(self, session: Session, owed: list[Owed], cbs: dict[int, Callback]) -> list[Item]:
         """Each delivery's values: from its message, or the ones it carries."""
@@ -629,13 +743,17 @@ class DeliveryWorker(BackgroundThread):
             )
         }
         receptions: dict[int, list[tuple[Heard, HeardBy]]] = defaultdict(list)
-        for message_id, late, rssi, snr, rep, identifier, lat, lng in conn.execute(
-            select(rc.c.message_id, rc.c.late, rc.c.rssi, rc.c.snr, rc.c.rep, st.c.identifier, st.c.lat, st.c.lng)
+        by_id: dict[int, tuple[Heard, HeardBy]] = {}  # what sendDuplicate copies carry
+        for reception_id, message_id, late, rssi, snr, rep, identifier, lat, lng in conn.execute(
+            select(
+                rc.c.id, rc.c.message_id, rc.c.late, rc.c.rssi, rc.c.snr, rc.c.rep, st.c.identifier, st.c.lat, st.c.lng
+            )
             .join(st, st.c.id == rc.c.station_id)
             .where(rc.c.message_id.in_(message_ids))
             .order_by(rc.c.id)
         ):
-            receptions[message_id].append((Heard(late, rssi, snr, rep), HeardBy(identifier, lat, lng)))
+            heard = by_id[reception_id] = (Heard(late, rssi, snr, rep), HeardBy(identifier, lat, lng))
+            receptions[message_id].append(heard)
         items = []
         for d in owed:
             cb = cbs.get(d.callback_id) if d.callback_id is not None else None
@@ -644,7 +762,12 @@ class DeliveryWorker(BackgroundThread):
                 if d.message_id is not None:
                     message = messages[d.message_id]
                     grammar = cb.payload_config if cb is not None else None
-                    values = message_variables(message, devices[message.device_id], receptions[message.id], grammar)
+                    copied = None
+                    if d.reception_id is not None and (copied := by_id.get(d.reception_id)) is None:
+                        raise LookupError(f"reception {d.reception_id} of the message is gone")
+                    values = message_variables(
+                        message, devices[message.device_id], receptions[message.id], grammar, duplicate=copied
+                    )
                 else:
                     values = json.loads(d.variables or "{}")
                 items.append(Item(d, cb, dt, values))

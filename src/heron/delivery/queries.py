@@ -244,6 +244,7 @@ def wire(u: Undelivered) -> dict[str, Any]:
         "callback": medium,
         "deliveryId": d.key,
         "event": d.event,
+        "duplicate": d.duplicate_of is not None,  # a sendDuplicate copy (another station's reception)
         "state": d.state,
         "attempts": d.attempts,
         "nextAttempt": int(d.next_at.timestamp()) if d.state == PENDING else None,

@@ -39,6 +39,8 @@ class Owed:
         "attempts",
         "next_at",
         "created_at",
+        "duplicate_of",
+        "reception_id",
     )
 
     id: int
@@ -51,6 +53,8 @@ class Owed:
     attempts: int
     next_at: datetime
     created_at: datetime
+    duplicate_of: int | None  # a sendDuplicate copy: the delivery it copies
+    reception_id: int | None  # ... and the reception whose network values it carries
 
 
 @dataclass

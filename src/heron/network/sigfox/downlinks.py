@@ -197,7 +197,7 @@ class DownlinkDecider(BackgroundThread):
                 elif dl.mode == "DIRECT":
                     self._direct(decision)
                 else:
-                    self._prepare_call(session, decision)
+                    self._prepare_call(session, decision, now)
                     # Leased while the call is in flight: the next rounds leave it alone.
                     dl.decide_at = now + timedelta(seconds=self.answer_timeout + 5)
                 out.append(decision)
@@ -218,7 +218,7 @@ class DownlinkDecider(BackgroundThread):
             return
         _queue(d, data.hex())
 
-    def _prepare_call(self, session: Session, d: _Decision) -> None:
+    def _prepare_call(self, session: Session, d: _Decision, now: datetime) -> None:
         hook = session.scalar(
             select(Callback).where(
                 Callback.device_type_id == d.device_type.id,
@@ -235,11 +235,14 @@ class DownlinkDecider(BackgroundThread):
             select(Delivery).where(
                 Delivery.message_id == d.message.id,
                 Delivery.callback_id == hook.id,
+                Delivery.duplicate_of.is_(None),  # the message's own delivery, not a sendDuplicate copy
                 Delivery.state == PENDING,
                 Delivery.attempts == 0,
                 Delivery.next_at > d.downlink.decide_at,
             )
         )
+        if d.delivery is not None:  # the call starts this delivery: a sendDuplicate callback's copies are owed
+            outbox.owe_duplicates(session, [d.delivery], {hook.id: hook}, now)
         receptions = list(
             session.execute(
                 select(Reception, BaseStation)
