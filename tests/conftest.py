@@ -8,6 +8,7 @@ import itertools
 import os
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,11 +67,14 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
-    """A fresh, migrated database for one test."""
-    if request.param == "sqlite":
-        target = tmp_path / "heron.db"
+@contextmanager
+def fresh_database(
+    request: pytest.FixtureRequest, backend: str, directory: Path, sqlite_template: Path
+) -> Iterator[str]:
+    """A fresh, migrated database ("sqlite" or "postgresql", copied from the session's template),
+    dropped afterwards; skips when the PostgreSQL binaries are not installed."""
+    if backend == "sqlite":
+        target = directory / "heron.db"
         shutil.copy(sqlite_template, target)
         yield f"sqlite:///{target}"
         return
@@ -81,22 +85,35 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template
     admin = create_engine(cluster.url(), isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE heron_template'))
-    yield cluster.url(name)
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield cluster.url(name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    with fresh_database(request, request.param, tmp_path, sqlite_template) as url:
+        yield url
+
+
+def make_settings(directory: Path, database_url: str) -> Settings:
     return Settings(
-        data_dir=tmp_path / "var",
+        data_dir=directory / "var",
         database_url=database_url,
         admin_email=ADMIN_EMAIL,
         admin_password=ADMIN_PASSWORD,  # type: ignore[arg-type]
         kek=TEST_KEK,  # type: ignore[arg-type]
         access_log=False,
     )
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url)
 
 
 @pytest.fixture
@@ -171,6 +188,10 @@ def make_user(
 
 @pytest.fixture
 def tenants(db: Database) -> Tenants:
+    return make_tenants(db)
+
+
+def make_tenants(db: Database) -> Tenants:
     with db.write() as session:
         root = groups.get_root(session)
         assert root is not None

@@ -225,6 +225,7 @@ CASES: list[tuple[tuple[str, str | None], str, str, dict[str, object], str]] = [
     # header values: as written, control characters removed
     (UPLINK, "header", "Bearer {device}", {"device": "1A2B"}, "Bearer 1A2B"),
     (ERROR, "header", "x-{info}", {"info": "evil\r\nSet-Cookie: a=b\x00\ttab"}, "x-evilSet-Cookie: a=b\ttab"),
+    (ERROR, "header", "x-{info}", {"info": "a\x85b\x9fc\u2028d\u2029e\x7ff"}, "x-abcdef"),  # C1, separators
     # JSON strings with escaped quotes around a variable keep it inside the string
     (
         UPLINK,
@@ -401,7 +402,7 @@ def test_unbalanced_braces_are_refused(text: str, context: str) -> None:
 
 
 def test_header_value_template_with_a_line_break_is_refused() -> None:
-    for text in ("a\r\nX-Injected: 1", "a\nb", "{device}\r"):
+    for text in ("a\r\nX-Injected: 1", "a\nb", "{device}\r", "a\x85b", "{device}\u2028"):
         with pytest.raises(InvalidInput, match="line break"):
             compile_template(text, "header", variables_for("DATA", "UPLINK"), "headers.X-Device")
 

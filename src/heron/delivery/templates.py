@@ -55,7 +55,8 @@ Contexts (`CONTEXTS`) and escaping:
   decided at compile time by scanning the template's quotes (with backslash escapes).
 - `text` (text/plain bodies, e-mail bodies, BATCH_URL lines): values as written above.
 - `header` (header values, and an e-mail subject, which is a header too): values as written
-  above with every control character but TAB removed, so a value can never start a new header;
+  above with every control character but TAB removed (C0, DEL and C1, and the line and paragraph
+  separators U+2028, U+2029), so a value can never start a new header;
   a template whose own text holds a line break is refused on save.
 
 Braces: `{name}` is a variable. Any other `{` or `}` is refused on save ("unbalanced"), except in
@@ -349,7 +350,9 @@ _BARE_AS_IS = frozenset({_TIME, _INT, _DEC2, _NUMBER, _BOOL, _JSON})
 
 # --- escaping by context -------------------------------------------------------------------------
 
-_CONTROL = {c: None for c in [*range(0x20), 0x7F] if c != 0x09}
+# Removed from header values: the C0 controls but TAB, DEL, the C1 controls and U+2028/U+2029,
+# which covers every character str.splitlines() breaks on (the e-mail package refuses those).
+_CONTROL = {c: None for c in [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029] if c != 0x09}
 
 
 def _url(text: str) -> str:
@@ -501,7 +504,7 @@ def compile_template(text: str, context: str, available: frozenset[str], field: 
     if context not in CONTEXTS:
         raise ValueError(f"unknown template context {context!r}; expected one of {sorted(CONTEXTS)}")
     is_json = context == "json"
-    if context == "header" and ("\r" in text or "\n" in text):
+    if context == "header" and "".join(text.splitlines()) != text:  # CR, LF, NEL, U+2028 ...
         raise InvalidInput.field(field, "a header value cannot contain a line break")
 
     chunks: list[str] = []  # literal text; one more chunk than variables
