@@ -60,21 +60,49 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="default HERON_WORKERS")] = None,
 ) -> None:
     """Apply migrations, then serve the HTTP API and GUI."""
+    import os
+
     import uvicorn
+
+    from heron.worker import WorkerProcess
 
     settings = get_settings()
     configure_logging(settings.log_level)
     prepare(settings)
-    uvicorn.run(
-        "heron.api.app:worker_app",
-        factory=True,
-        host=host or settings.http_host,
-        port=port or settings.http_port,
-        workers=workers or settings.workers,
-        log_config=None,
-        access_log=False,
-        proxy_headers=True,
-    )
+    worker = None
+    if settings.delivery_process and settings.run_deliveries:
+        worker = WorkerProcess()
+        # The API processes leave deliveries and downlink decisions to it (heron.worker).
+        os.environ["HERON_RUN_DELIVERIES"] = "false"
+        get_settings.cache_clear()
+    try:
+        uvicorn.run(
+            "heron.api.app:worker_app",
+            factory=True,
+            host=host or settings.http_host,
+            port=port or settings.http_port,
+            workers=workers or settings.workers,
+            log_config=None,
+            access_log=False,
+            proxy_headers=True,
+        )
+    finally:
+        if worker is not None:
+            worker.stop()
+
+
+@app.command()
+def worker(
+    parent_fd: Annotated[int | None, typer.Option(hidden=True, help="stop when this pipe closes")] = None,
+    nice: Annotated[int, typer.Option(min=0, max=19, help="lower this process's CPU priority by this")] = 0,
+) -> None:
+    """Send callbacks and decide downlinks, without the HTTP API (`heron serve` starts one; a
+    scaled-out deployment runs as many as it likes)."""
+    from heron import worker as background_worker
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    background_worker.run(settings, parent_fd=parent_fd, niceness=nice)
 
 
 @db_app.command("upgrade")

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     delivery_backoff_max_seconds: float = Field(default=1800.0, gt=0)
     delivery_give_up_hours: float = Field(default=48.0, ge=24)
     run_deliveries: bool = True
+    # `heron serve` runs the deliveries and downlink decisions in a worker process of its own
+    # (heron.worker), at a lower CPU priority than the API; false: in the API processes' threads.
+    delivery_process: bool = True
     # A callback's pending deliveries beyond this many (the oldest) are recorded as failed
     # ("outbox overflow") and alerted, as are pending ones older than the give-up age.
     outbox_max_pending_per_callback: int = Field(default=100_000, ge=1)

@@ -176,6 +176,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     app.include_router(contracts.infos_router)
     app.include_router(sigfox_bridge.router)
     app.include_router(web_auth.router)
+    app.add_middleware(ingest.IngestLane)  # inside the edge middleware, added after it
     app.add_middleware(EdgeMiddleware, access_log=settings.access_log)
     return app
 

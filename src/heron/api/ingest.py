@@ -9,20 +9,20 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from heron.api.context import AppContext, Ctx, parse_authorization
-from heron.api.schemas import SIGFOX_IGNORED, ApiModel
 from heron.db.base import utcnow
-from heron.errors import InvalidInput, NotAuthenticated
+from heron.errors import NotAuthenticated
 from heron.messages.store import HeardFrame
 from heron.network.sigfox import stations
 from heron.pipeline import Refused
-from heron.registry.identifiers import SigfoxId
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 
@@ -32,19 +32,27 @@ _NORMAL_ID = re.compile(r"[1-9A-F][0-9A-F]{0,7}|0")
 MAX_MS = 253_402_300_799_999
 
 
+_DEVICE_PATTERN = r"^(?:0[xX])?[0-9A-Fa-f]{1,8}$"
+_DATA_PATTERN = r"^(?:[0-9A-Fa-f]{2}){0,12}$"
+# What a pattern refusal says, by the field it refuses (pydantic's own names the pattern).
+_PATTERN_MESSAGES = {
+    "device": "must be 1 to 8 hex digits (a Sigfox device id)",
+    "data": "must be 0 to 12 bytes as an even number of hex digits",
+}
+
+
 class ReceptionIn(BaseModel):
-    """`ApiModel`'s rules (camelCase, unknown fields refused, the Sigfox fields it ignores
-    dropped) without its per-field NUL check, which costs more than the rest of a reception's
-    validation: the only strings here (device, frameType, data) are refused by their own checks
-    when they hold anything but hex digits or a frame type. This runs for every reception."""
+    """One reception. Every check is a pydantic-core constraint (no Python validator): this runs
+    for every reception, and a Python validator per field cost more than the rest together
+    (measured: 117 -> 46 us for a 20-reception request). `_frames` normalizes the device id
+    and the payload's case. Unknown fields are refused, as everywhere."""
 
-    model_config = ApiModel.model_config
-    ignored_fields: ClassVar[frozenset[str]] = SIGFOX_IGNORED
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
 
-    device: str = Field(max_length=10, description="hex device id")
+    device: str = Field(max_length=10, pattern=_DEVICE_PATTERN, description="hex device id")
     seq_number: int = Field(ge=0, le=4095, description="12 bits")
     frame_type: Literal["DATA", "KEEPALIVE", "REPEATER"] = "DATA"
-    data: str = Field(default="", max_length=24, description="payload, 0 to 12 bytes in hex")
+    data: str = Field(default="", max_length=24, pattern=_DATA_PATTERN, description="payload, 0 to 12 bytes in hex")
     ack_required: bool = False
     time: int | None = Field(default=None, ge=0, le=MAX_MS, description="epoch ms of the reception at the station")
     rssi: float | None = Field(default=None, ge=-200, le=50, description="dBm")
@@ -54,32 +62,13 @@ class ReceptionIn(BaseModel):
     battery: float | None = Field(default=None, ge=0, le=100, description="V (keep-alive frames)")
     temperature: float | None = Field(default=None, ge=-100, le=200, description="degrees C (keep-alive frames)")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _drop_ignored(cls, data: Any) -> Any:
-        if isinstance(data, dict) and not cls.ignored_fields.isdisjoint(data):
-            return {k: v for k, v in data.items() if k not in cls.ignored_fields}
-        return data
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if _NORMAL_ID.fullmatch(value):  # already as SigfoxId.parse would make it
-            return value
-        try:
-            return str(SigfoxId.parse(value, "device"))
-        except InvalidInput as exc:  # re-raised as pydantic's, so the error names receptions[i]
-            raise ValueError(exc.errors[0].message if exc.errors else exc.message) from None
+class IngestBody(BaseModel):
+    """No Python validator here either: a model-level one makes pydantic parse the JSON into
+    objects first instead of validating as it reads."""
 
-    @field_validator("data")
-    @classmethod
-    def _data(cls, value: str) -> str:
-        if not _HEX.fullmatch(value):
-            raise ValueError("must be 0 to 12 bytes as an even number of hex digits")
-        return value.lower()
+    model_config = ConfigDict(extra="forbid")
 
-
-class IngestBody(ApiModel):
     receptions: Annotated[list[ReceptionIn], Field(min_length=1, max_length=MAX_RECEPTIONS)]
 
 
@@ -177,29 +166,41 @@ def _body(raw: bytes, content_type: str | None) -> IngestBody:
     try:
         return IngestBody.model_validate_json(raw)
     except ValidationError as exc:
-        errors = [dict(e) | {"loc": ("body", *e["loc"])} for e in exc.errors(include_url=False)]
+        errors = []
+        for e in exc.errors(include_url=False):
+            error = dict(e) | {"loc": ("body", *e["loc"])}
+            if e["type"] == "string_pattern_mismatch" and e["loc"][-1] in _PATTERN_MESSAGES:
+                error |= {"type": "value_error", "msg": _PATTERN_MESSAGES[str(e["loc"][-1])]}
+            errors.append(error)
         raise RequestValidationError(errors, body=raw) from None
 
 
 def _frames(body: IngestBody, station_id: int, arrived: datetime) -> list[HeardFrame]:
-    return [
-        HeardFrame(
-            station_id=station_id,
-            device=r.device,
-            seq_number=r.seq_number,
-            frame_type=r.frame_type,
-            data=r.data,
-            ack_required=r.ack_required,
-            time=datetime.fromtimestamp(r.time / 1000, UTC) if r.time is not None else arrived,
-            rssi=r.rssi,
-            snr=r.snr,
-            freq=r.freq,
-            rep=r.rep,
-            battery=r.battery,
-            temperature=r.temperature,
+    """The receptions as the store takes them: device ids as `SigfoxId` writes them, payloads in
+    lower case. Positional: a named tuple built with keywords costs twice as much."""
+    frames = []
+    for r in body.receptions:
+        device = r.device
+        if not _NORMAL_ID.fullmatch(device):  # already as SigfoxId.parse would make it
+            device = device.removeprefix("0x").removeprefix("0X").upper().lstrip("0") or "0"
+        frames.append(
+            HeardFrame(
+                station_id,
+                device,
+                r.seq_number,
+                r.frame_type,
+                r.data.lower(),
+                r.ack_required,
+                arrived if r.time is None else datetime.fromtimestamp(r.time / 1000, UTC),
+                r.rssi,
+                r.snr,
+                r.freq,
+                r.rep,
+                r.battery,
+                r.temperature,
+            )
         )
-        for r in body.receptions
-    ]
+    return frames
 
 
 # The route takes the bare request: FastAPI's dependency and body machinery cost more than the
@@ -234,3 +235,33 @@ async def ingest_sigfox(request: Request) -> Response:
                 _credentials.pop(key, None)
         raise NotAuthenticated("station credential required") from None
     return accepted
+
+
+class IngestLane:
+    """ASGI middleware, inside the edge one (request id, metrics, access log): it serves
+    `POST /ingest/sigfox` itself, answering errors with the app's own exception handlers, and
+    hands everything else on. FastAPI's router and route wrappers cost the API process more
+    than the ingest's own work (measured: about 40% of its event loop under load); the route
+    stays declared above, for the OpenAPI document and as the only definition of the handler."""
+
+    PATH = router.prefix + "/sigfox"
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.route = next(r for r in router.routes if getattr(r, "path", None) == self.PATH)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != self.PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        app = scope["app"]
+        scope["route"] = self.route  # the metrics' route label, as the router would set it
+        request = Request(scope, receive)
+        try:
+            response = await ingest_sigfox(request)
+        except Exception as exc:
+            handler = next((app.exception_handlers[k] for k in type(exc).__mro__ if k in app.exception_handlers), None)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)

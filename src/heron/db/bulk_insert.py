@@ -17,8 +17,11 @@ from sqlalchemy import Connection, Table
 from sqlalchemy.orm import Session
 
 
-def insert_rows(session: Session | Connection, table: Table, rows: Sequence[dict[str, Any]]) -> int:
-    """INSERT `rows` (dicts with the same keys) into `table` in the caller's transaction."""
+def insert_rows(
+    session: Session | Connection, table: Table, rows: Sequence[dict[str, Any]], on_conflict: str = ""
+) -> int:
+    """INSERT `rows` (dicts with the same keys) into `table` in the caller's transaction;
+    `on_conflict`, an `ON CONFLICT ...` clause both SQLite and PostgreSQL speak, is appended."""
     if not rows:
         return 0
     conn = session.connection() if isinstance(session, Session) else session
@@ -43,7 +46,7 @@ def insert_rows(session: Session | Connection, table: Table, rows: Sequence[dict
     mark = "?" if dialect.paramstyle == "qmark" else "%s"
     marks = ", ".join(mark if name in bound_names else "NULL" for name in names)
     values = list(zip(*bound_values, strict=True)) if bound_values else [() for _ in rows]
-    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})", values)
+    conn.exec_driver_sql(f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks}) {on_conflict}", values)
     return n
 
 

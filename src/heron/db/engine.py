@@ -3,7 +3,9 @@ PostgreSQL (see docs/ARCHITECTURE.md for the measured cost that decided it)."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -74,6 +76,78 @@ class WalCheckpointer(BackgroundThread):
             conn.close()
 
 
+class WriteTurn:
+    """SQLite has one writer at a time: the writers of every process on one database file
+    queue here, handed the turn as soon as it is free, rather than in SQLite's busy handler,
+    which sleeps 1 to 100 ms between retries (measured: ingest p99 1.25 s -> 0.4 s). Within a
+    process a re-entrant lock (so a nested write fails as it always did, on the busy timeout,
+    instead of hanging); between processes (the API process and `heron worker`) an advisory
+    lock on `<database>.write-turn`, on which the kernel wakes a waiter at once.
+
+    The ingest's writer holds `<database>.write-first` while it has work (`first()`), letting
+    it go at least every few hundred milliseconds; other processes' writers wait while it is
+    held. So under a burst stations are answered first, the deliveries still get a turn now
+    and then, and the outbox catches up after."""
+
+    def __init__(self, lock_path: str | None) -> None:
+        self._lock = threading.RLock()
+        self._depth = 0  # re-entry count of the thread holding _lock
+        self._path = lock_path
+        self._fds: tuple[int, int] | None = None  # (turn, first)
+
+    @contextmanager
+    def taken(self, *, priority: bool = False) -> Iterator[None]:
+        """The turn; `priority`: the caller holds `first()` (or does not wait for its holder)."""
+        with self._lock:
+            self._depth += 1
+            try:
+                if self._depth > 1 or self._path is None:
+                    yield
+                    return
+                turn, first = self._files()
+                if not priority:  # wait while a priority writer holds the first claim
+                    fcntl.flock(first, fcntl.LOCK_SH)
+                    fcntl.flock(first, fcntl.LOCK_UN)
+                fcntl.flock(turn, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(turn, fcntl.LOCK_UN)
+            finally:
+                self._depth -= 1
+
+    @contextmanager
+    def first(self) -> Iterator[None]:
+        """The first claim on the turn, held across transactions: other processes' writers
+        wait until it is let go. One thread of a process may hold it (the ingest's writer)."""
+        if self._path is None:
+            yield
+            return
+        with self._lock:
+            fd = self._files()[1]
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _files(self) -> tuple[int, int]:
+        if self._fds is None:
+            flags = os.O_RDWR | os.O_CREAT
+            self._fds = (
+                os.open(f"{self._path}.write-turn", flags, 0o600),
+                os.open(f"{self._path}.write-first", flags, 0o600),
+            )
+        return self._fds
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fds is not None:
+                for fd in self._fds:
+                    os.close(fd)
+                self._fds = None
+
+
 class Database:
     """One engine per process, a read and a write session factory on it."""
 
@@ -97,11 +171,10 @@ class Database:
             event.listen(self.engine, "connect", _sqlite_on_connect)
             event.listen(self.engine, "begin", _sqlite_on_begin)
         self._write_engine = self.engine.execution_options(heron_write=True)
-        # SQLite has one writer at a time: this process's writers queue here, handed the turn
-        # as soon as it is free, rather than in SQLite's busy handler, which sleeps 1 to 100 ms
-        # between retries (measured: ingest p99 1.25 s -> 0.4 s). Re-entrant, so a nested write
-        # fails as it always did (busy timeout) instead of hanging.
-        self._write_turn = threading.RLock() if self.dialect == "sqlite" else None
+        self._write_turn: WriteTurn | None = None
+        if self.dialect == "sqlite":
+            on_disk = parsed.database and parsed.database != ":memory:"
+            self._write_turn = WriteTurn(parsed.database if on_disk else None)
         self._readers = threading.local()
         self._readers_lock = threading.Lock()
         self._reader_conns: list[Any] = []
@@ -127,10 +200,18 @@ class Database:
             yield session
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """A unit of work: committed when the block ends without error, else rolled back."""
-        with self._write_turn or nullcontext(), self._write_sessions() as session, session.begin():
+    def write(self, *, priority: bool = False) -> Iterator[Session]:
+        """A unit of work: committed when the block ends without error, else rolled back.
+        `priority`: the caller holds `write_first()` (see `WriteTurn`)."""
+        turn = self._write_turn.taken(priority=priority) if self._write_turn is not None else nullcontext()
+        with turn, self._write_sessions() as session, session.begin():
             yield session
+
+    @contextmanager
+    def write_first(self) -> Iterator[None]:
+        """On a SQLite file, a first claim on the write turn across transactions (`WriteTurn`)."""
+        with self._write_turn.first() if self._write_turn is not None else nullcontext():
+            yield
 
     def reader_connection(self) -> Any:
         """This thread's autocommit driver connection, kept outside the pool, for the fast path
@@ -158,3 +239,5 @@ class Database:
             conn.close()
         self._readers = threading.local()
         self.engine.dispose()
+        if self._write_turn is not None:
+            self._write_turn.close()

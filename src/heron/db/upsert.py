@@ -1,5 +1,7 @@
 """Counters kept with one statement per batch: INSERT ... ON CONFLICT DO UPDATE, which both
-SQLite and PostgreSQL speak (with their own SQLAlchemy constructs)."""
+SQLite and PostgreSQL speak, as one driver-level executemany (heron.db.bulk_insert): a
+statement built per batch size would be compiled again each time (measured: two thirds of the
+ingest's per-day uplink counting)."""
 
 from __future__ import annotations
 
@@ -7,8 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+
+from heron.db.bulk_insert import insert_rows
 
 
 def add_counts(
@@ -23,9 +26,5 @@ def add_counts(
     overwrite its `replace` columns. Rows must not repeat a key (sum them first)."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-    excluded = stmt.excluded
-    sets: dict[str, Any] = {c: table.c[c] + excluded[c] for c in counts}
-    sets.update({c: excluded[c] for c in replace})
-    session.execute(stmt.on_conflict_do_update(index_elements=list(keys), set_=sets), list(rows))
+    sets = [f"{c} = {table.name}.{c} + excluded.{c}" for c in counts] + [f"{c} = excluded.{c}" for c in replace]
+    insert_rows(session, table, rows, on_conflict=f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {', '.join(sets)}")

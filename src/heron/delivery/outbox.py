@@ -681,9 +681,12 @@ class DeliveryWorker(BackgroundThread):
                 conn.execute(
                     update(table).where(table.c.id.in_([d.id for d in kept])).values(next_at=now + policy.lease)
                 )
-            items = self._prepare(session, kept, cbs)
             session.flush()
             session.expunge_all()
+        # The rows are leased to this worker: their values are read after the commit, so the
+        # write lock (SQLite's one writer, shared with the ingest) is held for the lease only.
+        with self.db.read() as session:
+            items = self._prepare(session, kept, cbs)
         singles: list[list[Item]] = []
         grouped: dict[int, list[Item]] = {}
         for item in items:
@@ -842,8 +845,11 @@ class DeliveryWorker(BackgroundThread):
                     f"delivered_at = NULL WHERE id = {mark} AND state = '{PENDING}'",
                     retried,
                 )
-            for cb_id in successes:
-                was_dead = session.scalar(select(Callback.dead).where(Callback.id == cb_id))
+            # A success resets its callback's failure count (one read when none has failed).
+            unhealthy = (Callback.failures > 0) | Callback.dead.is_(True)
+            for cb_id, was_dead in session.execute(
+                select(Callback.id, Callback.dead).where(Callback.id.in_(sorted(successes)), unhealthy)
+            ).all():
                 session.execute(
                     update(Callback)
                     .where(Callback.id == cb_id)

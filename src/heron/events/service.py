@@ -38,6 +38,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from heron.db.keyset import Position, newest_first_window
+from heron.db.upsert import add_counts
 from heron.delivery.models import PENDING, Callback, Delivery
 from heron.delivery.outbox import new_key
 from heron.events.models import DeviceLoss, Event, StationOutage, UplinkCount
@@ -142,24 +143,34 @@ def after_uplinks(session: Session, messages: Sequence[StoredMessage], now: date
 def _count_uplinks(
     session: Session, added: Counter[tuple[int, date]], limits: dict[int, tuple[int, int, str]], now: datetime
 ) -> list[dict[str, Any]]:
-    """Add to the per-day counters (one upsert, RETURNING the new totals); an OVERUSAGE event
-    for each device this batch took past its limit."""
+    """Add to the per-day counters (one upsert), then read back the counters now past their
+    device's limit (few: one device past it shows up once per message until the day ends); an
+    OVERUSAGE event for each device this batch took past its limit."""
     if not added:
         return []
     table = cast(Table, UplinkCount.__table__)
     rows = [{"device_id": d, "day": day, "uplinks": n} for (d, day), n in sorted(added.items())]
+    add_counts(session, table, rows, keys=("device_id", "day"), counts=("uplinks",))
+    over = (
+        select(table.c.device_id, table.c.day, table.c.uplinks)
+        .join(Device, Device.id == table.c.device_id)
+        .join(Contract, Contract.id == Device.contract_id)
+        .where(
+            table.c.device_id.in_(sorted({d for d, _ in added})),
+            table.c.day.in_(sorted({day for _, day in added})),
+            table.c.uplinks > Contract.max_uplink_frames,
+        )
+    )
     events = []
-    for start in range(0, len(rows), _CHUNK):
-        stmt = _insert(session)(table).values(rows[start : start + _CHUNK])
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["device_id", "day"], set_={"uplinks": table.c.uplinks + stmt.excluded.uplinks}
-        ).returning(table.c.device_id, table.c.day, table.c.uplinks)
-        for device_id, day, total in session.execute(stmt):
-            contract_id, limit, _tz = limits[device_id]
-            if total - added[(device_id, day)] <= limit < total:  # crossed in this batch
-                details = {"day": day.isoformat(), "uplinks": total, "maxUplinkFrames": limit}
-                details["contractId"] = str(contract_id)
-                events.append(_event(OVERUSAGE, now, details, device_id=device_id, day=day))
+    for device_id, day, total in session.execute(over):
+        n = added.get((device_id, day))
+        if n is None or device_id not in limits:
+            continue
+        contract_id, limit, _tz = limits[device_id]
+        if total - n <= limit < total:  # crossed in this batch
+            details = {"day": day.isoformat(), "uplinks": total, "maxUplinkFrames": limit}
+            details["contractId"] = str(contract_id)
+            events.append(_event(OVERUSAGE, now, details, device_id=device_id, day=day))
     return events
 
 
