@@ -59,23 +59,28 @@ def serve(
     port: Annotated[int | None, typer.Option(help="default HERON_HTTP_PORT")] = None,
     workers: Annotated[int | None, typer.Option(help="default HERON_WORKERS")] = None,
 ) -> None:
-    """Apply migrations, then serve the HTTP API and GUI."""
+    """Apply migrations, then serve the HTTP API and GUI (with the uplink writer and the
+    delivery worker in processes of their own: docs/ARCHITECTURE.md, "Processes")."""
     import os
 
     import uvicorn
 
-    from heron.worker import WorkerProcess
+    from heron import uplink_process, worker
+    from heron.processes import ChildProcess
 
     settings = get_settings()
     configure_logging(settings.log_level)
     prepare(settings)
-    worker = None
-    if settings.delivery_process and settings.run_deliveries:
-        worker = WorkerProcess()
-        # The API processes leave deliveries and downlink decisions to it (heron.worker).
-        os.environ["HERON_RUN_DELIVERIES"] = "false"
-        get_settings.cache_clear()
+    children: list[ChildProcess] = []
     try:
+        if settings.uplink_process and settings.uplink_socket is None:
+            child, path = uplink_process.start(settings)
+            children.append(child)
+            os.environ["HERON_UPLINK_SOCKET"] = str(path)  # the API processes store through it
+        if settings.delivery_process and settings.run_deliveries:
+            children.append(ChildProcess("worker", "--nice", str(worker.NICENESS)))
+            os.environ["HERON_RUN_DELIVERIES"] = "false"  # the API processes leave them to it
+        get_settings.cache_clear()
         uvicorn.run(
             "heron.api.app:worker_app",
             factory=True,
@@ -87,8 +92,8 @@ def serve(
             proxy_headers=True,
         )
     finally:
-        if worker is not None:
-            worker.stop()
+        for child in children:  # the uplink writer last: it stores what is queued
+            child.stop()
 
 
 @app.command()
@@ -103,6 +108,20 @@ def worker(
     settings = get_settings()
     configure_logging(settings.log_level)
     background_worker.run(settings, parent_fd=parent_fd, niceness=nice)
+
+
+@app.command("uplink-writer")
+def uplink_writer(
+    socket: Annotated[Path, typer.Option(help="the Unix socket the API processes store through")],
+    parent_fd: Annotated[int | None, typer.Option(hidden=True, help="stop when this pipe closes")] = None,
+) -> None:
+    """Store the stations' receptions for the API processes (`heron serve` starts one, and
+    points its API processes at it with HERON_UPLINK_SOCKET)."""
+    from heron import uplink_process
+
+    settings = get_settings()
+    configure_logging(settings.log_level)
+    uplink_process.run(settings, socket, parent_fd=parent_fd)
 
 
 @db_app.command("upgrade")

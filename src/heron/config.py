@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     # `heron serve` runs the deliveries and downlink decisions in a worker process of its own
     # (heron.worker), at a lower CPU priority than the API; false: in the API processes' threads.
     delivery_process: bool = True
+    # `heron serve` runs the uplink writer in a process of its own (heron.uplink_process) and
+    # sets `uplink_socket` for its API processes, which store through it; false: each API
+    # process writes in a thread of its own.
+    uplink_process: bool = True
+    uplink_socket: Path | None = None
     # A callback's pending deliveries beyond this many (the oldest) are recorded as failed
     # ("outbox overflow") and alerted, as are pending ones older than the give-up age.
     outbox_max_pending_per_callback: int = Field(default=100_000, ge=1)

@@ -50,6 +50,12 @@ class Conflict(HeronError):
     status_code = 409
 
 
+class Unavailable(HeronError):
+    """A part of Heron this request needs is not reachable (the caller may retry)."""
+
+    status_code = 503
+
+
 class RateLimited(HeronError):
     status_code = 429
 

@@ -11,9 +11,11 @@ import logging
 import queue
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple, Protocol
 
 from prometheus_client import Counter
 
@@ -22,6 +24,7 @@ from heron.db.engine import Database
 from heron.delivery.outbox import enqueue_messages
 from heron.events import service as events
 from heron.messages.store import HeardFrame, RecentIndex, StoreResult, store_frames
+from heron.network.sigfox import stations
 from heron.network.sigfox.downlinks import open_downlinks
 from heron.observability import REGISTRY
 
@@ -35,18 +38,38 @@ FIRST_LINGER = 0.002
 
 
 class Refused(Exception):
-    """A request whose `still_allowed` check failed in the writer: none of its frames stored."""
+    """A request whose station credential failed the writer's recheck: none of its frames stored."""
+
+
+class Recheck(NamedTuple):
+    """A station credential to check again in the writer before storing (once per batch), for
+    a caller that let the request in on a cached decision (the ingest's credential cache)."""
+
+    identifier: str
+    secret: str
+    station_id: int
 
 
 @dataclass
 class _Pending:
     frames: Sequence[HeardFrame]
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[StoreResult]
-    # Checked in the writer thread before the frames are stored (once per key and batch), for
-    # a caller that let the request in on a cached decision (the ingest's station credential).
-    still_allowed: Callable[[], bool] | None = None
-    check_key: object = None
+    future: asyncio.Future[None]
+    recheck: Recheck | None = None
+
+
+class Uplinks(Protocol):
+    """Where the ingest stores frames: the writer thread of this process (`UplinkWriter`) or
+    the uplink writer process (`heron.uplink_process.RemoteUplinks`)."""
+
+    clock: Callable[[], datetime]
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    async def store(self, frames: Sequence[HeardFrame], *, recheck: Recheck | None = None) -> None:
+        """Return once `frames` are committed; raise if they were not (`Refused`, or why)."""
 
 
 class UplinkWriter:
@@ -80,22 +103,16 @@ class UplinkWriter:
             self._thread.join(timeout=30)
             self._thread = None
 
-    async def store(
-        self,
-        frames: Sequence[HeardFrame],
-        *,
-        still_allowed: Callable[[], bool] | None = None,
-        check_key: object = None,
-    ) -> StoreResult:
+    async def store(self, frames: Sequence[HeardFrame], *, recheck: Recheck | None = None) -> None:
         """Queue frames and wait until they are committed (or their transaction failed).
-        `still_allowed`, when given, runs in the writer thread first (once per `check_key` and
-        batch): False stores nothing of these frames and raises `Refused`."""
+        `recheck`, when given, is checked in the writer first: a credential no longer valid
+        stores nothing of these frames and raises `Refused`."""
         if self._thread is None:
             self.start()
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[StoreResult] = loop.create_future()
-        self._queue.put(_Pending(frames, loop, future, still_allowed, check_key))
-        return await future
+        future: asyncio.Future[None] = loop.create_future()
+        self._queue.put(_Pending(frames, loop, future, recheck))
+        await future
 
     def store_now(self, frames: Sequence[HeardFrame]) -> StoreResult:
         """Store in the caller's thread, in its own transaction (tools and tests)."""
@@ -151,21 +168,22 @@ class UplinkWriter:
         return batch
 
     def _allowed(self, batch: list[_Pending]) -> list[_Pending]:
-        verdicts: dict[object, bool] = {}
+        verdicts: dict[Recheck, bool] = {}
         kept = []
         for pending in batch:
-            check = pending.still_allowed
+            check = pending.recheck
             if check is not None:
-                key = pending.check_key if pending.check_key is not None else id(pending)
-                if key not in verdicts:
+                if check not in verdicts:
                     try:
-                        verdicts[key] = bool(check())
+                        verdicts[check] = (
+                            stations.authenticate(self.db, check.identifier, check.secret) == check.station_id
+                        )
                     except Exception as exc:
                         log.exception("pipeline.check_failed")
-                        _settle(pending, None, exc)
+                        _settle(pending, exc)
                         continue
-                if not verdicts[key]:
-                    _settle(pending, None, Refused())
+                if not verdicts[check]:
+                    _settle(pending, Refused())
                     continue
             kept.append(pending)
         return kept
@@ -174,7 +192,7 @@ class UplinkWriter:
         if not batch:
             return
         try:
-            result = self.store_now([f for p in batch for f in p.frames])
+            self.store_now([f for p in batch for f in p.frames])
         except Exception as exc:
             if len(batch) > 1:
                 # One request's frames must not fail the others: store them one by one.
@@ -182,21 +200,27 @@ class UplinkWriter:
                     self._write([pending])
                 return
             log.exception("pipeline.store_failed", extra={"frames": len(batch[0].frames)})
-            _settle(batch[0], None, exc)
+            _settle(batch[0], exc)
             return
+        # One wake-up per event loop for the whole batch (each is a write to the loop's pipe).
+        by_loop: dict[asyncio.AbstractEventLoop, list[asyncio.Future[None]]] = defaultdict(list)
         for pending in batch:
-            _settle(pending, result, None)
+            by_loop[pending.loop].append(pending.future)
+        for loop, futures in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_resolve, futures)
 
 
-def _settle(pending: _Pending, result: StoreResult | None, exc: BaseException | None) -> None:
+def _resolve(futures: list[asyncio.Future[None]]) -> None:
+    for future in futures:
+        if not future.done():
+            future.set_result(None)
+
+
+def _settle(pending: _Pending, exc: BaseException) -> None:
     def apply() -> None:
-        if pending.future.done():
-            return
-        if exc is not None:
+        if not pending.future.done():
             pending.future.set_exception(exc)
-        else:
-            assert result is not None
-            pending.future.set_result(result)
 
     # A closed loop (server shutting down) has nobody waiting for the answer.
     with contextlib.suppress(RuntimeError):

@@ -43,9 +43,10 @@ from heron.jobs.engine import JobRunner
 from heron.jobs.notify import finishing_hook
 from heron.network.sigfox.downlinks import DownlinkDecider
 from heron.observability import configure_logging
-from heron.pipeline import UplinkWriter
+from heron.pipeline import Uplinks, UplinkWriter
 from heron.registry import maintenance
 from heron.tenancy.auth import Authenticator
+from heron.uplink_process import RemoteUplinks
 from heron.web import auth as web_auth
 
 
@@ -90,13 +91,20 @@ def build_context(settings: Settings, prepared: Prepared) -> AppContext:
         session_secret=prepared.session_secret,
         authenticator=Authenticator(prepared.db, settings.api_user_last_used_flush_seconds),
         jobs=runner,
-        uplinks=UplinkWriter(
-            prepared.db,
-            dedup_window=timedelta(seconds=settings.dedup_window_seconds),
-            horizon=timedelta(seconds=settings.dedup_horizon_seconds),
-        ),
+        uplinks=_uplinks(settings, prepared),
         downlinks=downlink_decider,
         deliveries=deliveries,
+    )
+
+
+def _uplinks(settings: Settings, prepared: Prepared) -> Uplinks:
+    """Through the uplink writer process when `heron serve` started one, else a thread here."""
+    if settings.uplink_socket is not None:
+        return RemoteUplinks(settings.uplink_socket)
+    return UplinkWriter(
+        prepared.db,
+        dedup_window=timedelta(seconds=settings.dedup_window_seconds),
+        horizon=timedelta(seconds=settings.dedup_horizon_seconds),
     )
 
 

@@ -17,7 +17,7 @@ from heron.errors import NotAuthenticated
 from heron.jobs.engine import JobRunner
 from heron.keys import Keyring
 from heron.network.sigfox.downlinks import DownlinkDecider
-from heron.pipeline import UplinkWriter
+from heron.pipeline import Uplinks
 from heron.tenancy.access import Actor
 from heron.tenancy.auth import Authenticator, load_session, unsign_token
 
@@ -32,7 +32,7 @@ class AppContext:
     session_secret: bytes
     authenticator: Authenticator
     jobs: JobRunner
-    uplinks: UplinkWriter
+    uplinks: Uplinks
     deliveries: DeliveryWorker
     downlinks: DownlinkDecider
     rate_limiter: RateLimiter = field(default_factory=RateLimiter)

@@ -22,7 +22,7 @@ from heron.db.base import utcnow
 from heron.errors import NotAuthenticated
 from heron.messages.store import HeardFrame
 from heron.network.sigfox import stations
-from heron.pipeline import Refused
+from heron.pipeline import Recheck, Refused
 
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 
@@ -222,16 +222,13 @@ async def ingest_sigfox(request: Request) -> Response:
     if not credential.cached:
         await ctx.uplinks.store(frames)
         return accepted
-    db, identifier, secret, station_id = ctx.db, credential.identifier, credential.secret, credential.station_id
-
-    def still_allowed() -> bool:
-        return stations.authenticate(db, identifier, secret) == station_id
-
     try:
-        await ctx.uplinks.store(frames, still_allowed=still_allowed, check_key=(identifier, secret))
+        await ctx.uplinks.store(
+            frames, recheck=Recheck(credential.identifier, credential.secret, credential.station_id)
+        )
     except Refused:
         for key, hit in list(_credentials.items()):
-            if hit[1:3] == (identifier, secret):
+            if hit[1:3] == (credential.identifier, credential.secret):
                 _credentials.pop(key, None)
         raise NotAuthenticated("station credential required") from None
     return accepted

@@ -6,12 +6,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from heron.observability import HTTP_LATENCY, HTTP_REQUESTS, request_id_var
+from heron.unique import unique_hex
 
 log = logging.getLogger("heron.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -27,7 +27,7 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         incoming = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), "")
-        rid = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
+        rid = incoming if _SAFE_ID.match(incoming) else unique_hex()
         path: str = scope["path"]
         if len(path) > 1 and path.endswith("/"):
             # Routes are declared without a trailing slash; the other form answers directly.

@@ -47,7 +47,6 @@ import asyncio
 import json
 import logging
 import random
-import uuid
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -82,6 +81,7 @@ from heron.network.sigfox.lqi import LQI_NAMES
 from heron.network.sigfox.models import BaseStation
 from heron.observability import REGISTRY
 from heron.registry.models import Device, DeviceType
+from heron.unique import unique_hex
 
 __all__ = [
     "DeliveryWorker",
@@ -196,7 +196,7 @@ REGISTRY.register(_COLLECTOR)
 
 
 def new_key() -> str:
-    return uuid.uuid4().hex
+    return unique_hex()
 
 
 # -- enqueue --------------------------------------------------------------------------------------

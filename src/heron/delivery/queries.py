@@ -5,7 +5,6 @@ callback; resend a device type's messages over a time range to one callback."""
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from heron.registry.models import Device, DeviceType
 from heron.tenancy import groups as groups_service
 from heron.tenancy.access import Actor, in_subtree
 from heron.tenancy.models import Group
+from heron.unique import unique_hex
 
 MAX_RESEND = 100_000
 # Kinds of message each callback type and subtype is owed for (outbox._OWED, by frame type).
@@ -162,7 +162,7 @@ def send_test(session: Session, actor: Actor, device_type_id: int, callback_id: 
     )
     values = templates.sample_values(names)
     now = utcnow()
-    key = uuid.uuid4().hex
+    key = unique_hex()
     session.add(
         Delivery(
             key=key,
@@ -202,7 +202,7 @@ def resend(
     now = utcnow()
     rows = [
         {
-            "key": uuid.uuid4().hex,
+            "key": unique_hex(),
             "callback_id": cb.id,
             "device_type_id": dt.id,
             "device_id": device_id,
