@@ -31,8 +31,10 @@ from heron.observability import REGISTRY
 log = logging.getLogger("heron.pipeline")
 
 MAX_BATCH_FRAMES = 5000
-# The writer keeps its first claim on SQLite's write turn while requests keep coming within
-# FIRST_LINGER of each other, letting it go at least every FIRST_HOLD (the deliveries' turn).
+# Under load (batches of BUSY_BATCH receptions or more), the writer keeps its first claim on
+# SQLite's write turn while requests keep coming within FIRST_LINGER of each other, letting it
+# go at least every FIRST_HOLD (the deliveries' turn).
+BUSY_BATCH = 200
 FIRST_HOLD = 0.25
 FIRST_LINGER = 0.002
 
@@ -143,13 +145,16 @@ class UplinkWriter:
                 first = self._queue.get(timeout=0.1)
             except queue.Empty:
                 continue
-            # Ahead of other processes' writers while requests keep coming (db.WriteTurn), for
-            # at most FIRST_HOLD at a time.
+            # Ahead of other processes' writers while the writer is the bottleneck (db.WriteTurn):
+            # a batch of BUSY_BATCH receptions or more queued up while the last one was written.
+            # For at most FIRST_HOLD at a time; a lightly loaded writer never holds it.
             with self.db.write_first():
                 began = time.monotonic()
                 while True:
-                    self._write(self._allowed(self._batch(first)))
-                    if time.monotonic() - began > FIRST_HOLD:
+                    batch = self._batch(first)
+                    self._write(self._allowed(batch))
+                    busy = sum(len(p.frames) for p in batch) >= BUSY_BATCH
+                    if not busy or time.monotonic() - began > FIRST_HOLD:
                         break
                     try:
                         first = self._queue.get(timeout=FIRST_LINGER)

@@ -94,6 +94,7 @@ class WriteTurn:
         self._depth = 0  # re-entry count of the thread holding _lock
         self._path = lock_path
         self._fds: tuple[int, int] | None = None  # (turn, first)
+        self._first_held = False  # by a thread of this process (`first()`)
 
     @contextmanager
     def taken(self, *, priority: bool = False) -> Iterator[None]:
@@ -105,7 +106,10 @@ class WriteTurn:
                     yield
                     return
                 turn, first = self._files()
-                if not priority:  # wait while a priority writer holds the first claim
+                # Wait while another process's priority writer holds the first claim (a thread of
+                # this one holding it is already ordered by the lock above; and the flock, being
+                # this process's own, would be converted, not waited for).
+                if not priority and not self._first_held:
                     fcntl.flock(first, fcntl.LOCK_SH)
                     fcntl.flock(first, fcntl.LOCK_UN)
                 fcntl.flock(turn, fcntl.LOCK_EX)
@@ -126,9 +130,11 @@ class WriteTurn:
         with self._lock:
             fd = self._files()[1]
         fcntl.flock(fd, fcntl.LOCK_EX)
+        self._first_held = True
         try:
             yield
         finally:
+            self._first_held = False
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _files(self) -> tuple[int, int]:

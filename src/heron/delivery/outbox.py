@@ -681,12 +681,9 @@ class DeliveryWorker(BackgroundThread):
                 conn.execute(
                     update(table).where(table.c.id.in_([d.id for d in kept])).values(next_at=now + policy.lease)
                 )
+            items = self._prepare(session, kept, cbs)
             session.flush()
             session.expunge_all()
-        # The rows are leased to this worker: their values are read after the commit, so the
-        # write lock (SQLite's one writer, shared with the ingest) is held for the lease only.
-        with self.db.read() as session:
-            items = self._prepare(session, kept, cbs)
         singles: list[list[Item]] = []
         grouped: dict[int, list[Item]] = {}
         for item in items:
