@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     uplink_socket: Path | None = None
     # A callback's pending deliveries beyond this many (the oldest) are recorded as failed
     # ("outbox overflow") and alerted, as are pending ones older than the give-up age.
-    outbox_max_pending_per_callback: int = Field(default=100_000, ge=1)
+    outbox_max_pending_per_callback: int = Field(default=1_000_000, ge=1)
     # SMTP server of EMAIL callbacks and of the device types' alert mails (none: host empty).
     smtp_host: str = ""
     smtp_port: int = 587

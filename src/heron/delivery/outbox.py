@@ -123,7 +123,7 @@ class Policy:
     concurrency: int = 64
     gather: timedelta = timedelta(seconds=1)  # BATCH_URL: how long a batch gathers
     batch_lines: int = 1000  # BATCH_URL: at most this many messages per request
-    max_pending_per_callback: int = 100_000
+    max_pending_per_callback: int = 1_000_000
     sweep_every: timedelta = timedelta(seconds=30)  # the caps are enforced this often
     alert_every: timedelta = timedelta(hours=1)  # at most one alert mail per callback per this
 
