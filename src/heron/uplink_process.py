@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
 import pickle
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,8 +52,17 @@ class WriterUnavailable(Unavailable):
     stored again harmlessly when the station retries: a repeated reception is a duplicate)."""
 
 
+SOCKET_PATH_MAX = 100  # bytes; a Unix socket's path may not be longer than 107 on Linux
+
+
 def socket_path(settings: Settings) -> Path:
-    return settings.data_dir / "run" / "uplinks.sock"
+    """`<data dir>/run/uplinks.sock`; for a data directory too deep for a socket path, a
+    directory of the temporary one named after it (made 0700, like `run/`, when served)."""
+    path = settings.data_dir.resolve() / "run" / "uplinks.sock"
+    if len(os.fsencode(path)) <= SOCKET_PATH_MAX:
+        return path
+    name = hashlib.sha256(os.fsencode(settings.data_dir.resolve())).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"heron-{name}" / "uplinks.sock"
 
 
 async def _read(reader: asyncio.StreamReader) -> Any:
@@ -104,7 +115,10 @@ async def _serve(writer: UplinkWriter, path: Path, parent_fd: int | None) -> Non
         threading.Thread(
             target=watch_parent, args=(parent_fd, lambda: loop.call_soon_threadsafe(stop.set)), daemon=True
         ).start()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    owner = path.parent.stat()
+    if owner.st_uid != os.getuid() or owner.st_mode & 0o077:  # e.g. made by another user in /tmp
+        raise RuntimeError(f"{path.parent} must belong to this user alone (mode 0700)")
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
     server = await listen(writer, path)

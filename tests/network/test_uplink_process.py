@@ -25,7 +25,7 @@ from heron.messages.models import Message, Reception
 from heron.messages.store import HeardFrame
 from heron.network.sigfox.models import BaseStation
 from heron.pipeline import Recheck, Refused, UplinkWriter
-from heron.uplink_process import RemoteUplinks, WriterUnavailable, listen
+from heron.uplink_process import RemoteUplinks, WriterUnavailable, listen, socket_path
 from tests.network.test_crash import serve
 from tests.network.test_ingest import Radio, frame, radio
 
@@ -137,3 +137,15 @@ def test_serve_runs_the_uplink_writer_and_worker_which_stop_when_it_is_killed(tm
             time.sleep(0.1)
         assert not any(_alive(pid) for pid in children), "a child outlived the server"
     assert not (tmp_path / "var" / "run" / "uplinks.sock").exists()  # the writer removed its socket
+
+
+def test_the_socket_lives_in_the_data_directory_or_a_private_temporary_one_when_that_is_too_deep(
+    tmp_path: Path,
+) -> None:
+    shallow = Settings(data_dir=tmp_path / "var")
+    assert socket_path(shallow) == (tmp_path / "var").resolve() / "run" / "uplinks.sock"
+    deep = Settings(data_dir=tmp_path / ("d" * 120))
+    path = socket_path(deep)
+    assert len(os.fsencode(path)) <= 100 and path.name == "uplinks.sock"
+    assert path == socket_path(deep)  # the same for every process of that data directory
+    assert path != socket_path(Settings(data_dir=tmp_path / ("e" * 120)))
