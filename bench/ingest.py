@@ -8,8 +8,9 @@ group-commit-sized transactions, with no HTTP, JSON or asyncio in the way.
 
 The device type has a URL callback (DATA UPLINK, a JSON body) to a receiver on 127.0.0.1 in a
 process of its own (raw uvloop streams answering 204), so every message commits with its
-outbox row and the delivery worker sends them during the run; the outbox lag (deliveries
-still pending) is printed when the load ends and a few seconds later."""
+outbox row and the delivery worker sends them during the run, with the turns the ingest leaves
+it (docs/ARCHITECTURE.md, "The write turn"); the outbox lag (deliveries still pending) is
+printed when the load ends and a few seconds later."""
 
 from __future__ import annotations
 
@@ -240,7 +241,8 @@ def main() -> None:
     print(f"set-up: {STATIONS} stations, {DEVICES + WARM_DEVICES + FLOOR_DEVICES:,} devices in "
           f"{time.perf_counter() - start:.1f} s")  # fmt: skip
     print(
-        f"SQLite, {WORKERS} server worker(s), {STATIONS} stations x {CLIENTS_PER_STATION} clients = "
+        f"SQLite, heron serve: {WORKERS} API process(es), the uplink writer and the worker (deliveries) in "
+        f"processes of their own; {STATIONS} stations x {CLIENTS_PER_STATION} clients = "
         f"{STATIONS * CLIENTS_PER_STATION} connections, {BATCH} receptions per request, every frame heard "
         f"by {STATIONS} stations, {DEVICES:,} devices, {SECONDS:.0f} s; load generator: heron.simulate in "
         f"its own process (uvloop) on the same {os.cpu_count()}-core machine"
