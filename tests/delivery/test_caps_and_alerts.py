@@ -4,16 +4,21 @@ databases, with a real SMTP server (aiosmtpd) and an injected clock."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 from datetime import timedelta
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
 from heron.db.engine import Database
 from heron.delivery.models import DONE, FAILED, Callback
 from heron.delivery.outbox import DeliveryWorker
+from heron.keys import Keyring
+from heron.registry import device_types, devices
 from heron.registry.models import DeviceType
-from tests.conftest import Tenants
+from heron.tenancy.access import SYSTEM
+from tests.conftest import TEST_KEK, Tenants
 from tests.delivery.test_channels import Inbox, clock, deliveries, inbox, sample, settings
 from tests.delivery.test_outbox import BODY, Receiver, make_callback, receiver, rounds
 from tests.network.test_ingest import Clock, Radio, frame, radio, send
@@ -96,3 +101,54 @@ def test_pending_rows_nobody_tried_past_the_give_up_age_are_failed(
     assert (first.state, first.last_error) == (FAILED, "HTTP 500")  # its last try, past the age
     assert (second.state, second.attempts) == (FAILED, 0)
     assert second.last_error == "outbox overflow: not delivered within 48 h"
+
+
+def test_an_alert_mail_that_cannot_be_built_does_not_hold_back_another_device_types_alert(
+    client: TestClient,
+    db: Database,
+    tenants: Tenants,
+    radio: Radio,
+    receiver: Receiver,
+    inbox: Inbox,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The alert's subject names the device type; a name with a line break cannot be a mail
+    header. That alert is logged as not sent; the other device type's alert of the same round
+    still goes."""
+    caplog.set_level(logging.WARNING, logger="heron.delivery")
+    alert_to(db, radio, "alerts@example.com")
+    with db.write() as s:
+        meters = s.get(DeviceType, radio.device_type_id)
+        assert meters is not None
+        odd = device_types.create(
+            s,
+            SYSTEM,
+            group_id=tenants.customer_a,
+            network="SIGFOX",
+            fields=device_types.DeviceTypeFields(
+                name="Two\nlines", contract_id=meters.contract_id, alert_email="odd@example.com"
+            ),
+        )
+        devices.create_sigfox(
+            s,
+            SYSTEM,
+            Keyring.parse(TEST_KEK),
+            identifier="3001",
+            pac="0123456789ABCDEF",
+            device_type_id=odd.device_type.id,
+            fields=devices.DeviceFields(name="Odd 3001", activable=True),
+        )
+    make_callback(client, tenants, radio, url=receiver.url + "/hook", bodyTemplate=BODY)
+    odd_radio = Radio(radio.stations, odd.device_type.id)
+    make_callback(client, tenants, odd_radio, url=receiver.url + "/hook", bodyTemplate=BODY)
+    receiver.status = 500
+    send(client, radio.stations[0], frame("1001"), frame("3001"))
+    clock.now += timedelta(seconds=2)
+    assert rounds(client) == 2  # both fail: one alert each, in one batch of mails
+    assert [
+        (to, mail["Subject"].endswith("device type Meters: deliveries failing")) for _s, to, mail in inbox.mails
+    ] == [(["alerts@example.com"], True)]
+    logged = [(r.getMessage(), getattr(r, "error", "")) for r in caplog.records if r.name == "heron.delivery"]
+    assert [m for m, _ in logged] == ["delivery.alert_not_sent"]
+    assert logged[0][1].startswith("cannot build the mail: ValueError: ")

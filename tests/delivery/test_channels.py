@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from heron.config import Settings
 from heron.db.engine import Database
+from heron.delivery.channels.email import Mail, SmtpConfig, send_mails
 from heron.delivery.models import DONE, PENDING, Delivery
 from heron.jobs import engine
 from heron.jobs.notify import encrypt_headers
@@ -165,6 +166,30 @@ def test_batch_url_gathers_a_callbacks_messages_for_a_second_into_one_request_on
     assert sample(client, "heron_outbox_oldest_pending_age_seconds") == pytest.approx(1.01)
 
 
+def test_a_batch_line_holds_no_character_that_splits_lines_the_unicode_way(
+    client: TestClient, tenants: Tenants, radio: Radio, receiver: Receiver, clock: Clock
+) -> None:
+    """CR, LF, VT, FF, FS, GS, RS, NEL, U+2028 and U+2029 inside a line become spaces: a receiver
+    using str.splitlines() (or any Unicode-aware splitter) sees one line per message too."""
+    breaks = "\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"
+    make_callback(
+        client,
+        tenants,
+        radio,
+        channel="BATCH_URL",
+        url=receiver.url + "/batch",
+        linePattern=f"{{device}}{breaks}{{seqNumber}}",
+    )
+    send(client, radio.stations[0], frame("1001", 1), frame("1002", 2))
+    clock.now += timedelta(seconds=2.1)
+    assert rounds(client) == 2
+    [req] = receiver.requests
+    assert sorted(req["body"].decode().splitlines()) == [
+        "1001" + " " * len(breaks) + "1",
+        "1002" + " " * len(breaks) + "2",
+    ]
+
+
 def test_email_sends_one_mail_per_message_with_the_rendered_subject_and_body(
     client: TestClient, db: Database, tenants: Tenants, radio: Radio, inbox: Inbox, clock: Clock
 ) -> None:
@@ -200,6 +225,48 @@ def test_email_sends_one_mail_per_message_with_the_rendered_subject_and_body(
     assert last.state == PENDING and last.attempts == 1
     assert (last.last_error or "").startswith("SMTP refused every recipient")
     assert len(inbox.mails) == 2
+
+
+def test_a_url_body_says_its_charset_when_text_plain_and_json_and_form_stay_as_named(
+    client: TestClient, tenants: Tenants, radio: Radio, receiver: Receiver, clock: Clock
+) -> None:
+    """A text/plain body is UTF-8 and its Content-Type says so, as BATCH_URL's; JSON and form
+    bodies are UTF-8 by their own definitions, which give them no charset parameter."""
+    bodies = {
+        "text/plain": "Température {customData#temp} °C",
+        "application/json": '{"unit": "°C", "temp": {customData#temp}}',
+        "application/x-www-form-urlencoded": "unit=%C2%B0C&temp={customData#temp}",
+    }
+    for n, (content_type, body) in enumerate(bodies.items()):
+        make_callback(client, tenants, radio, url=f"{receiver.url}/{n}", contentType=content_type, bodyTemplate=body)
+    send(client, radio.stations[0], frame(data="17"))
+    clock.now += timedelta(seconds=1.01)
+    assert rounds(client) == 3
+    got = {r["path"]: (r["headers"]["Content-Type"], r["body"].decode()) for r in receiver.requests}
+    assert got == {
+        "/0": ("text/plain; charset=utf-8", "Température 23 °C"),
+        "/1": ("application/json", '{"unit": "°C", "temp": 23}'),
+        "/2": ("application/x-www-form-urlencoded", "unit=%C2%B0C&temp=23"),
+    }
+
+
+def test_a_mail_that_cannot_be_built_fails_alone_and_the_others_of_its_batch_stay_sent(inbox: Inbox) -> None:
+    """A subject with a line break makes the e-mail package raise while building the mail: that
+    mail is its own recorded failure; the mails before it are not to be sent again on a retry,
+    and the ones after it still go."""
+    config = SmtpConfig(host="127.0.0.1", port=inbox.port, starttls=False, sender="heron@example.com")
+    mails = [
+        Mail(["a@example.com"], "first", "one"),
+        Mail(["b@example.com"], "broken\nsubject", "two"),
+        Mail(["c@example.com"], "third", "three"),
+    ]
+    first, broken, third = send_mails(config, mails)
+    assert (first, third) == (None, None)
+    assert (broken or "").startswith("cannot build the mail: ValueError: ")
+    assert [(to, m["Subject"]) for _sender, to, m in inbox.mails] == [
+        (["a@example.com"], "first"),
+        (["c@example.com"], "third"),
+    ]
 
 
 def test_job_callbacks_go_through_the_outbox_with_its_retries(

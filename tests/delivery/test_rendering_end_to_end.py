@@ -493,7 +493,7 @@ ROWS = [
         "quiet",
         "line",
         "{device};{rssi};{snr};{seqNumber};{customData#extra};{customData#name}",
-        "E0;;;0;;A\x85\0",
+        "E0;;;0;;A \0",  # NEL, a line break for str.splitlines(), becomes a space
     ),
     row(
         "uplink-quiet-email-subject-nulls",

@@ -1,6 +1,8 @@
 """The BATCH_URL channel: one callback's messages gathered (by the worker, up to 1 s) into one
 request whose body has one line per message, rendered from the callback's `linePattern` (the
 `text` context) and joined by `\\n`, in the order of the outbox (per device, oldest first).
+Inside a line, every character str.splitlines() breaks on becomes a space, so a line stays one
+line for a receiver splitting on `\\n` and for one splitting the Unicode way (NEL, U+2028 ...).
 
 The URL and header templates render with the first message's values. The request's
 `webhook-id` is derived from the keys of the deliveries it carries, so a retry of the same
@@ -13,9 +15,10 @@ from collections.abc import Sequence
 
 from heron.delivery import callbacks as callbacks_service
 from heron.delivery.channels import Item, Result, compiled
-from heron.delivery.channels.url import Http, Outgoing, base_headers
+from heron.delivery.channels.url import TEXT_CONTENT_TYPE, Http, Outgoing, base_headers
 
-CONTENT_TYPE = "text/plain; charset=utf-8"
+# CR, LF, VT, FF, FS, GS, RS, NEL, U+2028, U+2029: what str.splitlines() breaks on.
+_LINE_BREAKS = str.maketrans(dict.fromkeys("\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029", " "))
 
 
 def batch_key(keys: Sequence[str]) -> str:
@@ -49,14 +52,14 @@ class BatchUrlChannel:
             except Exception as exc:
                 results[n] = Result(False, error=f"cannot render the line: {exc}")
                 continue
-            lines.append(line.replace("\r", " ").replace("\n", " "))
+            lines.append(line.translate(_LINE_BREAKS))
             carried.append(n)
         if carried:
             values = batch[carried[0]].values
             assert values is not None
             try:
                 headers = base_headers(keyring, cb, dt, values)
-                headers["Content-Type"] = CONTENT_TYPE
+                headers["Content-Type"] = TEXT_CONTENT_TYPE
                 out = Outgoing(
                     cb.http_method or "POST", templates.url.render(values), headers, "\n".join(lines).encode()
                 )

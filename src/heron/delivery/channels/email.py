@@ -59,6 +59,17 @@ def recipients(text: str | None) -> list[str]:
     return [r.strip() for r in (text or "").split(",") if r.strip()]
 
 
+def _build(config: SmtpConfig, mail: Mail) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = config.sender
+    msg["To"] = ", ".join(mail.to)
+    msg["Subject"] = mail.subject
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = make_msgid(domain=config.sender.rpartition("@")[2] or None)
+    msg.set_content(mail.body)
+    return msg
+
+
 def send_mails(config: SmtpConfig, mails: Sequence[Mail]) -> list[str | None]:
     """Send over one connection; per mail, None when the server took it, else the error.
     Blocking: call it in a thread."""
@@ -79,13 +90,13 @@ def send_mails(config: SmtpConfig, mails: Sequence[Mail]) -> list[str | None]:
         if config.user:
             smtp.login(config.user, config.password or "")
         for mail in mails:
-            msg = EmailMessage()
-            msg["From"] = config.sender
-            msg["To"] = ", ".join(mail.to)
-            msg["Subject"] = mail.subject
-            msg["Date"] = formatdate(localtime=False)
-            msg["Message-ID"] = make_msgid(domain=config.sender.rpartition("@")[2] or None)
-            msg.set_content(mail.body)
+            # Each mail is its own outcome: one the e-mail package cannot build (a line break in
+            # a header, say) fails alone; the mails already handed to the server stay sent.
+            try:
+                msg = _build(config, mail)
+            except Exception as exc:  # whatever building one mail raises is that mail's failure
+                errors.append(f"cannot build the mail: {type(exc).__name__}: {exc}"[:1000])
+                continue
             try:
                 refused = smtp.send_message(msg, from_addr=config.sender, to_addrs=mail.to)
             except smtplib.SMTPRecipientsRefused as exc:

@@ -30,6 +30,11 @@ from heron.registry.models import DeviceType
 # row keeps the same ciphertext and opens it only to send).
 JOB_HEADERS_PURPOSE = "job.callback_headers"
 
+# A text/plain body is UTF-8 and says so (as BATCH_URL's). JSON and form bodies stay as named:
+# UTF-8 is their definition (RFC 8259, the URL standard's form encoding), which has no charset.
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+_SENT_CONTENT_TYPES = {"text/plain": TEXT_CONTENT_TYPE}
+
 
 @dataclass
 class Outgoing:
@@ -58,7 +63,8 @@ def render(keyring: Keyring, cb: Callback, dt: DeviceType, values: dict[str, obj
     body = None
     if cb.http_method in ("POST", "PUT"):
         body = templates.body.render(values).encode() if templates.body is not None else b""
-        headers["Content-Type"] = cb.content_type or callbacks_service.DEFAULT_CONTENT_TYPE
+        content_type = cb.content_type or callbacks_service.DEFAULT_CONTENT_TYPE
+        headers["Content-Type"] = _SENT_CONTENT_TYPES.get(content_type, content_type)
     return Outgoing(cb.http_method or "POST", templates.url.render(values), headers, body)
 
 
