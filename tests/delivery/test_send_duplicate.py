@@ -114,6 +114,36 @@ def test_a_send_duplicate_callback_gets_one_more_call_per_other_station_with_its
     assert r.json()["data"] == []
 
 
+def test_a_message_shows_its_copies_marked_with_their_station_and_under_their_reception(
+    client: TestClient, tenants: Tenants, radio: Radio, receiver: Receiver, clock: Clock
+) -> None:
+    """A copy is a call of its own that can fail: the message lists it (`duplicate`, `station`),
+    and Sigfox's `cbStatus` shows it in the `rinfos` entry of the station it was made for."""
+    dup = make_callback(client, tenants, radio, url=receiver.url + "/dup", bodyTemplate=BODY, sendDuplicate=True)
+    plain = make_callback(client, tenants, radio, url=receiver.url + "/plain", bodyTemplate=BODY)
+    heard_by_three(client, radio)
+    clock.now += timedelta(seconds=1.01)
+    assert (rounds(client), rounds(client)) == (2, 1)  # the calls, then 1E6AB's copy
+    receiver.status = 503
+    assert rounds(client) == 1  # C0FFEE's copy fails, to be retried
+    [msg] = client.get("/api/v2/devices/1001/messages", headers=tenants.a_admin.headers).json()["data"]
+    assert [(c["callbackId"], c["duplicate"], c["station"], c["state"], c["status"]) for c in msg["callbacks"]] == [
+        (dup, False, None, DONE, 200),
+        (plain, False, None, DONE, 200),
+        (dup, True, "1E6AB", DONE, 200),
+        (dup, True, "C0FFEE", PENDING, 503),
+    ]
+    cb_status = [
+        (r["baseStation"]["id"], [(c["status"], c["cbDef"].rpartition("/")[2]) for c in r["cbStatus"]])
+        for r in msg["rinfos"]
+    ]
+    assert cb_status == [
+        ("1E6AB", [(200, "dup"), (200, "plain"), (200, "dup")]),  # the first reception: the calls, and its copy
+        ("2B", []),  # the best reception: the calls carried it
+        ("C0FFEE", [(503, "dup")]),
+    ]
+
+
 def test_a_reception_after_the_dedup_window_is_no_duplicate(
     client: TestClient, db: Database, tenants: Tenants, radio: Radio, receiver: Receiver, clock: Clock
 ) -> None:

@@ -37,7 +37,12 @@ class ReceptionView:
 
 @dataclass
 class CallbackStatus:
-    """Where one of the message's deliveries stands (the Sigfox `cbStatus`)."""
+    """Where one of the message's deliveries stands (the Sigfox `cbStatus`).
+
+    A sendDuplicate copy (one more call of the callback for another station's reception) is
+    listed too, marked `duplicate` with that station: it is a call of its own that can fail and
+    be retried, and the Sigfox message view shows callback status per reception, so hiding it
+    would show a failing copy as fine. The message's own call has `duplicate` false, no station."""
 
     callback_id: int
     event: str
@@ -46,6 +51,9 @@ class CallbackStatus:
     info: str | None
     time: datetime | None
     url: str | None
+    duplicate: bool = False
+    reception_id: int | None = None  # a copy's: the reception whose station it carries
+    station: str | None = None  # ... and that station's id
 
 
 @dataclass
@@ -209,6 +217,7 @@ def _attach_receptions(session: Session, items: list[MessageView]) -> None:
         return
     by_id = {v.message.id: v for v in items}
     found: dict[int, list[ReceptionView]] = defaultdict(list)
+    stations: dict[int, str] = {}  # reception id -> station id, for the sendDuplicate copies
     for reception, station in session.execute(
         select(Reception, BaseStation)
         .join(BaseStation, BaseStation.id == Reception.station_id)
@@ -216,6 +225,7 @@ def _attach_receptions(session: Session, items: list[MessageView]) -> None:
         .order_by(Reception.id)
     ):
         found[reception.message_id].append(ReceptionView(reception, station))
+        stations[reception.id] = station.identifier
     for message_id, receptions in found.items():
         by_id[message_id].receptions = receptions
     for d, url in session.execute(
@@ -225,8 +235,18 @@ def _attach_receptions(session: Session, items: list[MessageView]) -> None:
         .order_by(Delivery.id)
     ):
         assert d.message_id is not None and d.callback_id is not None
+        copy = d.duplicate_of is not None
         by_id[d.message_id].callbacks.append(
             CallbackStatus(
-                d.callback_id, d.event, d.state, d.last_status, d.last_error, d.last_attempt_at or d.next_at, url
+                d.callback_id,
+                d.event,
+                d.state,
+                d.last_status,
+                d.last_error,
+                d.last_attempt_at or d.next_at,
+                url,
+                duplicate=copy,
+                reception_id=d.reception_id if copy else None,
+                station=stations.get(d.reception_id) if copy and d.reception_id is not None else None,
             )
         )

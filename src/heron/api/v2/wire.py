@@ -269,11 +269,14 @@ def _decimal(value: float | None) -> str | None:
     return None if value is None else f"{value:.2f}"
 
 
-def _cb_status(view: MessageView) -> list[dict[str, Any]]:
+def _cb_status(view: MessageView, n: int) -> list[dict[str, Any]]:
+    """The callbacks of `rinfos[n]` (Sigfox gives each reception its `cbStatus`): the message's
+    own calls under its first reception, a sendDuplicate copy under the reception it was made for."""
+    here = view.receptions[n].reception.id
     return [
         {"status": c.status, "info": c.info or c.state, "cbDef": c.url, "time": to_ms(c.time)}
         for c in view.callbacks
-        if c.state != "PENDING" or c.status is not None
+        if (c.state != "PENDING" or c.status is not None) and (c.reception_id == here if c.duplicate else n == 0)
     ]
 
 
@@ -298,8 +301,7 @@ def message(view: MessageView) -> dict[str, Any]:
                 "freq": r.reception.freq,
                 "rep": r.reception.rep,
                 "late": r.reception.late,
-                # Sigfox lists the callbacks' status under the message's first reception.
-                "cbStatus": _cb_status(view) if n == 0 else [],
+                "cbStatus": _cb_status(view, n),
             }
             for n, r in enumerate(view.receptions)
         ],
@@ -312,6 +314,8 @@ def message(view: MessageView) -> dict[str, Any]:
                 "status": c.status,
                 "info": c.info,
                 "time": to_ms(c.time),
+                "duplicate": c.duplicate,  # a sendDuplicate copy, made for `station`'s reception
+                "station": c.station,
             }
             for c in view.callbacks
         ],
