@@ -81,37 +81,43 @@ class WriteTurn:
     queue here, handed the turn as soon as it is free, rather than in SQLite's busy handler,
     which sleeps 1 to 100 ms between retries (measured: ingest p99 1.25 s -> 0.4 s). Within a
     process a re-entrant lock (so a nested write fails as it always did, on the busy timeout,
-    instead of hanging); between processes (the API process and `heron worker`) an advisory
-    lock on `<database>.write-turn`, on which the kernel wakes a waiter at once.
+    instead of hanging); between processes (the API, the uplink writer, `heron worker`) an
+    advisory lock on `<database>.write-turn`, on which the kernel wakes a waiter at once.
 
-    The ingest's writer holds `<database>.write-first` while it has work (`first()`), letting
-    it go at least every few hundred milliseconds; other processes' writers wait while it is
-    held. So under a burst stations are answered first, the deliveries still get a turn now
-    and then, and the outbox catches up after."""
+    The ingest's writer may hold a first claim, `<database>.write-first` (`first()`), while it
+    is the bottleneck; other processes' writers wait while it is held, before they queue for
+    the turn (so they never hold this process's lock while they wait). Holding and waiting use
+    two descriptors of the file: a lock taken through one descriptor is converted, not waited
+    for, by another request through the same one."""
 
     def __init__(self, lock_path: str | None) -> None:
         self._lock = threading.RLock()
         self._depth = 0  # re-entry count of the thread holding _lock
+        self._owner: int | None = None  # that thread
         self._path = lock_path
-        self._fds: tuple[int, int] | None = None  # (turn, first)
+        self._fds: tuple[int, int, int] | None = None  # (turn, first: to claim, first: to wait)
         self._first_held = False  # by a thread of this process (`first()`)
 
     @contextmanager
     def taken(self, *, priority: bool = False) -> Iterator[None]:
         """The turn; `priority`: the caller holds `first()` (or does not wait for its holder)."""
+        if self._path is None:
+            with self._lock:
+                yield
+            return
+        nested = self._owner == threading.get_ident()
+        if not (priority or nested or self._first_held):  # another process's claim: wait it out
+            wait = self._files()[2]
+            fcntl.flock(wait, fcntl.LOCK_SH)
+            fcntl.flock(wait, fcntl.LOCK_UN)
         with self._lock:
             self._depth += 1
+            self._owner = threading.get_ident()
             try:
-                if self._depth > 1 or self._path is None:
+                if self._depth > 1:
                     yield
                     return
-                turn, first = self._files()
-                # Wait while another process's priority writer holds the first claim (a thread of
-                # this one holding it is already ordered by the lock above; and the flock, being
-                # this process's own, would be converted, not waited for).
-                if not priority and not self._first_held:
-                    fcntl.flock(first, fcntl.LOCK_SH)
-                    fcntl.flock(first, fcntl.LOCK_UN)
+                turn = self._files()[0]
                 fcntl.flock(turn, fcntl.LOCK_EX)
                 try:
                     yield
@@ -119,6 +125,8 @@ class WriteTurn:
                     fcntl.flock(turn, fcntl.LOCK_UN)
             finally:
                 self._depth -= 1
+                if self._depth == 0:
+                    self._owner = None
 
     @contextmanager
     def first(self) -> Iterator[None]:
@@ -127,8 +135,7 @@ class WriteTurn:
         if self._path is None:
             yield
             return
-        with self._lock:
-            fd = self._files()[1]
+        fd = self._files()[1]
         fcntl.flock(fd, fcntl.LOCK_EX)
         self._first_held = True
         try:
@@ -137,14 +144,14 @@ class WriteTurn:
             self._first_held = False
             fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def _files(self) -> tuple[int, int]:
-        if self._fds is None:
-            flags = os.O_RDWR | os.O_CREAT
-            self._fds = (
-                os.open(f"{self._path}.write-turn", flags, 0o600),
-                os.open(f"{self._path}.write-first", flags, 0o600),
-            )
-        return self._fds
+    def _files(self) -> tuple[int, int, int]:
+        with self._lock:
+            if self._fds is None:
+                flags = os.O_RDWR | os.O_CREAT
+                turn = os.open(f"{self._path}.write-turn", flags, 0o600)
+                claim = os.open(f"{self._path}.write-first", flags, 0o600)
+                self._fds = (turn, claim, os.open(f"{self._path}.write-first", flags, 0o600))
+            return self._fds
 
     def close(self) -> None:
         with self._lock:
