@@ -977,7 +977,8 @@ class DeliveryWorker(BackgroundThread):
                     select(func.count()).where(Delivery.callback_id == cb.id, Delivery.state == PENDING)
                 )
                 kind = "/".join(p for p in (cb.callback_type, cb.callback_subtype) if p)
-                subject = f"[Heron] Callback {cb.id} ({cb.channel} {kind}) of device type {dt.name}: deliveries failing"
+                name = " ".join(dt.name.split())  # a subject is one line: a name may hold line breaks
+                subject = f"[Heron] Callback {cb.id} ({cb.channel} {kind}) of device type {name}: deliveries failing"
                 body = "\n".join(
                     [
                         f"Callback {cb.id} ({cb.channel} {kind}) of device type {dt.name} (id {dt.id}) "
