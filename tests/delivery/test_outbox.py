@@ -256,6 +256,11 @@ def test_a_forbidden_destination_is_a_recorded_failure_not_a_request(
         ({"contentType": "application/xml"}, "contentType"),
         ({"payloadConfig": "door::bool:9"}, "payloadConfig"),
         ({"callbackType": 1, "callbackSubtype": 6, "contentType": "text/plain", "payloadConfig": None}, "bodyTemplate"),
+        ({"channel": "EMAIL", "recipient": "ops\x85x@example.com", "subject": "s", "message": "m"}, "recipient"),
+        (
+            {"channel": "EMAIL", "recipient": "ops@example.com, not an address", "subject": "s", "message": "m"},
+            "recipient",
+        ),
     ],
 )
 def test_a_callback_that_would_not_render_is_refused_naming_the_field(

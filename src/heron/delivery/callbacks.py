@@ -6,6 +6,7 @@ with the keyring and come back masked."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -45,6 +46,9 @@ HEADERS_PURPOSE = "callback.headers"
 CREDENTIALS_PURPOSE = "callback.url_credentials"
 SIGNING_PURPOSE = "callback.signing"
 MAX_HEADERS = 20
+
+# One address of a recipient list: no whitespace or control character (a mail header is one line).
+_ADDRESS = re.compile(r"[^\s@\x00-\x1f\x7f-\x9f,]+@[^\s@\x00-\x1f\x7f-\x9f,]+")
 
 
 @dataclass
@@ -239,7 +243,7 @@ def _check(keyring: Keyring, cb: Callback, dt: DeviceType) -> None:
         templates.compile_template(cb.line_pattern, "text", available, "linePattern")
         cb.body_template = cb.content_type = None
     elif cb.channel == "EMAIL":
-        if not cb.recipient or not all("@" in r and " " not in r.strip() for r in cb.recipient.split(",")):
+        if not cb.recipient or not all(_ADDRESS.fullmatch(r.strip()) for r in cb.recipient.split(",")):
             raise InvalidInput.field("recipient", "must be one or more e-mail addresses separated by commas")
         templates.compile_template(cb.subject or "", "header", available, "subject")
         templates.compile_template(cb.message or "", "text", available, "message")
