@@ -92,7 +92,7 @@ def serve(
             proxy_headers=True,
         )
     finally:
-        for child in children:  # the uplink writer last: it stores what is queued
+        for child in reversed(children):  # the uplink writer last: it stores what is queued
             child.stop()
 
 
