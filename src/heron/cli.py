@@ -80,6 +80,8 @@ def serve(
         if settings.delivery_process and settings.run_deliveries:
             children.append(ChildProcess("worker", "--nice", str(worker.NICENESS)))
             os.environ["HERON_RUN_DELIVERIES"] = "false"  # the API processes leave them to it
+        if host:  # the UDP ingest listens beside the HTTP API unless told otherwise
+            os.environ.setdefault("HERON_INGEST_UDP_HOST", host)
         get_settings.cache_clear()
         uvicorn.run(
             "heron.api.app:worker_app",

@@ -17,6 +17,10 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     workers: int = 1
+    # The UDP form of the base-station ingest (docs/INGEST.md, "Over UDP"): 0 = off; the host
+    # defaults to http_host.
+    ingest_udp_port: int = Field(default=0, ge=0, le=65535)
+    ingest_udp_host: str | None = None
     public_url: str | None = None  # base of every absolute URL Heron writes; default: from the request
 
     admin_email: str | None = None

@@ -10,7 +10,7 @@ from datetime import timedelta
 from fastapi import FastAPI
 
 from heron import __version__
-from heron.api import bridge, errors, ingest, ops, station_downlinks
+from heron.api import bridge, errors, ingest, ingest_udp, ops, station_downlinks
 from heron.api.context import AppContext
 from heron.api.middleware import EdgeMiddleware
 from heron.api.senet import devices as senet_devices
@@ -118,6 +118,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     ctx = context or build_context(settings, prepare(settings, announce_password=False))
 
     checkpointer = ctx.db.wal_checkpointer()
+    datagrams = ingest_udp.IngestDatagrams(ctx) if settings.ingest_udp_port else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -131,8 +132,12 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
             ctx.deliveries.start()
             ctx.downlinks.start()
         try:
+            if datagrams is not None:
+                await datagrams.start(settings.ingest_udp_host or settings.http_host, settings.ingest_udp_port)
             yield
         finally:
+            if datagrams is not None:  # before the writer: the datagrams in hand are answered
+                await datagrams.stop()
             ctx.downlinks.stop()
             ctx.deliveries.stop()
             ctx.uplinks.stop()
@@ -153,6 +158,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     )
     app.router.redirect_slashes = False
     app.state.ctx = ctx
+    app.state.ingest_udp = datagrams
     errors.install(app)
     app.include_router(ops.router)  # first: routes are matched in order, and probes come often
     app.include_router(ingest.router)

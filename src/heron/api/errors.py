@@ -63,7 +63,7 @@ def _field_name(parts: Any) -> str:
     return out
 
 
-def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     out = []
     for err in exc.errors():
         raw = tuple(err.get("loc", ()))
@@ -75,6 +75,13 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
         message = _PYDANTIC_MESSAGES.get(str(err.get("type")), str(err.get("msg", "invalid value")))
         out.append({"type": where, "field": field, "message": message})
     return out
+
+
+def validation_body(errors: list[dict[str, str]]) -> dict[str, Any]:
+    """The 400 body of a request that failed validation: the first error in `message`, all in
+    `errors` (also the UDP ingest's replies, heron.api.ingest_udp)."""
+    first = errors[0] if errors else {"field": "body", "message": "invalid input"}
+    return {"message": f"{first['field']}: {first['message']}", "errors": errors}
 
 
 def _allowed_methods(request: Request, fallback: str) -> list[str]:
@@ -113,11 +120,10 @@ def install(app: FastAPI) -> None:
         refused = _unauthenticated(request)
         if refused is not None:
             return error_response(request, refused)
-        errors = _field_errors(exc)
+        errors = field_errors(exc)
         if _is_senet(request):
             return json_body(400, {"message": f"Invalid parameter: {errors[0]['field']} ({errors[0]['message']})"})
-        first = errors[0] if errors else {"field": "body", "message": "invalid input"}
-        return json_body(400, {"message": f"{first['field']}: {first['message']}", "errors": errors})
+        return json_body(400, validation_body(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
