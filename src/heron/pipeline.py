@@ -34,7 +34,7 @@ MAX_BATCH_FRAMES = 5000
 # Under load (batches of BUSY_BATCH receptions or more), the writer keeps its first claim on
 # SQLite's write turn while requests keep coming within FIRST_LINGER of each other, letting it
 # go at least every FIRST_HOLD (the deliveries' turn).
-BUSY_BATCH = 200
+BUSY_BATCH = 100
 FIRST_HOLD = 0.25
 FIRST_LINGER = 0.002
 

@@ -106,27 +106,43 @@ class WriteTurn:
                 yield
             return
         nested = self._owner == threading.get_ident()
-        if not (priority or nested or self._first_held):  # another process's claim: wait it out
-            wait = self._files()[2]
-            fcntl.flock(wait, fcntl.LOCK_SH)
-            fcntl.flock(wait, fcntl.LOCK_UN)
-        with self._lock:
+        wait_first = not (priority or nested)
+        while True:
+            if wait_first and not self._first_held:  # another process's claim: wait it out
+                self._wait_first(block=True)
+            self._lock.acquire()
+            # Checked again with this process's lock held: the writers of this process that
+            # waited together must not all go while the claim is back (one turn per release).
+            if not wait_first or self._first_held or self._wait_first(block=False):
+                break
+            self._lock.release()
+        try:
             self._depth += 1
             self._owner = threading.get_ident()
+            if self._depth > 1:
+                yield
+                return
+            turn = self._files()[0]
+            fcntl.flock(turn, fcntl.LOCK_EX)
             try:
-                if self._depth > 1:
-                    yield
-                    return
-                turn = self._files()[0]
-                fcntl.flock(turn, fcntl.LOCK_EX)
-                try:
-                    yield
-                finally:
-                    fcntl.flock(turn, fcntl.LOCK_UN)
+                yield
             finally:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._owner = None
+                fcntl.flock(turn, fcntl.LOCK_UN)
+        finally:
+            self._depth -= 1
+            if self._depth == 0:
+                self._owner = None
+            self._lock.release()
+
+    def _wait_first(self, *, block: bool) -> bool:
+        """Until no other process holds the first claim (`block`), or whether none does."""
+        wait = self._files()[2]
+        try:
+            fcntl.flock(wait, fcntl.LOCK_SH if block else fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        fcntl.flock(wait, fcntl.LOCK_UN)
+        return True
 
     @contextmanager
     def first(self) -> Iterator[None]:
