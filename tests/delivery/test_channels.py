@@ -68,8 +68,7 @@ def inbox() -> Iterator[Inbox]:
     box.controller.stop()
 
 
-@pytest.fixture
-def settings(settings: Settings, inbox: Inbox) -> Settings:
+def outbox_settings(settings: Settings, inbox: Inbox, **extra: object) -> Settings:
     """Loopback opened for the receiver, the SMTP server on loopback; no background worker."""
     return settings.model_copy(
         update={
@@ -80,7 +79,13 @@ def settings(settings: Settings, inbox: Inbox) -> Settings:
             "smtp_starttls": False,
             "smtp_from": "heron@example.com",
         }
+        | extra
     )
+
+
+@pytest.fixture
+def settings(settings: Settings, inbox: Inbox) -> Settings:
+    return outbox_settings(settings, inbox)
 
 
 @pytest.fixture

@@ -17,11 +17,12 @@ from heron.config import Settings
 from heron.db.engine import Database
 from heron.delivery.models import DONE, PENDING, Delivery
 from tests.conftest import Tenants
-from tests.delivery.test_channels import Inbox, inbox
+from tests.delivery.test_channels import Inbox, inbox, outbox_settings
 from tests.delivery.test_outbox import Receiver, make_callback, receiver, rounds
+from tests.network.test_downlinks import clock
 from tests.network.test_ingest import Clock, Radio, frame, radio, send
 
-__all__ = ["inbox", "radio", "receiver"]  # fixtures imported for this module's tests
+__all__ = ["clock", "inbox", "radio", "receiver"]  # fixtures imported for this module's tests
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -33,26 +34,7 @@ BODY = (
 
 @pytest.fixture
 def settings(settings: Settings, inbox: Inbox) -> Settings:
-    """Loopback opened for the receiver, the SMTP server on loopback; no background worker."""
-    return settings.model_copy(
-        update={
-            "callback_allow_cidrs": "127.0.0.0/8",
-            "run_deliveries": False,
-            "downlink_answer_timeout_seconds": 1.0,
-            "smtp_host": "127.0.0.1",
-            "smtp_port": inbox.port,
-            "smtp_starttls": False,
-            "smtp_from": "heron@example.com",
-        }
-    )
-
-
-@pytest.fixture
-def clock(client: TestClient) -> Clock:
-    ctx = client.app.state.ctx  # type: ignore[attr-defined]
-    fake = Clock()
-    ctx.uplinks.clock = ctx.deliveries.clock = ctx.downlinks.clock = fake
-    return fake
+    return outbox_settings(settings, inbox, downlink_answer_timeout_seconds=1.0)
 
 
 def heard_by_three(client: TestClient, radio: Radio, device: str = "1001", seq: int = 7, **extra: Any) -> None:
