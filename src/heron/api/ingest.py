@@ -27,7 +27,6 @@ from heron.pipeline import Recheck, Refused
 router = APIRouter(prefix="/ingest", tags=["ingest"])
 
 MAX_RECEPTIONS = 1000
-_HEX = re.compile(r"(?:[0-9A-Fa-f]{2}){0,12}")
 _NORMAL_ID = re.compile(r"[1-9A-F][0-9A-F]{0,7}|0")
 MAX_MS = 253_402_300_799_999
 
@@ -91,16 +90,21 @@ CACHE_MAX = 10_000
 _credentials: dict[tuple[str, str], tuple[int, str, str, float]] = {}  # key: (database URL, header)
 
 
-async def _station(request: Request, ctx: Ctx) -> int:
-    """The station of the request's credential, read from the database (401 if none). Async,
-    so no thread hop: one indexed SELECT on this thread's own connection (heron.db.fastpath)."""
-    parsed = parse_authorization(request.headers.get("authorization", ""))
+def _station_of(ctx: AppContext, authorization: str) -> int:
+    """The station of an `Authorization` header's credential, read from the database (401 if
+    none): one indexed SELECT on this thread's own connection (heron.db.fastpath), no thread hop."""
+    parsed = parse_authorization(authorization)
     if parsed is None or parsed[0] is None:
         raise NotAuthenticated("station credential required")
     station_id = stations.authenticate(ctx.db, parsed[0], parsed[1])
     if station_id is None:
         raise NotAuthenticated("station credential required")
     return station_id
+
+
+async def _station(request: Request, ctx: Ctx) -> int:
+    """`_station_of` the request's credential (the downlink long poll's check: uncached)."""
+    return _station_of(ctx, request.headers.get("authorization", ""))
 
 
 def _credential(ctx: AppContext, authorization: str) -> _Credential:
@@ -113,14 +117,13 @@ def _credential(ctx: AppContext, authorization: str) -> _Credential:
     hit = _credentials.get(key)
     if hit is not None and now - hit[3] < CACHE_SECONDS:
         return _Credential(hit[0], hit[1], hit[2], cached=True)
+    try:
+        station_id = _station_of(ctx, authorization)
+    except NotAuthenticated:
+        _credentials.pop(key, None)
+        raise
     parsed = parse_authorization(authorization)
-    if parsed is None or parsed[0] is None:
-        _credentials.pop(key, None)
-        raise NotAuthenticated("station credential required")
-    station_id = stations.authenticate(ctx.db, parsed[0], parsed[1])
-    if station_id is None:
-        _credentials.pop(key, None)
-        raise NotAuthenticated("station credential required")
+    assert parsed is not None and parsed[0] is not None  # _station_of let it in
     if len(_credentials) >= CACHE_MAX:
         _credentials.clear()
     _credentials[key] = (station_id, parsed[0], parsed[1], now)
