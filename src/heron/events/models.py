@@ -47,6 +47,7 @@ class UplinkCount(Base):
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True, index=True)
     uplinks: Mapped[int] = mapped_column(Integer, default=0)
+    downlinks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class DeviceLoss(Base):

@@ -43,6 +43,11 @@ class Message(Base):
     lost: Mapped[int] = mapped_column(Integer, default=0)
     decoded: Mapped[str | None] = mapped_column(Text)  # JSON object of payload fields
     service: Mapped[str | None] = mapped_column(Text)  # JSON: battery, temperature of service frames
+    # computedLocation: the network's estimate (loc_source as the Sigfox document numbers it).
+    loc_lat: Mapped[float | None] = mapped_column(Float)
+    loc_lng: Mapped[float | None] = mapped_column(Float)
+    loc_radius: Mapped[int | None] = mapped_column(Integer)  # metres
+    loc_source: Mapped[int | None] = mapped_column(Integer)
 
 
 class Reception(Base):

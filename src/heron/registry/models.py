@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from heron.db.base import Base, UtcDateTime
@@ -193,6 +205,8 @@ class Device(Base):
     prototype: Mapped[bool] = mapped_column(Boolean, default=False)
     activable: Mapped[bool] = mapped_column(Boolean, default=True)
     automatic_renewal: Mapped[bool] = mapped_column(Boolean, default=True)
+    unsubscription_at: Mapped[datetime | None] = mapped_column(UtcDateTime)  # the token ends then
+    suspended: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     lifecycle: Mapped[str] = mapped_column(String(12))  # REGISTERED | ACTIVE | DEACTIVATED | DELETED
     activated_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     deleted_at: Mapped[datetime | None] = mapped_column(UtcDateTime)

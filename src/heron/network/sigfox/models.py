@@ -29,6 +29,8 @@ class BaseStation(Base):
     lat: Mapped[float | None] = mapped_column(Float)
     lng: Mapped[float | None] = mapped_column(Float)
     altitude: Mapped[int | None] = mapped_column(Integer)  # metres
+    antenna_height: Mapped[float | None] = mapped_column(Float)  # metres above ground
+    antenna_gain: Mapped[float | None] = mapped_column(Float)  # dBi
     radio_zone: Mapped[str] = mapped_column(String(4), default="RC1")  # RC1-RC7: sets the LQI thresholds
     enabled: Mapped[bool] = mapped_column(default=True)
     state: Mapped[str] = mapped_column(String(8), default="NEW")  # NEW (never heard), ONLINE, OFFLINE
