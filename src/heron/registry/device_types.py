@@ -177,6 +177,11 @@ def _apply_contracts(
         if f.contract_id is not None:
             _contract(session, dt, group, f.contract_id, "contractId")
         dt.contract_id = changes["contractId"] = f.contract_id
+    elif allowed is not None and dt.contract_id not in allowed:
+        # Sigfox's deviceTypeCreate requires `contracts`, `contractId` is optional: without one the
+        # first listed contract is the default (a default still listed stays), else its devices
+        # would register off contract and their frames be dropped.
+        dt.contract_id = changes["contractId"] = allowed[0] if allowed else None
     if dt.contract_id is not None:
         if allowed is None and _given(f.contract_id):
             allowed = current_contracts(session, [dt.id])[dt.id] if dt.id is not None else []
