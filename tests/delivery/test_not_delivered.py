@@ -50,16 +50,16 @@ def test_failed_attempts_are_listed_per_device_type_device_group_and_callback(
     h = tenants.a_admin.headers
     dt = radio.device_type_id
     by_type = client.get(f"/api/v2/device-types/{dt}/callbacks-not-delivered", headers=h).json()
-    assert {(e["device"], e["data"], e["status"], e["message"]) for e in by_type["data"]} == {
+    assert {(e["deviceId"], e["data"], e["status"], e["message"]) for e in by_type["data"]} == {
         ("1001", "0102", "502", "HTTP 502"),
         ("1002", "0a", "502", "HTTP 502"),
     }
     entry = by_type["data"][0]
     assert entry["callback"]["id"] == cb_id and entry["callback"]["method"] == "POST"
-    assert entry["deviceType"] == str(dt) and entry["state"] == "PENDING" and entry["attempts"] == 1
-    assert abs(entry["time"] - int(clock.now.timestamp())) <= 3  # seconds, as the Sigfox document says
+    assert entry["deviceTypeId"] == str(dt) and entry["state"] == "PENDING" and entry["attempts"] == 1
+    assert abs(entry["time"] - int(clock.now.timestamp() * 1000)) <= 3000  # ms, like since and before
     by_device = client.get("/api/v2/devices/1002/callbacks-not-delivered", headers=h).json()["data"]
-    assert [e["device"] for e in by_device] == ["1002"]
+    assert [e["deviceId"] for e in by_device] == ["1002"]
     by_group = client.get(f"/api/v2/groups/{tenants.customer_a}/callbacks-not-delivered", headers=h).json()["data"]
     assert len(by_group) == 2
     by_cb = client.get(f"/api/v2/device-types/{dt}/callbacks/{cb_id}/callbacks-not-delivered", headers=h).json()

@@ -17,7 +17,7 @@ from heron.delivery import callbacks as callbacks_service
 from heron.delivery import templates
 from heron.delivery.models import DONE, FAILED, PENDING, Callback, Delivery
 from heron.errors import InvalidInput, NotFound
-from heron.messages.models import Message
+from heron.messages.models import Message, Reception
 from heron.registry import device_types, devices
 from heron.registry.models import Device, DeviceType
 from heron.tenancy import groups as groups_service
@@ -37,6 +37,7 @@ class Undelivered:
     callback: Callback | None
     device_identifier: str | None
     data: str | None
+    snr: float | None  # the best of the message's receptions
 
 
 def _not_delivered() -> ColumnElement[bool]:
@@ -58,9 +59,10 @@ def _list(
         conds.append(Delivery.created_at >= since)
     if before is not None:
         conds.append(Delivery.created_at < before)
+    best_snr = select(func.max(Reception.snr)).where(Reception.message_id == Delivery.message_id).scalar_subquery()
     rows = list(
         session.execute(
-            select(Delivery, Callback, Device.identifier, Message.data)
+            select(Delivery, Callback, Device.identifier, Message.data, best_snr)
             .outerjoin(Callback, Callback.id == Delivery.callback_id)
             .outerjoin(Device, Device.id == Delivery.device_id)
             .outerjoin(Message, Message.id == Delivery.message_id)
@@ -70,7 +72,7 @@ def _list(
             .offset(offset)
         )
     )
-    return [Undelivered(d, c, ident, data) for d, c, ident, data in rows[:limit]], len(rows) > limit
+    return [Undelivered(d, c, ident, data, snr) for d, c, ident, data, snr in rows[:limit]], len(rows) > limit
 
 
 def for_device(
@@ -222,9 +224,15 @@ def resend(
     return int(count)
 
 
-def wire(u: Undelivered) -> dict[str, Any]:
-    """The Sigfox `deviceErrorMessages` shape (time in epoch seconds, as the document says), with
-    Heron's delivery fields."""
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def _item(u: Undelivered) -> dict[str, Any]:
+    """The fields every scope's item shares, named as the Sigfox document names them; `time` is
+    when the delivery was owed (the list's order and its since/before), in epoch ms like since
+    and before (the document's device item says ms; its device-type and group items say "posix
+    format" with a seconds example, which would make `before=<time>` paging skip a page)."""
     d, cb = u.delivery, u.callback
     medium: dict[str, Any] = {}
     if cb is not None:
@@ -235,17 +243,37 @@ def wire(u: Undelivered) -> dict[str, Any]:
             medium |= {"url": callbacks_service.shown_url(cb), "method": cb.http_method, "contentType": cb.content_type}
         medium["error"] = d.last_error
     return {
-        "device": u.device_identifier,
-        "deviceType": str(d.device_type_id) if d.device_type_id is not None else None,
-        "time": int(d.created_at.timestamp()),
+        "time": _ms(d.created_at),
         "data": u.data,
+        "snr": f"{u.snr:.2f}" if u.snr is not None else None,
         "status": str(d.last_status) if d.last_status is not None else None,
         "message": d.last_error,
         "callback": medium,
+        # Heron's own: the outbox row behind the item (no equivalent in the document).
         "deliveryId": d.key,
         "event": d.event,
         "duplicate": d.duplicate_of is not None,  # a sendDuplicate copy (another station's reception)
         "state": d.state,
         "attempts": d.attempts,
-        "nextAttempt": int(d.next_at.timestamp()) if d.state == PENDING else None,
+        "nextAttempt": _ms(d.next_at) if d.state == PENDING else None,
     }
+
+
+def wire(u: Undelivered) -> dict[str, Any]:
+    """A device, device type or callback item: the document's `deviceErrorMessages` /
+    `errorMessages` (`deviceId`, `deviceTypeId`)."""
+    d = u.delivery
+    return {
+        "deviceId": u.device_identifier,
+        "deviceTypeId": str(d.device_type_id) if d.device_type_id is not None else None,
+    } | _item(u)
+
+
+def wire_group(u: Undelivered, api_base: str) -> dict[str, Any]:
+    """A group item: the document's `groupErrorMessages` (`device`, `deviceUrl`, `deviceType`)."""
+    d, ident = u.delivery, u.device_identifier
+    return {
+        "device": ident,
+        "deviceUrl": f"{api_base}/devices/{ident}" if ident is not None else None,
+        "deviceType": str(d.device_type_id) if d.device_type_id is not None else None,
+    } | _item(u)

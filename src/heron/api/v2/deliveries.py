@@ -3,11 +3,12 @@ Heron's outbox actions: retry now, send a test callback, resend messages to a ca
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from heron.api.context import Ctx, CurrentActor
+from heron.api.context import Ctx, CurrentActor, base_url
 from heron.api.paging import page
 from heron.api.schemas import MAX_OFFSET
 from heron.api.time_paging import EpochMs, at
@@ -23,9 +24,16 @@ Limit = Annotated[int, Query(ge=1, le=100)]
 Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
-def _page(request: Request, ctx: Ctx, found: tuple[list[Undelivered], bool], limit: int, offset: int) -> dict[str, Any]:
+def _page(
+    request: Request,
+    ctx: Ctx,
+    found: tuple[list[Undelivered], bool],
+    limit: int,
+    offset: int,
+    shape: Callable[[Undelivered], dict[str, Any]] = queries.wire,
+) -> dict[str, Any]:
     rows, has_more = found
-    return page(request, ctx, [queries.wire(u) for u in rows], has_more=has_more, limit=limit, offset=offset)
+    return page(request, ctx, [shape(u) for u in rows], has_more=has_more, limit=limit, offset=offset)
 
 
 @router.get("/devices/{device_id}/callbacks-not-delivered")
@@ -105,7 +113,8 @@ async def group_not_delivered(
         found = queries.for_group(
             session, actor, parse_id(group_id), since=at(since), before=at(before), limit=limit, offset=offset
         )
-        return _page(request, ctx, found, limit, offset)
+        api = base_url(request, ctx) + PREFIX
+        return _page(request, ctx, found, limit, offset, lambda u: queries.wire_group(u, api))
 
 
 @router.post("/device-types/{device_type_id}/callbacks-not-delivered/retry")
