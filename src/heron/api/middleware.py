@@ -1,5 +1,6 @@
 """Plain ASGI middleware (cheaper than BaseHTTPMiddleware) at the edge of every request: the
-request id, one route for both slash forms of a path, metrics and the access log."""
+request id, one route for both slash forms of a path (and for repeated slashes), metrics and the
+access log."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from heron.unique import unique_hex
 
 log = logging.getLogger("heron.access")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SLASHES = re.compile(r"/{2,}")
 
 
 class EdgeMiddleware:
@@ -29,9 +31,13 @@ class EdgeMiddleware:
         incoming = next((v.decode() for k, v in scope["headers"] if k == b"x-request-id"), "")
         rid = incoming if _SAFE_ID.match(incoming) else unique_hex()
         path: str = scope["path"]
+        if "//" in path:
+            path = _SLASHES.sub("/", path)  # `/api/v2//devices` is `/api/v2/devices`, as at Sigfox
         if len(path) > 1 and path.endswith("/"):
             # Routes are declared without a trailing slash; the other form answers directly.
-            scope = {**scope, "path": path.rstrip("/") or "/"}
+            path = path.rstrip("/") or "/"
+        if path is not scope["path"]:
+            scope = {**scope, "path": path}
         token = request_id_var.set(rid)
         status = 500
         start = time.perf_counter()
