@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -92,6 +93,18 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     # A downlink callback (BIDIR) must answer within this; later means no downlink.
     downlink_answer_timeout_seconds: float = Field(default=10.0, gt=0, le=15)
+
+    # Service prediction (/coverages, docs/ARCHITECTURE.md "Service prediction"): the
+    # Okumura-Hata model's environment (urban, suburban, open); the antenna height (m above
+    # ground) and gain (dBi, net of cable loss) of a station that has none of its own; the
+    # device's height; the distance beyond which a station never counts; the most points a
+    # grid may ask for.
+    coverage_environment: Literal["urban", "suburban", "open"] = "suburban"
+    coverage_station_height_m: float = Field(default=30.0, ge=1, le=500)
+    coverage_station_gain_dbi: float = Field(default=5.0, ge=-10, le=30)
+    coverage_device_height_m: float = Field(default=1.5, ge=0.5, le=10)
+    coverage_max_range_km: float = Field(default=100.0, gt=0, le=1000)
+    coverage_grid_max_points: int = Field(default=250_000, ge=1, le=10_000_000)
 
     log_level: str = "INFO"
     access_log: bool = True

@@ -33,7 +33,7 @@ from heron.delivery.models import Delivery
 from heron.jobs import engine
 from heron.keys import Keyring
 from heron.messages.models import Message
-from heron.network.sigfox import bridge, stations
+from heron.network.sigfox import bridge, coverage, stations
 from heron.registry import bulk_jobs, contracts, device_profiles, device_types, devices, onboarding, registration_tokens
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
@@ -173,6 +173,12 @@ def world(db: Database, tenants: Tenants) -> World:
         edit_job = bulk_jobs.submit_on_devices(s, SYSTEM, bulk_jobs.EDIT, [{"id": "A1", "name": "Edited"}])
         unsub = bulk_jobs.submit_on_devices(s, SYSTEM, bulk_jobs.UNSUBSCRIBE, [{"id": "A1"}])
         registry |= {"job_id": edit_job.req_id, "unsubscribe_job_id": unsub.req_id, "series_operation": "delete"}
+        a_path = s.get(Group, tenants.customer_a).path  # a bulk prediction job of Customer A's
+        rows = [{"lat": 45.0, "lng": 4.0}]
+        cov_job = engine.submit(
+            s, kind=coverage.BULK, created_by="system", group_path=a_path, rows=rows, lock_keys=[], req_id_prefix=""
+        )
+        registry["coverage_job_id"] = cov_job.req_id
         registry |= _senet_world(s, tenants)  # Senet onboarding rows (see `_senet_world`)
         params = registry | {
             "deleted_device_id": "D1",
@@ -240,6 +246,7 @@ class Row:
     body: Body | None = None
     owners: Owners | None = None  # set for list routes
     aliases: tuple[tuple[str, str], ...] = ()  # (path placeholder, World.params key used instead)
+    read_only: bool = False  # a POST that computes an answer and writes nothing
 
     @property
     def id(self) -> str:
@@ -359,6 +366,8 @@ G, U, K = NATIVE + "/groups", NATIVE + "/users", NATIVE + "/api-users"
 C, CI = NATIVE + "/contracts", NATIVE + "/contract-infos"
 DP, DT, DV = NATIVE + "/device-profiles", NATIVE + "/device-types", NATIVE + "/devices"
 BS = NATIVE + "/base-stations"
+COV = NATIVE + "/coverages"
+CP = COV + "/global/predictions"
 CB = DT + "/{device_type_id}/callbacks"
 
 
@@ -522,6 +531,16 @@ MATRIX: list[Row] = [
     Row("GET", DV + "/{device_id}/messages", expect(200, 200, 404)),
     Row("GET", DV + "/{device_id}/events", expect(200, 200, 404)),
     Row("GET", BS + "/{station_id}/events", expect(200, 200, 404), "limit=10"),
+    # -- service prediction (api/v2/coverages.py): the network's coverage, for every caller ------
+    Row("GET", CP, expect(200, 200, 200), "lat=45&lng=4"),
+    Row("GET", CP, expect(200, 200, 404), "lat=45&lng=4&groupId={customer_a}"),
+    Row("POST", CP, expect(200, 200, 200), body=lambda w: {"locations": [{"lat": 45, "lng": 4}]}, read_only=True),
+    Row("POST", CP + "/bulk", expect(201, 201, 201), body=lambda w: {"locations": [{"lat": 45, "lng": 4}]}),
+    Row("GET", CP + "/bulk/{job_id}", expect(200, 200, 404), aliases=(("job_id", "coverage_job_id"),)),
+    Row("GET", COV + "/operators/redundancy", expect(200, 200, 200), "lat=45&lng=4&deviceSituation=OUTDOOR"),
+    Row("GET", COV + "/operators/redundancy", expect(200, 200, 404), "lat=45&lng=4&operatorId={customer_a}"),
+    Row("GET", COV + "/global/grid", expect(200, 200, 200), "bbox=3.9,44.9,4.1,45.1&step=0.05"),
+    # -- end of service prediction ----------------------------------------------------------------
     Row("GET", DT + "/{device_type_id}/messages", expect(200, 200, 404), "limit=10"),
     Row("GET", DV + "/{device_id}/downlinks", expect(200, 200, 404)),
     Row("GET", DV + "/{device_id}/messages/export", expect(200, 200, 404)),
@@ -682,7 +701,7 @@ def test_route_answers_each_kind_of_caller_as_declared(
             continue
         problems += [f"{kind}: {p}" for p in _check_shape(r, row, world, kind, db)]
         changed = db_snapshot(db) != before
-        if r.status_code >= 300 or row.method == "GET":
+        if r.status_code >= 300 or row.method == "GET" or row.read_only:
             if changed:
                 problems.append(f"{kind}: a {r.status_code} answer to {row.method} changed the database")
         elif not changed:

@@ -224,6 +224,8 @@ BODY_ROUTES: list[tuple[str, str, dict[str, Any]]] = [
     ("POST", "/devices/bulk/delete", {"data": ["{device_a}"]}),
     ("POST", "/base-stations", {"id": "BEEF", "groupId": "{customer_a}", "name": "New station"}),
     ("PUT", "/base-stations/{station_a}", {"name": "Renamed"}),
+    ("POST", "/coverages/global/predictions", {"locations": [{"lat": 45.0, "lng": 4.0}]}),
+    ("POST", "/coverages/global/predictions/bulk", {"locations": [{"lat": 45.0, "lng": 4.0}]}),
     (
         "POST",
         "/device-types/{device_type_a}/callbacks",
@@ -384,6 +386,11 @@ QUERY_CASES: list[tuple[str, str]] = [
     ("/devices/export?columns=pac", "columns"),
     ("/devices/export?comState=x", "comState"),
     ("/contract-infos/1/devices?pageId=not-a-token", "pageId"),
+    # service prediction (api/v2/coverages.py; more in tests/api/test_coverages.py)
+    ("/coverages/global/predictions?lat=91&lng=4", "lat"),
+    ("/coverages/operators/redundancy?lat=45&lng=4&deviceClassId=4", "deviceClassId"),
+    ("/coverages/global/grid?bbox=4,45,3,44&step=0.1", "bbox"),
+    ("/coverages/global/grid?bbox=3,44,4,45&step=0", "step"),
 ]
 
 

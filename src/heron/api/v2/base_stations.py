@@ -26,8 +26,11 @@ class _Settable(ApiModel):
     altitude: int | None = Field(default=None, description="metres")
     radio_zone: str | None = Field(default=None, max_length=4, description="RC1 to RC7 (default RC1)")
     enabled: bool | None = None
+    antenna_height: float | None = Field(default=None, description="metres above ground; null: the default")
+    antenna_gain: float | None = Field(default=None, description="dBi, net of cable loss; null: the default")
 
     def fields(self) -> StationFields:
+        unset = {"antenna_height", "antenna_gain"} & {n for n in self.model_fields_set if getattr(self, n) is None}
         return StationFields(
             name=self.name,
             lat=self.lat,
@@ -35,6 +38,9 @@ class _Settable(ApiModel):
             altitude=self.altitude,
             radio_zone=self.radio_zone,
             enabled=self.enabled,
+            antenna_height=self.antenna_height,
+            antenna_gain=self.antenna_gain,
+            unset=frozenset(unset),
         )
 
 

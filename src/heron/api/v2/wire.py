@@ -252,6 +252,8 @@ def base_station(view: StationView) -> dict[str, Any]:
         "group": min_group(view.group),
         "location": {"lat": s.lat, "lng": s.lng},
         "altitude": s.altitude,
+        "antennaHeight": s.antenna_height,
+        "antennaGain": s.antenna_gain,
         "radioZone": s.radio_zone,
         "enabled": s.enabled,
         "state": s.state,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from heron.tenancy.access import Actor
 from heron.tenancy.models import Group
 
 SECRET_BYTES = 32
+ANTENNA_HEIGHT_M = (1.0, 500.0)
+ANTENNA_GAIN_DBI = (-10.0, 30.0)
 
 
 @dataclass
@@ -47,6 +50,9 @@ class StationFields:
     altitude: int | None = None
     radio_zone: str | None = None
     enabled: bool | None = None
+    antenna_height: float | None = None  # metres above ground (service prediction)
+    antenna_gain: float | None = None  # dBi, net of cable loss
+    unset: frozenset[str] = frozenset()  # of antenna_height, antenna_gain: back to the defaults
 
 
 def _hash(secret: str) -> str:
@@ -79,6 +85,19 @@ def _apply(station: BaseStation, f: StationFields) -> dict[str, object]:
         changes["radio_zone"] = station.radio_zone = f.radio_zone
     if f.enabled is not None:
         changes["enabled"] = station.enabled = f.enabled
+    if f.antenna_height is not None:
+        if not (math.isfinite(f.antenna_height) and ANTENNA_HEIGHT_M[0] <= f.antenna_height <= ANTENNA_HEIGHT_M[1]):
+            raise InvalidInput.field("antennaHeight", "must be between 1 and 500 metres above ground")
+        changes["antenna_height"] = station.antenna_height = f.antenna_height
+    if f.antenna_gain is not None:
+        if not (math.isfinite(f.antenna_gain) and ANTENNA_GAIN_DBI[0] <= f.antenna_gain <= ANTENNA_GAIN_DBI[1]):
+            raise InvalidInput.field("antennaGain", "must be between -10 and 30 dBi")
+        changes["antenna_gain"] = station.antenna_gain = f.antenna_gain
+    # None in the column: the service prediction takes HERON_COVERAGE_STATION_HEIGHT_M / _GAIN_DBI.
+    if "antenna_height" in f.unset:
+        changes["antenna_height"] = station.antenna_height = None
+    if "antenna_gain" in f.unset:
+        changes["antenna_gain"] = station.antenna_gain = None
     return changes
 
 
