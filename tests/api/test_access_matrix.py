@@ -475,6 +475,8 @@ MATRIX: list[Row] = [
         body=lambda w: {"keepAlive": 7200, "contractId": w.params["contract_id"]},
     ),
     Row("DELETE", DT + "/{device_type_id}", expect(204, 403, 404)),
+    Row("PUT", DT + "/{device_type_id}/disengage", expect(204, 403, 404), body=lambda w: {}),
+    Row("POST", DT + "/{device_type_id}/disengage", expect(204, 403, 404), body=lambda w: {}),
     # Bulk jobs. A sibling naming Customer A's devices gets a job whose rows all fail ("Unknown
     # device", as for missing ones); naming Customer A's device type, the 400 of an unknown id.
     Row("POST", DV + "/bulk", expect(200, 403, 400), body=lambda w: _bulk_create(w)),

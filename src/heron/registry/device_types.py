@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, exists, select
 from sqlalchemy import delete as sql_delete
+from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
@@ -276,6 +277,23 @@ def delete(session: Session, actor: Actor, device_type_id: int) -> None:
     session.execute(sql_delete(ContractAllocation).where(ContractAllocation.device_type_id == dt.id))
     session.execute(sql_delete(DeviceTypeContract).where(DeviceTypeContract.device_type_id == dt.id))
     session.delete(dt)
+
+
+def disengage(session: Session, actor: Actor, device_type_id: int) -> int:
+    """`PUT /device-types/{id}/disengage`: the next frame of every device of the type is taken
+    whatever its sequence number, as `POST /devices/{id}/disengage` does for one device: the
+    store compares a frame with the device's last number, and there is none (messages/store.py).
+    One UPDATE; the count of devices that had a number is returned (and audited)."""
+    view = get(session, actor, device_type_id, "device_type:write")
+    result = session.execute(
+        sql_update(Device)
+        .where(Device.device_type_id == device_type_id, Device.sequence_number.is_not(None))
+        .values(sequence_number=None)
+        .execution_options(synchronize_session=False)
+    )
+    count = int(result.rowcount)  # type: ignore[attr-defined]
+    audit.record(session, actor, "disengage", view.device_type, "device_type", view.group.path, {"devices": count})
+    return count
 
 
 def list_device_types(

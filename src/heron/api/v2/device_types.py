@@ -129,6 +129,15 @@ async def update_device_type(device_type_id: str, body: DeviceTypeUpdate, actor:
     return Response(status_code=204)
 
 
+@router.put("/{device_type_id}/disengage", status_code=204)
+@router.post("/{device_type_id}/disengage", status_code=204)  # the issue's wording; the document says PUT
+async def disengage_device_type(device_type_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
+    """The sequence-number check is off for the next message of each device of the type."""
+    with ctx.db.write() as session:
+        device_types.disengage(session, actor, parse_id(device_type_id))
+    return Response(status_code=204)
+
+
 @router.delete("/{device_type_id}", status_code=204)
 async def delete_device_type(device_type_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
     with ctx.db.write() as session:
