@@ -188,6 +188,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     )
     for module in native:
         app.include_router(module.router)
+    app.include_router(device_bulk.scoped_router)  # restart of a device type's or a contract's devices
     app.include_router(senet_devices.router)
     app.include_router(contracts.infos_router)
     app.include_router(sigfox_bridge.router)

@@ -6,8 +6,8 @@ Rules (docs/ARCHITECTURE.md, "Message pipeline"):
   `time` is when it reached Heron); those arriving within the dedup window join it and are in
   its DATA callbacks; later ones, up to the dedup horizon, attach as `late` (DATA_ADVANCED).
   A station reporting the same frame twice counts once.
-- A frame of a device Heron does not deliver for (unknown, deleted, or not holding a valid
-  token) is not stored: it is counted per station, device and hour.
+- A frame of a device Heron does not deliver for (unknown, deleted, not holding a valid token,
+  or suspended) is not stored: it is counted per station, device and hour.
 - The sequence number is 12 bits and wraps. A forward step of 1-2047 advances the device's
   number and records the gap as lost frames; a backward step (0 or 2048-4095 ahead) is an
   out-of-order frame: stored, no loss counted, the device's number kept. A frame repeating the
@@ -52,7 +52,7 @@ from heron.registry.models import Device, DeviceType
 SEQ_MODULO = 4096
 STALE_REPEAT = timedelta(hours=1)
 COM_OK = 1  # api.md comState
-UNKNOWN, NO_TOKEN = "UNKNOWN", "NO_TOKEN"
+UNKNOWN, NO_TOKEN, SUSPENDED = "UNKNOWN", "NO_TOKEN", "SUSPENDED"
 
 
 class HeardFrame(NamedTuple):
@@ -189,6 +189,7 @@ def store_frames(
             Device.token_state,
             Device.sequence_number,
             Device.last_seen_at,
+            Device.suspended,
         )
         .where(Device.network == SIGFOX, Device.identifier.in_(sorted({f.device for f in frames})))
         .order_by(Device.id)
@@ -197,11 +198,13 @@ def store_frames(
         query = query.with_for_update()
     devices: dict[str, _Device] = {}
     refused: dict[str, str] = {}
-    for d_id, ident, dt_id, lifecycle, token_state, seq, last_seen in session.execute(query):
+    for d_id, ident, dt_id, lifecycle, token_state, seq, last_seen, suspended in session.execute(query):
         if lifecycle == DELETED:
             refused[ident] = UNKNOWN
         elif token_state != TOKEN_OK:
             refused[ident] = NO_TOKEN
+        elif suspended:  # /devices/bulk/suspend: counted as undelivered until resumed
+            refused[ident] = SUSPENDED
         else:
             devices[ident] = _Device(d_id, dt_id, seq, last_seen)
 

@@ -125,6 +125,8 @@ def new_row(
         "prototype": False,
         "activable": True,
         "automatic_renewal": automatic_renewal,
+        "unsubscription_at": None,
+        "suspended": False,
         "lifecycle": REGISTERED,
         "activated_at": None,
         "deleted_at": None,
@@ -226,12 +228,15 @@ class Reservation:
     refusal: str | None
 
     def columns(self, now: datetime) -> dict[str, Any]:
-        """The device columns of a device holding one of these tokens (a new row's values)."""
+        """The device columns of a device holding one of these tokens (a new row's values): a
+        new token was never renewed and carries no unsubscription."""
         return {
             "contract_id": self.contract_id,
             "token_alloc": self.token_alloc,
             "token_state": TOKEN_OK,
             "token_end_at": self.token_end_at,
+            "token_renewed_at": None,
+            "unsubscription_at": None,
             "lifecycle": ACTIVE,
             "activated_at": now,
         }
@@ -367,3 +372,12 @@ def release_tokens(session: Session, holders: Iterable[Holder]) -> int:
             .execution_options(synchronize_session=False)
         )
     return len(holding)
+
+
+def unsubscribe(session: Session, items: Sequence[tuple[Holder, datetime]], now: datetime) -> None:
+    """End these devices' tokens at their unsubscription times (`PUT /devices/{id}/unsubscribe`
+    and the bulk job alike): `unsubscription_at` is set and the token's end becomes that time;
+    the upkeep then gives it back without renewing it (registry.maintenance). A time not after
+    `now` gives it back at once. Callers pass devices holding a token."""
+    release_tokens(session, [h for h, when in items if when <= now])
+    update_devices(session, [{"b_id": h.id, "unsubscription_at": when, "token_end_at": when} for h, when in items])

@@ -16,10 +16,10 @@ import json
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
@@ -29,6 +29,7 @@ from heron.jobs.engine import JobContext, JobKind, RowOutcome
 from heron.jobs.models import Job
 from heron.keys import Keyring
 from heron.registry import contracts as contracts_service
+from heron.registry import device_types as device_types_service
 from heron.registry._common import MAX_EPOCH_MS, check_name
 from heron.registry.bulk import (
     DELETED,
@@ -45,18 +46,20 @@ from heron.registry.bulk import (
     release_tokens,
     reserve_tokens,
     sort_key,
+    unsubscribe,
     update_devices,
 )
 from heron.registry.devices import ENCRYPTED, parse_ref, writable_device_type
 from heron.registry.identifiers import SigfoxId, parse_pac
 from heron.registry.models import Contract, Device, DeviceType
 from heron.tenancy import audit
-from heron.tenancy.access import Actor
+from heron.tenancy.access import Actor, in_any_subtree
 from heron.tenancy.models import Group
 
 CREATE, EDIT, TRANSFER = "devices.create", "devices.edit", "devices.transfer"
 REPLACE, UNSUBSCRIBE, DELETE = "devices.replace", "devices.unsubscribe", "devices.delete"
-KINDS = (CREATE, EDIT, TRANSFER, REPLACE, UNSUBSCRIBE, DELETE)
+RESTART, SUSPEND, RESUME = "devices.restart", "devices.suspend", "devices.resume"
+KINDS = (CREATE, EDIT, TRANSFER, REPLACE, UNSUBSCRIBE, DELETE, RESTART, SUSPEND, RESUME)
 SUCCESS, ERRORS = "success", "errors"
 MAX_ROWS = 100_000  # per request; a series file of 50 MB holds fewer
 UNKNOWN = "Unknown device"
@@ -456,25 +459,24 @@ def _replace(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str,
 
 # -- unsubscribe and delete -----------------------------------------------------------------------
 def _unsubscribe(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
-    """The token ends at `unsubscriptionTime` and is not renewed; a time already past gives it
-    back now."""
+    """The token ends at `unsubscriptionTime` (now when absent) and is not renewed; a time
+    already past gives it back now (`bulk.unsubscribe`, as `PUT /devices/{id}/unsubscribe`)."""
     b = _Batch(session, ctx)
     outcomes, named = _named(b, batch)
     now_ms = int(b.now.timestamp() * 1000)
-    ending, past = [], []
+    items: list[tuple[Holder, datetime]] = []
     for i, _network, identifier, d in named:
         when = batch[i][1].get("unsubscriptionTime", now_ms)
-        if d.contract_id is None:
+        if d.lifecycle == DELETED:
+            outcomes[i] = _error(identifier, UNKNOWN)
+        elif d.contract_id is None:
             outcomes[i] = _error(identifier, f"device {identifier} holds no token")
         elif isinstance(when, bool) or not isinstance(when, int) or not 0 <= when <= MAX_EPOCH_MS:
             outcomes[i] = _error(identifier, "unsubscriptionTime: must be epoch milliseconds")
-        elif when <= now_ms:
-            past.append(d)
         else:
-            ending.append({"b_id": d.id, "token_end_at": datetime.fromtimestamp(when / 1000, b.now.tzinfo)})
-    release_tokens(session, [Holder(d.id, d.contract_id, d.token_alloc) for d in past])
-    update_devices(session, [r | {"automatic_renewal": False} | b.stamp() for r in ending])
-    update_devices(session, [{"b_id": d.id, "automatic_renewal": False} | b.stamp() for d in past])
+            items.append((Holder(d.id, d.contract_id, d.token_alloc), datetime.fromtimestamp(when / 1000, UTC)))
+    unsubscribe(session, items, b.now)
+    update_devices(session, [{"b_id": h.id} | b.stamp() for h, _when in items])
     return [o or _ok() for o in outcomes]
 
 
@@ -493,6 +495,61 @@ def _delete(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, 
     return [o or _ok() for o in outcomes]
 
 
+# -- restart, suspend, resume (Sigfox `deviceActionJob`) -------------------------------------------
+def _restart(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
+    """A device whose token ended (expired, unsubscribed, given back) takes a new one on its
+    device type's default contract, N per device type at once, as a new registration would; a
+    device still holding its token is running already (success, unchanged)."""
+    b = _Batch(session, ctx)
+    outcomes, named = _named(b, batch)
+    needing: dict[int, list[tuple[int, ExistingDevice]]] = defaultdict(list)
+    for i, network, identifier, d in named:
+        if d.lifecycle == DELETED:
+            outcomes[i] = _error(identifier, UNKNOWN)
+        elif d.contract_id is not None:
+            continue
+        elif network != SIGFOX:
+            outcomes[i] = _error(identifier, "a LORAWAN device takes its token on activation, not on restart")
+        elif not d.activable:
+            outcomes[i] = _error(identifier, f"device {identifier} is not activable")
+        else:
+            needing[d.device_type_id].append((i, d))
+    infos = _type_infos(session, needing)
+    granted: list[int] = []
+    for dt_id, items in needing.items():
+        info = infos[dt_id]
+        if info.contract_id is None:
+            for i, d in items:
+                outcomes[i] = _error(d.identifier, "its device type has no contract")
+            continue
+        res = reserve_tokens(session, info.contract_id, dt_id, info.group_path, len(items), b.now)
+        for i, d in items[res.granted :]:
+            outcomes[i] = _error(d.identifier, res.refusal or "no token left")
+        ids = [d.id for _i, d in items[: res.granted]]
+        grant_existing(session, res, ids, b.now)
+        granted += ids
+    update_devices(session, [{"b_id": device_id} | b.stamp() for device_id in granted])
+    return [o or _ok() for o in outcomes]
+
+
+def _suspension(suspended: bool) -> Any:
+    """Suspend (the store counts the device's frames as undelivered and keeps none) or resume."""
+
+    def handler(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
+        b = _Batch(session, ctx)
+        outcomes, named = _named(b, batch)
+        changing = []
+        for i, _network, identifier, d in named:
+            if d.lifecycle == DELETED:
+                outcomes[i] = _error(identifier, UNKNOWN)
+            else:
+                changing.append(d.id)
+        update_devices(session, [{"b_id": device_id, "suspended": suspended} | b.stamp() for device_id in changing])
+        return [o or _ok() for o in outcomes]
+
+    return handler
+
+
 for _name_, _handler in (
     (CREATE, _create),
     (EDIT, _edit),
@@ -500,6 +557,9 @@ for _name_, _handler in (
     (REPLACE, _replace),
     (UNSUBSCRIBE, _unsubscribe),
     (DELETE, _delete),
+    (RESTART, _restart),
+    (SUSPEND, _suspension(True)),
+    (RESUME, _suspension(False)),
 ):
     engine.register_kind(JobKind(_name_, _handler, (SUCCESS, ERRORS), ERRORS, batch_size=5000))
 
@@ -515,6 +575,9 @@ ROW_FIELDS = {
     REPLACE: frozenset({"deviceId", "targetDeviceId", "id", "targetId"}),
     UNSUBSCRIBE: frozenset({"id", "unsubscriptionTime"}),
     DELETE: frozenset({"id"}),
+    RESTART: frozenset({"id"}),
+    SUSPEND: frozenset({"id"}),
+    RESUME: frozenset({"id"}),
 }
 SERIES_FIELDS = frozenset({"line", "error"})
 ROW_FIELDS_IGNORED = frozenset({"payloadEncryption"})  # Sigfox fields Heron accepts and drops
@@ -552,8 +615,9 @@ def _submit(
     group_path: str,
     params: dict[str, Any],
     callback: tuple[str | None, str | None] = (None, None),
+    scope: list[str] | None = None,
 ) -> Job:
-    params = params | {"scope": actor.scopes("device:write")}
+    params = params | {"scope": actor.scopes("device:write") if scope is None else scope}
     job = engine.submit(
         session,
         kind=kind,
@@ -622,9 +686,12 @@ def submit_create(
     return _submit(session, actor, CREATE, prepared, [target.id], target.group_path, params)
 
 
-def _named_devices(session: Session, actor: Actor, rows: list[dict[str, Any]], key: str = "id") -> tuple[set[int], str]:
+def _named_devices(
+    session: Session, actor: Actor, rows: list[dict[str, Any]], key: str = "id", scope: list[str] | None = None
+) -> tuple[set[int], str]:
     """The device types of the devices the rows name (the job's locks) and the deepest group
-    holding them all (where the job is filed), among those the caller can see."""
+    holding them all (where the job is filed), among those the caller can write (in `scope`,
+    when given)."""
     by_network: dict[str, list[str]] = defaultdict(list)
     for row in rows:
         raw = row.get(key)
@@ -636,21 +703,78 @@ def _named_devices(session: Session, actor: Actor, rows: list[dict[str, Any]], k
             by_network[network].append(identifier)
     found = [d for network, ids in by_network.items() for d in existing(session, network, ids).values()]
     paths = _group_paths(session, {d.group_id for d in found})
-    scope = Scope(tuple(actor.scopes("device:write")))
-    mine = [d for d in found if scope.allows(paths[d.group_id])]
-    filed = _common_path(paths[d.group_id] for d in mine) if mine else _common_path(scope.paths)
+    allowed = Scope(tuple(actor.scopes("device:write") if scope is None else scope))
+    mine = [d for d in found if allowed.allows(paths[d.group_id])]
+    filed = _common_path(paths[d.group_id] for d in mine) if mine else _common_path(allowed.paths)
     return {d.device_type_id for d in mine}, filed
 
 
-def submit_on_devices(session: Session, actor: Actor, kind: str, rows: list[Any], key: str = "id") -> Job:
-    """Edit, replace, unsubscribe or delete devices named by id."""
+def group_scope(session: Session, actor: Actor, group_id: int) -> list[str]:
+    """The `groupId` of a Sigfox bulk action: its rows act only on devices in that group's
+    subtree (others fail as unknown). Unknown or invisible: 400 naming it; 403 without
+    `device:write` there."""
+    group = session.get(Group, group_id)
+    if group is None or not actor.actions_on(group.path):
+        raise InvalidInput.field("groupId", "no such group", "query")
+    actor.require("device:write", group.path, "group")
+    return [group.path]
+
+
+def submit_on_devices(
+    session: Session, actor: Actor, kind: str, rows: list[Any], key: str = "id", group_id: int | None = None
+) -> Job:
+    """Edit, replace, unsubscribe, delete, restart, suspend or resume devices named by id
+    (with `group_id`, only those in that group's subtree)."""
     checked = _check_rows(rows, kind)
     if not actor.scopes("device:write"):
         raise Forbidden("this credential lacks the right 'device:write'")
-    types, filed = _named_devices(session, actor, checked, key)
+    scope = group_scope(session, actor, group_id) if group_id is not None else None
+    types, filed = _named_devices(session, actor, checked, key, scope)
     if key != "id":  # replace rows name the device as `deviceId`
         checked = [{"id": r.get(key), "targetId": r.get("targetDeviceId")} | r for r in checked]
-    return _submit(session, actor, kind, checked, types, filed, {})
+    return _submit(session, actor, kind, checked, types, filed, {}, scope=scope)
+
+
+def _submit_all(session: Session, actor: Actor, query: Any, filed: str | None = None) -> Job:
+    """A restart of every device `query` selects (identifier, device type id, group path) among
+    those the caller may write: the rows are their ids (so no other tenant's id ever shows up
+    in the job's errors)."""
+    scope = actor.scopes("device:write")
+    if not scope:
+        raise Forbidden("this credential lacks the right 'device:write'")
+    found = session.execute(query.where(in_any_subtree(Group.path, scope)).order_by(Device.sort_key)).all()
+    rows = [{"id": ident} for ident, _dt, _path in found]
+    paths = {path for _ident, _dt, path in found}
+    return _submit(
+        session, actor, RESTART, rows, {dt for _i, dt, _p in found}, filed or _common_path(paths or scope), {}
+    )
+
+
+def _devices_query() -> Any:
+    return (
+        select(Device.identifier, Device.device_type_id, Group.path)
+        .join(Group, Group.id == Device.group_id)
+        .where(Device.lifecycle != DELETED)
+    )
+
+
+def submit_restart_device_type(session: Session, actor: Actor, device_type_id: int) -> Job:
+    """`POST /device-types/{id}/bulk/restart`: every device of the type (404 for an unknown type)."""
+    dt = device_types_service.get(session, actor, device_type_id)
+    actor.require("device:write", dt.group.path, "device type")
+    return _submit_all(session, actor, _devices_query().where(Device.device_type_id == device_type_id), dt.group.path)
+
+
+def submit_restart_contract(session: Session, actor: Actor, contract_id: int) -> Job:
+    """`POST /contract-infos/{id}/bulk/restart`: the devices on the contract: those holding a
+    token on it and those without one whose device type's default contract it is."""
+    contracts_service.get_info(session, actor, contract_id)
+    on_contract = or_(
+        Device.contract_id == contract_id,
+        and_(Device.contract_id.is_(None), DeviceType.contract_id == contract_id),
+    )
+    query = _devices_query().join(DeviceType, DeviceType.id == Device.device_type_id).where(on_contract)
+    return _submit_all(session, actor, query)
 
 
 def submit_transfer(

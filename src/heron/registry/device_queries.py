@@ -494,6 +494,7 @@ def _state() -> Any:
     return case(
         (Device.lifecycle == DELETED, 5),
         (Device.lifecycle == "DEACTIVATED", 3),
+        (Device.suspended.is_(True), 6),
         (Device.token_state == TOKEN_OK, 0),
         (Device.activable.is_(True), 2),
         else_=7,

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
 from heron.keys import Keyring, register_encrypted_column
-from heron.registry import device_profiles
-from heron.registry._common import KEEP
+from heron.registry import bulk, device_profiles
+from heron.registry._common import KEEP, from_ms
 from heron.registry.bulk import (
     ACTIVE,
     DEACTIVATED,
@@ -257,7 +257,9 @@ def create_lorawan(
 
 
 # -- read, change, delete -------------------------------------------------------------------------
-def _load(session: Session, ref: str, for_update: bool = False) -> DeviceView:
+def _load(session: Session, ref: str, for_update: bool = False, deleted: bool = False) -> DeviceView:
+    """The device `ref` names. A deleted device is gone from the device resources (404 like an
+    unknown one) unless `deleted`: only the restore reaches it."""
     network, identifier = parse_ref(ref)
     query = (
         select(Device, DeviceType, Group, Contract)
@@ -266,6 +268,8 @@ def _load(session: Session, ref: str, for_update: bool = False) -> DeviceView:
         .outerjoin(Contract, Contract.id == Device.contract_id)
         .where(Device.network == network, Device.identifier == identifier)
     )
+    if not deleted:
+        query = query.where(Device.lifecycle != DELETED)
     if for_update:  # a writer: the device row stays locked to commit (its token with it)
         query = query.with_for_update(of=Device)
     row = session.execute(query).first()
@@ -274,8 +278,10 @@ def _load(session: Session, ref: str, for_update: bool = False) -> DeviceView:
     return DeviceView(row[0], row[1], row[2], row[3])
 
 
-def get(session: Session, actor: Actor, ref: str, action: str = "device:read") -> DeviceView:
-    view = _load(session, ref, for_update=action != "device:read")
+def get(session: Session, actor: Actor, ref: str, action: str = "device:read", *, deleted: bool = False) -> DeviceView:
+    """The one lookup of every `/devices/{id}...` route: the device and the caller's right on
+    its group. Deleted devices answer 404 (`deleted=True`: the restore's own lookup)."""
+    view = _load(session, ref, for_update=action != "device:read", deleted=deleted)
     actor.require(action, view.group.path, "device")
     return view
 
@@ -301,8 +307,6 @@ def secrets_of(keyring: Keyring, d: Device) -> dict[str, str | None]:
 def update_device(session: Session, actor: Actor, ref: str, fields: DeviceFields) -> DeviceView:
     view = get(session, actor, ref, "device:write")
     d = view.device
-    if d.lifecycle == DELETED:
-        raise Conflict(f"device {d.identifier} is deleted: restore it first")
     changes = _apply(d, fields)
     if changes.get("activable") is True and d.network == SIGFOX:
         _take_token(session, view)
@@ -313,8 +317,6 @@ def update_device(session: Session, actor: Actor, ref: str, fields: DeviceFields
 def delete(session: Session, actor: Actor, ref: str) -> None:
     view = get(session, actor, ref, "device:write")
     d = view.device
-    if d.lifecycle == DELETED:
-        raise NotFound("device not found")
     _release_token(session, d)
     d.lifecycle = DELETED
     d.deleted_at = utcnow()
@@ -322,7 +324,7 @@ def delete(session: Session, actor: Actor, ref: str) -> None:
 
 
 def restore(session: Session, actor: Actor, ref: str) -> DeviceView:
-    view = get(session, actor, ref, "device:write")
+    view = get(session, actor, ref, "device:write", deleted=True)
     d = view.device
     if d.lifecycle != DELETED:
         raise Conflict(f"device {d.identifier} is not deleted")
@@ -332,3 +334,54 @@ def restore(session: Session, actor: Actor, ref: str) -> DeviceView:
         _take_token(session, view)
     audit.record(session, actor, "restore", d, "device", view.group.path, {"id": d.identifier})
     return view
+
+
+# -- token and sequence-number actions ------------------------------------------------------------
+def unsubscribe(session: Session, actor: Actor, ref: str, unsubscription_ms: int) -> DeviceView:
+    """`PUT /devices/{id}/unsubscribe`: the token ends at that time and is not renewed; a time
+    already past ends it now (`bulk.unsubscribe`, shared with the bulk job). A device holding
+    no token has nothing to unsubscribe: 409."""
+    when = from_ms(unsubscription_ms, "unsubscriptionTime")
+    view = get(session, actor, ref, "device:write")
+    d = view.device
+    if d.contract_id is None:
+        raise Conflict(f"device {d.identifier} holds no token to unsubscribe")
+    session.flush()
+    bulk.unsubscribe(session, [(Holder(d.id, d.contract_id, d.token_alloc), when)], utcnow())
+    session.expire(d)  # written by Core above
+    audit.record(session, actor, "unsubscribe", d, "device", view.group.path, {"id": d.identifier, "at": when})
+    return view
+
+
+def disengage(session: Session, actor: Actor, ref: str) -> None:
+    """`POST /devices/{id}/disengage`: the next frame is taken whatever its sequence number
+    (no lost frames counted, no repeat refused): the store compares with the device's last
+    number, and there is none (messages/store.py)."""
+    view = get(session, actor, ref, "device:write")
+    view.device.sequence_number = None
+    audit.record(session, actor, "disengage", view.device, "device", view.group.path, {"id": view.device.identifier})
+
+
+# -- certificates ---------------------------------------------------------------------------------
+CERTIFICATES = {"product": "product_certificate", "modem": "modem_certificate"}
+
+
+def certificate(session: Session, actor: Actor, ref: str, kind: str) -> str:
+    """The key of the device's product or modem certificate; 404 naming what is missing."""
+    d = get(session, actor, ref).device
+    key: str | None = getattr(d, CERTIFICATES[kind])
+    if key is None:
+        raise NotFound(f"device {d.identifier} has no {kind} certificate")
+    return key
+
+
+def certificate_with_pac(session: Session, actor: Actor, keyring: Keyring, ref: str, pac: str) -> str:
+    """The product certificate of the device with this id and PAC (the caller proves the PAC;
+    a wrong one answers like an unknown device)."""
+    given = parse_pac(pac, "pac", "query")
+    d = get(session, actor, ref).device
+    if d.pac is None or keyring.decrypt(d.pac, ENCRYPTED["pac"]).decode() != given:
+        raise NotFound("device not found")
+    if d.product_certificate is None:
+        raise NotFound(f"device {d.identifier} has no product certificate")
+    return d.product_certificate

@@ -4,7 +4,8 @@
   ended, gets its token extended by the contract's token duration (as many times as needed to
   pass now) and `token_renewed_at` set (Sigfox `automaticRenewalStatus` RENEWED). Any other
   device gives its token back (OFF_CONTRACT; `automaticRenewalStatus` ENDED). An unsubscription
-  (`/devices/bulk/unsubscribe`) sets the end and turns renewal off, so it lands here.
+  (`PUT /devices/{id}/unsubscribe`, `/devices/bulk/unsubscribe`) sets `unsubscription_at` and
+  makes it the token's end, so it lands here and is never renewed.
   A token given back this way writes a TOKEN_EXPIRED event (heron.events).
 - **Purge.** Devices deleted longer ago than the retention are removed for good (until then
   they are listed under "deleted devices" and can be restored).
@@ -39,6 +40,7 @@ def expire_tokens(session: Session, now: datetime, limit: int = BATCH) -> tuple[
             Device.token_alloc,
             Device.token_end_at,
             Device.automatic_renewal,
+            Device.unsubscription_at,
             Contract.token_duration,
             Contract.end_at,
         )
@@ -52,7 +54,8 @@ def expire_tokens(session: Session, now: datetime, limit: int = BATCH) -> tuple[
     ending: list[Holder] = []
     for row in due:
         contract_open = row.end_at is None or row.end_at > now
-        if row.automatic_renewal and contract_open and row.token_duration:
+        unsubscribed = row.unsubscription_at is not None
+        if row.automatic_renewal and contract_open and row.token_duration and not unsubscribed:
             end = row.token_end_at
             while end <= now:
                 end = add_months(end, row.token_duration)

@@ -56,6 +56,12 @@ class BulkUnsubscribe(ApiModel):
     data: Rows = Field(description="[{id*, unsubscriptionTime (epoch ms)}]")
 
 
+class DeviceActionJob(ApiModel):
+    """Sigfox `deviceActionJob`: the device ids."""
+
+    data: Rows = Field(description='device ids: ["007B480F", ...]')
+
+
 class BulkDelete(ApiModel):
     data: Rows = Field(description='device ids: ["007B480F", ...] (Heron: the Delete series)')
 
@@ -116,9 +122,37 @@ async def unsubscribe(body: BulkUnsubscribe, actor: CurrentActor, ctx: Ctx) -> d
 
 @router.post("/delete", summary="Delete devices (Heron: the Delete series as an API call)")
 async def delete(body: BulkDelete, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
-    rows = [{"id": r} if isinstance(r, str) else {"id": None, "error": "must be a device id"} for r in body.data]
     with ctx.db.write() as session:
-        return _started(ctx, bulk_jobs.submit_on_devices(session, actor, bulk_jobs.DELETE, rows))
+        return _started(ctx, bulk_jobs.submit_on_devices(session, actor, bulk_jobs.DELETE, _id_rows(body.data)))
+
+
+ACTIONS = {"restart": bulk_jobs.RESTART, "suspend": bulk_jobs.SUSPEND, "resume": bulk_jobs.RESUME}
+GroupId = Annotated[str | None, Query(alias="groupId", max_length=20, description="only devices of this group")]
+
+
+def _id_rows(data: list[Any]) -> list[dict[str, Any]]:
+    return [{"id": r} if isinstance(r, str) else {"id": None, "error": "must be a device id"} for r in data]
+
+
+def _action_routes(action: str, kind: str) -> None:
+    """`POST /devices/bulk/{action}` (Sigfox `deviceActionJob`, 201 `{jobId}`) and its status."""
+
+    async def submit(body: DeviceActionJob, actor: CurrentActor, ctx: Ctx, group_id: GroupId = None) -> dict[str, Any]:
+        gid = parse_id(group_id, "groupId", "query") if group_id is not None else None
+        with ctx.db.write() as session:
+            job = bulk_jobs.submit_on_devices(session, actor, kind, _id_rows(body.data), group_id=gid)
+            return _started(ctx, job, with_total=False)
+
+    async def status(job_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+        with ctx.db.read() as session:
+            return action_job(session, actor, job_id, kind)
+
+    router.add_api_route(
+        f"/{action}", submit, methods=["POST"], status_code=201, summary=f"{action.title()} devices (a job)"
+    )
+    router.add_api_route(
+        f"/{action}/{{job_id}}", status, methods=["GET"], summary=f"A {action} job's status (actionJob)"
+    )
 
 
 # -- series operations from a file or a pasted list (the GUI's forms, the CLI) ----------------------
@@ -221,10 +255,9 @@ def _errors(rep: engine.JobReport) -> list[dict[str, Any]]:
     return [{"entity": entity, "message": message, "type": 0} for entity, message in rep.entries]
 
 
-@router.get("/unsubscribe/{job_id}", summary="An unsubscription job's status (Sigfox actionJob)")
-async def unsubscribe_status(job_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
-    with ctx.db.read() as session:
-        rep = engine.report(session, bulk_jobs.get_job(session, actor, job_id, [bulk_jobs.UNSUBSCRIBE]))
+def action_job(session: Any, actor: Actor, job_id: str, kind: str) -> dict[str, Any]:
+    """A job's status in the Sigfox `actionJob` shape."""
+    rep = engine.report(session, bulk_jobs.get_job(session, actor, job_id, [kind]))
     errors = rep.stats.get(bulk_jobs.ERRORS, 0)
     return {
         "jobDone": rep.job.state in engine.FINISHED,
@@ -235,6 +268,46 @@ async def unsubscribe_status(job_id: str, actor: CurrentActor, ctx: Ctx) -> dict
             "errors": _errors(rep),
         },
     }
+
+
+@router.get("/unsubscribe/{job_id}", summary="An unsubscription job's status (Sigfox actionJob)")
+async def unsubscribe_status(job_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        return action_job(session, actor, job_id, bulk_jobs.UNSUBSCRIBE)
+
+
+# restart: a device whose token ended takes a new one on its device type's contract; suspend: its
+# frames are counted as undelivered, not stored; resume: undoes suspend (registry/bulk_jobs.py).
+for _action, _kind in ACTIONS.items():
+    _action_routes(_action, _kind)
+
+
+# The same restart for every device of a device type or of a contract (Sigfox paths).
+scoped_router = APIRouter(prefix=PREFIX, tags=["devices"])
+
+
+@scoped_router.post("/device-types/{device_type_id}/bulk/restart", status_code=201)
+async def restart_device_type(device_type_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.write() as session:
+        return _started(ctx, bulk_jobs.submit_restart_device_type(session, actor, parse_id(device_type_id)), False)
+
+
+@scoped_router.get("/device-types/bulk/restart/{job_id}", summary="A device type's restart job (Sigfox actionJob)")
+async def device_type_restart_status(job_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        return action_job(session, actor, job_id, bulk_jobs.RESTART)
+
+
+@scoped_router.post("/contract-infos/{contract_id}/bulk/restart", status_code=201)
+async def restart_contract(contract_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.write() as session:
+        return _started(ctx, bulk_jobs.submit_restart_contract(session, actor, parse_id(contract_id)), False)
+
+
+@scoped_router.get("/contract-infos/bulk/restart/{job_id}", summary="A contract's restart job (Sigfox actionJob)")
+async def contract_restart_status(job_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        return action_job(session, actor, job_id, bulk_jobs.RESTART)
 
 
 @router.get("/{job_id}", summary="A bulk job's status (Sigfox registrationJobStatus)")

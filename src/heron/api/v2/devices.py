@@ -58,6 +58,12 @@ class DeviceCreate(_Settings):
     prof_id: str | None = Field(default=None, max_length=20, description="LORAWAN: the device profile")
 
 
+class TokenUnsubscribe(ApiModel):
+    """Sigfox `tokenUnsubscribe` (the document marks the body required)."""
+
+    unsubscription_time: int = Field(description="epoch ms; a time already past ends the token now")
+
+
 class DeviceUpdate(_Settings, UpdateModel):
     unsettable = frozenset({"lat", "lng", "product_certificate", "tags"})
 
@@ -261,3 +267,43 @@ async def restore_device(device_id: str, actor: CurrentActor, ctx: Ctx) -> Respo
     with ctx.db.write() as session:
         devices.restore(session, actor, device_id)
     return Response(status_code=204)
+
+
+@router.put("/{device_id}/unsubscribe", status_code=204)
+async def unsubscribe_device(device_id: str, body: TokenUnsubscribe, actor: CurrentActor, ctx: Ctx) -> Response:
+    with ctx.db.write() as session:
+        devices.unsubscribe(session, actor, device_id, body.unsubscription_time)
+    return Response(status_code=204)
+
+
+@router.post("/{device_id}/disengage", status_code=204)
+async def disengage_device(device_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
+    """The sequence-number check is off for the device's next message."""
+    with ctx.db.write() as session:
+        devices.disengage(session, actor, device_id)
+    return Response(status_code=204)
+
+
+def _certificate(key: str) -> dict[str, Any]:
+    # Heron keeps a certificate's key only; `name` (required by the document) repeats it.
+    return {"key": key, "name": key}
+
+
+@router.get("/{device_id}/certificate/product")
+async def product_certificate(device_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        return _certificate(devices.certificate(session, actor, device_id, "product"))
+
+
+@router.get("/{device_id}/certificate/modem")
+async def modem_certificate(device_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        return _certificate(devices.certificate(session, actor, device_id, "modem"))
+
+
+@router.get("/{device_id}/product-certificate")
+async def product_certificate_with_pac(
+    device_id: str, actor: CurrentActor, ctx: Ctx, pac: Annotated[str, Query(max_length=40), NoNul]
+) -> dict[str, Any]:
+    with ctx.db.read() as session:
+        return _certificate(devices.certificate_with_pac(session, actor, ctx.keyring, device_id, pac))

@@ -173,13 +173,16 @@ def device_type(
     }
 
 
-# Sigfox v2 `state`: 0 OK, 2 OFF_CONTRACT, 3 DISABLED, 5 DELETED, 7 NOT_ACTIVABLE (see ARCHITECTURE.md).
+# Sigfox v2 `state`: 0 OK, 2 OFF_CONTRACT, 3 DISABLED, 5 DELETED, 6 SUSPENDED, 7 NOT_ACTIVABLE
+# (see ARCHITECTURE.md).
 def device_state(view: DeviceView) -> int:
     d = view.device
     if d.lifecycle == DELETED:
         return 5
     if d.lifecycle == "DEACTIVATED":
         return 3
+    if d.suspended:
+        return 6
     if d.token_state == TOKEN_OK:
         return 0
     return 2 if d.activable else 7
@@ -223,9 +226,11 @@ def device(view: DeviceView, secrets: dict[str, str | None] | None = None) -> di
             "state": 0 if has_token else 1,
             "detailMessage": "Valid" if has_token else "Off Contract",
             "end": to_ms(d.token_end_at) if has_token else None,
+            "unsubscriptionTime": to_ms(d.unsubscription_at) if has_token else None,
             "freeMessages": 0,
             "freeMessagesSent": 0,
         },
+        "unsubscriptionTime": to_ms(d.unsubscription_at),
         "activable": d.activable,
         "prototype": d.prototype,
         "productCertificate": {"key": d.product_certificate} if d.product_certificate else None,
