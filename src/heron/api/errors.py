@@ -21,6 +21,7 @@ log = logging.getLogger("heron.api")
 SENET_PREFIX = "/rest/integration"
 NATIVE_PREFIX = "/api/v2"
 _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_PATH_SHOWN = 500  # characters of an unknown path repeated in its 404
 
 
 def json_body(status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
@@ -135,7 +136,9 @@ def install(app: FastAPI) -> None:
                 {"Allow": ", ".join(allowed)},
             )
         if exc.status_code == 404:
-            return json_body(404, {"message": "not found"})
+            # No route has this path (unknown objects are the services' NotFound): name the path,
+            # so a client of a Sigfox v2 path Heron does not serve sees which one.
+            return json_body(404, {"message": f"no such resource: {request.url.path[:_PATH_SHOWN]}"})
         if exc.status_code == 400:
             # FastAPI's own 400 for a body it cannot decode (invalid UTF-8, a broken form).
             refused = _unauthenticated(request)
