@@ -19,6 +19,7 @@ from heron.api.v2 import (
     audit,
     base_stations,
     callbacks,
+    consumption,
     contracts,
     coverages,
     deliveries,
@@ -188,6 +189,7 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
     )
     for module in native:
         app.include_router(module.router)
+    app.include_router(consumption.router)
     app.include_router(device_bulk.scoped_router)  # restart of a device type's or a contract's devices
     app.include_router(senet_devices.router)
     app.include_router(contracts.infos_router)

@@ -40,7 +40,8 @@ class Event(Base):
 
 class UplinkCount(Base):
     """Uplinks of a device per contract day (the overusage counter), added to once per ingest
-    batch; days older than two are pruned."""
+    batch, and its acknowledged downlinks; both are the device's consumption. Kept 400 days
+    (`events.service.COUNT_DAYS`: a year's consumption and the month before), then pruned."""
 
     __tablename__ = "uplink_counts"
 

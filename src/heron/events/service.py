@@ -60,7 +60,9 @@ STATION_ONLINE = "STATION_ONLINE"
 COM_OK, COM_KO = 1, 3  # api.md comState
 BATCH = 5000
 _CHUNK = 1000  # rows per multi-VALUES statement (SQLite's bound-parameter limit)
-COUNT_DAYS = 2  # uplink counters kept this many days back (timezones span less than a day)
+# Per-device-day counters are kept this many days back: the overusage check needs two (timezones
+# span less than a day), consumption reads (heron.events.consumption) a year and its month.
+COUNT_DAYS = 400
 
 
 def _ms(t: datetime | None) -> int | None:
@@ -172,6 +174,17 @@ def _count_uplinks(
             details["contractId"] = str(contract_id)
             events.append(_event(OVERUSAGE, now, details, device_id=device_id, day=day))
     return events
+
+
+def count_downlink(session: Session, device_id: int, now: datetime) -> None:
+    """One downlink the device's station acknowledged, counted on its contract day beside the
+    uplinks (consumption): one upsert, in the acknowledgment's transaction."""
+    timezone = session.scalar(
+        select(Contract.timezone).join(Device, Device.contract_id == Contract.id).where(Device.id == device_id)
+    )
+    day = contract_day(now, timezone or "UTC")
+    row = {"device_id": device_id, "day": day, "uplinks": 0, "downlinks": 1}
+    add_counts(session, cast(Table, UplinkCount.__table__), [row], keys=("device_id", "day"), counts=("downlinks",))
 
 
 # -- periodic upkeep --------------------------------------------------------------------------------
@@ -313,7 +326,7 @@ def tokens_expired(session: Session, ended: Sequence[tuple[int, int | None]], no
 
 
 def prune_counts(session: Session, now: datetime) -> int:
-    """Drop uplink counters of days no contract timezone is still in."""
+    """Drop the per-day counters older than `COUNT_DAYS`."""
     result = session.execute(delete(UplinkCount).where(UplinkCount.day < (now - timedelta(days=COUNT_DAYS)).date()))
     return int(getattr(result, "rowcount", 0) or 0)
 

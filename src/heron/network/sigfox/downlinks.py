@@ -43,6 +43,7 @@ from heron.delivery.models import DONE, PENDING, Callback, Delivery
 from heron.delivery.ssrf import IPNetwork
 from heron.downlinks.models import ACKNOWLEDGED, DECIDING, FAILED, NONE, SENT, Downlink
 from heron.downlinks.models import PENDING as DL_PENDING
+from heron.events import service as events
 from heron.keys import Keyring
 from heron.messages.models import Message, Reception
 from heron.messages.store import StoredMessage
@@ -491,6 +492,7 @@ def report(session: Session, station_id: int, downlink_id: int, emitted: bool, n
         _fail(dl, "the station reported that it could not emit")
         return dl
     dl.state, dl.acknowledged_at = ACKNOWLEDGED, now
+    events.count_downlink(session, dl.device_id, now)  # the device's consumption
     device = session.get(Device, dl.device_id)
     outbox.enqueue_event(
         session,
