@@ -193,6 +193,34 @@ def update(
     return user
 
 
+def add_roles(session: Session, actor: Actor, user_id: int, roles: list[RoleGrant]) -> None:
+    """`PUT /users/{id}/profiles`: the roles join those the user holds (checked as on create:
+    `user:write` on each group, no escalation), as `api_users.add_profiles` does for a key."""
+    user = get(session, actor, user_id)
+    _require_write(session, actor, user)
+    granted = _check_grants(session, actor, roles)
+    _replace_roles(session, user, roles_of(session, [user.id])[user.id] + granted)
+    details = {"addRoles": [{"groupId": g.id, "profileId": p} for g, p in granted]}
+    audit.record(session, actor, "update", user, "user", _primary_path(session, user), details)
+
+
+def remove_profile(session: Session, actor: Actor, user_id: int, profile_id: str, group_id: int | None = None) -> None:
+    """`DELETE /users/{id}/profiles/{profileId}[?groupId=]`: the profile leaves the user's roles
+    on that group (on every group without `groupId`); the user keeps at least one role, as an
+    API user keeps a profile (`api_users.remove_profile`)."""
+    user = get(session, actor, user_id)
+    _require_write(session, actor, user)
+    held = roles_of(session, [user.id])[user.id]
+    remaining = [(g, p) for g, p in held if p != profile_id or (group_id is not None and g.id != group_id)]
+    if len(remaining) == len(held):
+        raise NotFound("profile not held by this user" + (" on this group" if group_id is not None else ""))
+    if not remaining:
+        raise InvalidInput.field("profileId", "a user keeps at least one role", "path")
+    _replace_roles(session, user, remaining)
+    details = {"removeProfile": profile_id, "groupId": group_id}
+    audit.record(session, actor, "update", user, "user", _primary_path(session, user), details)
+
+
 def delete(session: Session, actor: Actor, user_id: int) -> None:
     user = get(session, actor, user_id)
     _require_write(session, actor, user)

@@ -60,6 +60,12 @@ class UserUpdate(UpdateModel):
     password: str | None = Field(default=None, max_length=256)
 
 
+class UserRolesIn(ApiModel):
+    """`PUT /users/{id}/profiles` (Sigfox `addUserRoles`): roles to add."""
+
+    user_roles: list[UserRoleIn] = Field(min_length=1, max_length=50)
+
+
 def _user(actor: Actor, user: User, roles: list[tuple[Group, str]]) -> dict[str, Any]:
     # Roles on groups the caller cannot see stay hidden: they would name another tenant's group.
     roles = [(g, p) for g, p in roles if actor.actions_on(g.path)]
@@ -159,4 +165,26 @@ async def update_user(user_id: str, body: UserUpdate, actor: CurrentActor, ctx: 
 async def delete_user(user_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
     with ctx.db.write() as session:
         users.delete(session, actor, parse_id(user_id))
+    return Response(status_code=204)
+
+
+@router.put("/{user_id}/profiles", status_code=204)
+async def add_roles(user_id: str, body: UserRolesIn, actor: CurrentActor, ctx: Ctx) -> Response:
+    """Adds roles; `GET /users/{id}` lists them all (`userRoles`)."""
+    with ctx.db.write() as session:
+        users.add_roles(session, actor, parse_id(user_id), [r.grant(i) for i, r in enumerate(body.user_roles)])
+    return Response(status_code=204)
+
+
+@router.delete("/{user_id}/profiles/{profile_id}", status_code=204)
+async def remove_profile(
+    user_id: str,
+    profile_id: str,
+    actor: CurrentActor,
+    ctx: Ctx,
+    group_id: Annotated[str | None, Query(alias="groupId", max_length=20)] = None,
+) -> Response:
+    gid = parse_id(group_id, "groupId", "query") if group_id is not None else None
+    with ctx.db.write() as session:
+        users.remove_profile(session, actor, parse_id(user_id), profile_id, gid)
     return Response(status_code=204)
