@@ -35,7 +35,7 @@ def _to_degrees(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _haversine(lat1: np.ndarray, lng1: np.ndarray, lat2: np.ndarray, lng2: np.ndarray) -> np.ndarray:
     la1, lo1, la2, lo2 = (np.radians(v) for v in (lat1, lng1, lat2, lng2))
     h = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin((lo2 - lo1) / 2) ** 2
-    return 2 * EARTH_M * np.arcsin(np.sqrt(h))
+    return np.asarray(2 * EARTH_M * np.arcsin(np.sqrt(h)), dtype=np.float64)
 
 
 class Network:

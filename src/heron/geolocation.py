@@ -27,11 +27,12 @@ Pure functions; `locate_many` takes a whole batch of messages in a few vectorise
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import chain
 from typing import NamedTuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 REFERENCE_LOSS_DB = 116.1  # path loss at 1 km
 PATH_LOSS_EXPONENT = 3.52
@@ -88,23 +89,60 @@ def locate(readings: Sequence[Reading]) -> Fix | None:
 
 def locate_many(messages: Sequence[Sequence[Reading]]) -> list[Fix | None]:
     """`locate` of each message, computed for all of them at once."""
-    size = len(messages)
-    out: list[Fix | None] = [None] * size
     # One flat list of every reading's 5 values (None -> NaN), read by numpy in one go: about
     # half the cost of building a tuple per usable reading in Python.
-    counts = np.fromiter(map(len, messages), np.intp, size)
+    counts = np.fromiter(map(len, messages), np.intp, len(messages))
     values = np.array(list(chain.from_iterable(chain.from_iterable(messages))), dtype=np.float64)
-    if not values.size:
-        return out
-    values = values.reshape(-1, len(Reading._fields))
-    usable = ~np.isnan(values[:, :3]).any(axis=1)  # a position and an RSSI
-    idx = np.repeat(np.arange(size), counts)[usable]  # sorted: each reading's message
+    lat, lng, rssi, power, gain = values.reshape(-1, len(Reading._fields)).T
+    return _solve(counts, lat, lng, rssi, _budget(power, gain))
+
+
+class Stations:
+    """Stations by id (`Reading`s without an RSSI), as arrays: what `locate_heard` looks up."""
+
+    def __init__(self, stations: Mapping[int, Reading]) -> None:
+        ids = sorted(stations)
+        self.ids = np.array(ids, dtype=np.int64)
+        values = np.array([stations[i] for i in ids], dtype=np.float64).reshape(-1, len(Reading._fields))
+        self.lat, self.lng, _rssi, power, gain = values.T
+        self.budget = _budget(power, gain)
+
+
+def locate_heard(
+    counts: Sequence[int], station_ids: Sequence[int], rssi: Sequence[float | None], stations: Stations
+) -> list[Fix | None]:
+    """`locate_many` for messages given as `counts[i]` (station id, RSSI) pairs each, in order:
+    no `Reading` per reception (the uplink writer's form: ids and RSSIs as it holds them)."""
+    if not len(stations.ids):
+        return [None] * len(counts)
+    ids = np.array(station_ids, dtype=np.int64)
+    at = np.minimum(np.searchsorted(stations.ids, ids), len(stations.ids) - 1)
+    lat, lng = stations.lat[at], stations.lng[at]  # copies
+    lat[stations.ids[at] != ids] = np.nan  # a station not in the table: left out
+    rssi_values = np.array(rssi, dtype=np.float64)  # None -> NaN
+    return _solve(np.array(counts, dtype=np.intp), lat, lng, rssi_values, stations.budget[at])
+
+
+Floats = NDArray[np.float64]
+
+
+def _budget(power: Floats, gain: Floats) -> Floats:
+    """Transmit power plus antenna gain, in dB, the defaults where NaN."""
+    return np.where(np.isnan(power), DEVICE_POWER_DBM, power) + np.where(np.isnan(gain), STATION_GAIN_DBI, gain)
+
+
+def _solve(counts: NDArray[np.intp], lat: Floats, lng: Floats, rssi: Floats, budget: Floats) -> list[Fix | None]:
+    """The fixes of len(counts) messages whose readings are the next counts[i] entries of the
+    arrays, in order (NaN: unknown; a reading without position or RSSI is left out)."""
+    size = len(counts)
+    out: list[Fix | None] = [None] * size
+    idx = np.repeat(np.arange(size), counts)  # sorted: each reading's message
+    usable = ~(np.isnan(lat) | np.isnan(lng) | np.isnan(rssi))
+    if not usable.all():
+        idx, lat, lng, rssi, budget = idx[usable], lat[usable], lng[usable], rssi[usable], budget[usable]
     if not idx.size:
         return out
-    lat, lng, rssi, power, gain = values[usable].T
-    power = np.where(np.isnan(power), DEVICE_POWER_DBM, power)
-    gain = np.where(np.isnan(gain), STATION_GAIN_DBI, gain)
-    d = 1000.0 * np.power(10.0, (power + gain - rssi - REFERENCE_LOSS_DB) / (10.0 * PATH_LOSS_EXPONENT))
+    d = 1000.0 * np.power(10.0, (budget - rssi - REFERENCE_LOSS_DB) / (10.0 * PATH_LOSS_EXPONENT))
     d = np.clip(d, MIN_DISTANCE_M, MAX_DISTANCE_M)
     w = 1.0 / (d * d)
     # Longitudes relative to the message's first station, so a message heard across the

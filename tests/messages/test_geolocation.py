@@ -15,8 +15,10 @@ from heron.geolocation import (
     RADIUS_FACTOR,
     Fix,
     Reading,
+    Stations,
     distance_m,
     locate,
+    locate_heard,
     locate_many,
     rssi_at,
 )
@@ -151,3 +153,29 @@ def test_the_estimate_improves_with_more_stations() -> None:
     assert every < 0.5 * SPACING_M  # loose: the benchmark measures about a quarter of the spacing
     # The radius is meant as a ~68 % circle: far from always and far from never.
     assert 0.4 < sum(inside) / len(inside) < 0.95
+
+
+def test_messages_given_as_station_ids_and_rssi_locate_as_readings_do() -> None:
+    """The uplink writer's form: (station id, RSSI) pairs and a table of stations; a station
+    missing from the table, or without a position, is left out like a reading without one."""
+    rng = random.Random(3)
+    table = {
+        n: Reading(*station, None, 22.0 if n % 5 == 0 else None, 8.0 if n % 7 == 0 else None)
+        for n, station in enumerate(GRID)
+    }
+    table[len(GRID)] = Reading(None, None, None)  # a station without a position
+    counts, ids, rssi, readings = [], [], [], []
+    for device in _devices(300, rng):
+        picked = rng.sample(range(len(GRID) + 2), 4)  # the last two: no position, not in the table
+        heard: list[tuple[int, float | None]] = [
+            (n, rssi_at(_metres(device, GRID[n])) + rng.gauss(0, 7) if n < len(GRID) else -100.0) for n in picked
+        ]
+        heard.append((0, None))  # no RSSI
+        counts.append(len(heard))
+        ids += [n for n, _ in heard]
+        rssi += [r for _, r in heard]
+        known = [(table[n], r) for n, r in heard if n in table]
+        readings.append([Reading(t.lat, t.lng, r, t.power_dbm, t.gain_dbi) for t, r in known])
+    assert locate_heard(counts, ids, rssi, Stations(table)) == locate_many(readings)
+    assert locate_heard([2], [1, 2], [-120.0, -121.0], Stations({})) == [None]
+    assert locate_heard([0, 1], [1], [-120.0], Stations(table)) == [None, locate([table[1]._replace(rssi=-120.0)])]
