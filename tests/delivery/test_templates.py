@@ -249,7 +249,7 @@ def test_variable_renders_exactly_per_callback_type_and_context(
 
 def test_catalogue_follows_the_sigfox_callback_pages() -> None:
     uplink = {"device", "time", "data", "seqNumber", "deviceTypeId", "station", "rssi", "snr"}
-    legacy = {"duplicate", "avgSnr", "lat", "lng"}
+    legacy = {"duplicate", "avgSnr", "lat", "lng", "computedLocation"}  # computedLocation: Heron's
     assert variables_for("DATA", "UPLINK") == uplink | legacy
     assert variables_for("DATA", "BIDIR") == uplink | legacy | {"ack", "longPolling"}
     assert variables_for("SERVICE", "STATUS") == (uplink - {"data"}) | legacy | {"temp", "batt"}

@@ -384,12 +384,30 @@ _MESSAGE_COLUMNS = (
     "lqi",
     "service",
     "decoded",
+    "loc_lat",
+    "loc_lng",
+    "loc_radius",
+    "loc_source",
 )
 
 
 def _best(receptions: Sequence[tuple[Any, Any]]) -> tuple[Any, Any] | None:
     """The reception a message's delivery carries: the highest RSSI, the first of equals."""
     return max(receptions, key=lambda rs: rs[0].rssi if rs[0].rssi is not None else -1e9, default=None)
+
+
+def _computed_location(message: Any) -> dict[str, object] | None:
+    """`{computedLocation}`: the message's location (heron.geolocation) in the shape of Sigfox's
+    DATA_ADVANCED object (`status` 1: a location was computed), or missing."""
+    if message.loc_lat is None or message.loc_lng is None:
+        return None
+    return {
+        "lat": message.loc_lat,
+        "lng": message.loc_lng,
+        "radius": message.loc_radius,
+        "source": message.loc_source,
+        "status": 1,
+    }
 
 
 def message_variables(
@@ -432,7 +450,7 @@ def message_variables(
         "fixedLng": device.lng,
         "operatorName": "Heron",
         "countryCode": None,
-        "computedLocation": None,
+        "computedLocation": _computed_location(message),
         "duplicates": [{"bsId": s.identifier, "nbRep": r.rep, "rssi": r.rssi, "snr": r.snr} for r, s in receptions],
     }
     fields: dict[str, Any] = {}

@@ -6,7 +6,8 @@ once; rendering is then a join over precomputed chunks, cheap enough for every m
 Variables (`variables_for`), following the public Sigfox callback pages:
 
 - DATA UPLINK: `device`, `time`, `data`, `seqNumber`, `deviceTypeId`, `station`, `rssi`, `snr`,
-  and the legacy `duplicate`, `avgSnr`, `lat`, `lng`.
+  and the legacy `duplicate`, `avgSnr`, `lat`, `lng`; Heron adds `computedLocation` (as in
+  DATA_ADVANCED, known when the dedup window closes).
 - DATA BIDIR: UPLINK's plus `ack`, `longPolling`.
 - SERVICE STATUS: UPLINK's without `data` (a status frame carries no user payload) plus `temp`,
   `batt`.
@@ -154,6 +155,7 @@ _UPLINK = frozenset(
         "avgSnr",
         "lat",
         "lng",
+        "computedLocation",
     }
 )
 _CATALOGUE: dict[tuple[str, str], frozenset[str]] = {
