@@ -287,6 +287,22 @@ def _cb_status(view: MessageView, n: int) -> list[dict[str, Any]]:
     ]
 
 
+def computed_location(
+    lat: float | None, lng: float | None, radius: int | None, source: int | None
+) -> list[dict[str, Any]]:
+    """A message's `computedLocation`: its one location (heron.geolocation), or none."""
+    if lat is None or lng is None:
+        return []
+    return [{"lat": lat, "lng": lng, "radius": radius, "source": source}]
+
+
+def device_location(row: Any) -> dict[str, Any]:
+    """An item of `/devices/{id}/locations` (Sigfox `deviceLocation_2`): the message's time,
+    `valid`, and its computedLocation's fields when it has one."""
+    found = computed_location(row.loc_lat, row.loc_lng, row.loc_radius, row.loc_source)
+    return {"time": to_ms(row.time), "valid": bool(found), **(found[0] if found else {})}
+
+
 def message(view: MessageView) -> dict[str, Any]:
     m = view.message
     out: dict[str, Any] = {
@@ -297,7 +313,7 @@ def message(view: MessageView) -> dict[str, Any]:
         "lqi": m.lqi,
         "seqNumber": m.seq_number,
         "nbFrames": m.nb_frames,
-        "computedLocation": [],
+        "computedLocation": computed_location(m.loc_lat, m.loc_lng, m.loc_radius, m.loc_source),
         "rinfos": [
             {
                 "baseStation": {"id": r.station.identifier, "name": r.station.name, "resourceType": 0},
