@@ -173,7 +173,7 @@ def world(db: Database, tenants: Tenants) -> World:
         edit_job = bulk_jobs.submit_on_devices(s, SYSTEM, bulk_jobs.EDIT, [{"id": "A1", "name": "Edited"}])
         unsub = bulk_jobs.submit_on_devices(s, SYSTEM, bulk_jobs.UNSUBSCRIBE, [{"id": "A1"}])
         registry |= {"job_id": edit_job.req_id, "unsubscribe_job_id": unsub.req_id, "series_operation": "delete"}
-        a_path = s.get(Group, tenants.customer_a).path  # a bulk prediction job of Customer A's
+        a_path = groups.get(s, SYSTEM, tenants.customer_a).path  # a bulk prediction job of Customer A's
         rows = [{"lat": 45.0, "lng": 4.0}]
         cov_job = engine.submit(
             s, kind=coverage.BULK, created_by="system", group_path=a_path, rows=rows, lock_keys=[], req_id_prefix=""

@@ -142,8 +142,8 @@ class LinkField:
         if n == 0:
             return
         width = max(MIN_CHUNK_POINTS, CHUNK // max(1, len(self)))
-        points = unit_vectors(lat, lng)
-        buffers: dict[int, tuple[Floats, Floats, Floats32, Floats32, NDArray[np.bool_]]] = {}
+        points = np.ascontiguousarray(unit_vectors(lat, lng).T)  # 3 x n: one matrix product a chunk
+        buffers: dict[int, tuple[Floats, Floats32, Floats32, NDArray[np.bool_]]] = {}
         for start in range(0, n, width):
             part = slice(start, min(n, start + width))
             near = self._near(lat[part], lng[part]) if len(self) else None
@@ -154,28 +154,25 @@ class LinkField:
             if rows not in buffers:
                 buffers[rows] = (
                     np.empty((rows, width)),
-                    np.empty((rows, width)),
                     np.empty((rows, width), np.float32),
                     np.empty((rows, width), np.float32),
                     np.empty((rows, width), np.bool_),
                 )
             whole = buffers[rows]
-            dot, tmp = whole[0][:, :cols], whole[1][:, :cols]
-            ln_t, free, beyond = whole[2][:, :cols], whole[3][:, :cols], whole[4][:, :cols]
-            p = points[part]
-            np.multiply(units[:, 0:1], p[None, :, 0], out=dot)
-            dot += np.multiply(units[:, 1:2], p[None, :, 1], out=tmp)
-            dot += np.multiply(units[:, 2:3], p[None, :, 2], out=tmp)
+            dot, ln_t, free, beyond = whole[0][:, :cols], whole[1][:, :cols], whole[2][:, :cols], whole[3][:, :cols]
+            np.matmul(units, points[:, part], out=dot)
             np.subtract(1.0, dot, out=dot)
             np.maximum(dot, self.t_min, out=dot)
-            np.log(dot, out=ln_t, casting="same_kind")
+            np.copyto(ln_t, dot, casting="same_kind")
+            np.log(ln_t, out=ln_t)
             np.greater(ln_t, self.ln_t_max, out=beyond)
             np.multiply(ln_t, FREE_SLOPE_LN, out=free)
             free += f0
             np.multiply(ln_t, h1, out=ln_t)
             np.subtract(h0, ln_t, out=ln_t)
             np.minimum(ln_t, free, out=ln_t)
-            np.copyto(ln_t, FLOOR, where=beyond)
+            if beyond.any():
+                np.copyto(ln_t, FLOOR, where=beyond)
             yield part, ln_t
 
     def best(self, lat: Floats, lng: Floats, k: int = 3) -> Floats:
