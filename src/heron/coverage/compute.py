@@ -26,6 +26,7 @@ from heron.coverage.propagation import FREE_SPACE_SLOPE, okumura_hata
 EARTH_RADIUS_KM = 6371.0088
 METRES_PER_DEGREE = EARTH_RADIUS_KM * 1000 * math.pi / 180
 MIN_DISTANCE_KM = 0.01  # closer points are taken to be 10 m away (log10(0) aside, nothing changes)
+DISC_SAMPLES = 19  # points a location's disc is averaged over (disc_samples)
 FLOOR = -999.0  # the margin of "no station": finite, so averages and sorts stay plain arithmetic
 CHUNK = 1 << 16  # stations x points computed at once (512 kB of float64: stays in the CPU cache)
 MIN_CHUNK_POINTS = 64
@@ -207,7 +208,7 @@ def disc_samples(lat: Floats, lng: Floats, radius_m: float) -> tuple[Floats, Flo
     per location). A radius of 0 is the location alone."""
     if radius_m <= 0:
         return lat, lng, 1
-    rings = [(0.0, 1), (0.5, 6), (1.0, 12)]
+    rings = [(0.0, 1), (0.5, 6), (1.0, 12)]  # DISC_SAMPLES in all
     dx, dy = [], []
     for frac, count in rings:
         for i in range(count):

@@ -17,7 +17,7 @@ from pydantic import Field
 from heron.api.context import Ctx, CurrentActor
 from heron.api.schemas import ApiModel, NoNul
 from heron.api.v2 import PREFIX
-from heron.coverage.compute import Grid, LinkField
+from heron.coverage.compute import DISC_SAMPLES, Grid, LinkField
 from heron.db.base import to_ms
 from heron.jobs import engine
 from heron.network.sigfox import coverage
@@ -90,7 +90,7 @@ async def predictions(body: CoverageRequest, actor: CurrentActor, ctx: Ctx) -> R
     with ctx.db.read() as session:
         coverage.check_group(session, actor, gid, "body")
         field = coverage.load_field(session, model, lats=_arr(lats), lngs=_arr(lngs))
-    found = await _compute(len(field) * len(points) * 19, coverage.predict, field, lats, lngs, radius)
+    found = await _compute(len(field) * len(points) * DISC_SAMPLES, coverage.predict, field, lats, lngs, radius)
     return Response(orjson.dumps({"data": [p.as_wire() for p in found]}), media_type="application/json")
 
 
