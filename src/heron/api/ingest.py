@@ -18,7 +18,6 @@ from pydantic.alias_generators import to_camel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from heron.api.context import AppContext, Ctx, parse_authorization
-from heron.db.base import utcnow
 from heron.errors import NotAuthenticated
 from heron.messages.store import HeardFrame
 from heron.network.sigfox import stations
@@ -205,9 +204,11 @@ def _invalid(exc: ValidationError, raw: bytes) -> RequestValidationError:
     return RequestValidationError(errors, body=raw)
 
 
-def _frames(body: IngestBody, station_id: int, arrived: datetime) -> list[HeardFrame]:
+def _frames(body: IngestBody, station_id: int) -> list[HeardFrame]:
     """The receptions as the store takes them: device ids as `SigfoxId` writes them, payloads in
-    lower case. Positional: a named tuple built with keywords costs twice as much."""
+    lower case, no time where the station gives none (the store takes the arrival: the writer's
+    clock, the one the message's arrival and the device's last communication are read from).
+    Positional: a named tuple built with keywords costs twice as much."""
     frames = []
     for r in body.receptions:
         device = r.device
@@ -221,7 +222,7 @@ def _frames(body: IngestBody, station_id: int, arrived: datetime) -> list[HeardF
                 r.frame_type,
                 r.data.lower(),
                 r.ack_required,
-                arrived if r.time is None else datetime.fromtimestamp(r.time / 1000, UTC),
+                None if r.time is None else datetime.fromtimestamp(r.time / 1000, UTC),
                 r.rssi,
                 r.snr,
                 r.freq,
@@ -246,8 +247,7 @@ def _frames(body: IngestBody, station_id: int, arrived: datetime) -> list[HeardF
 async def ingest_sigfox(request: Request) -> Response:
     ctx: AppContext = request.app.state.ctx
     credential = _credential(ctx, request.headers.get("authorization", ""))
-    arrived = utcnow()
-    frames = _frames(_body(await request.body(), request.headers.get("content-type")), credential.station_id, arrived)
+    frames = _frames(_body(await request.body(), request.headers.get("content-type")), credential.station_id)
     await _store(ctx, frames, credential)
     return Response(b'{"accepted":%d}' % len(frames), media_type="application/json")
 

@@ -21,7 +21,6 @@ from pydantic import Field, ValidationError
 from heron.api.context import AppContext
 from heron.api.errors import field_errors, validation_body
 from heron.api.ingest import IngestBody, _credential, _frames, _invalid, _store
-from heron.db.base import utcnow
 from heron.errors import NotAuthenticated, Unavailable
 from heron.observability import REGISTRY
 
@@ -114,7 +113,7 @@ class IngestDatagrams:
         authorization = "Basic " + base64.b64encode(f"{datagram.station}:{datagram.secret}".encode()).decode()
         try:
             credential = _credential(self.ctx, authorization)
-            frames = _frames(datagram, credential.station_id, utcnow())
+            frames = _frames(datagram, credential.station_id)
             await _store(self.ctx, frames, credential)
         except NotAuthenticated:
             return "unauthenticated", orjson.dumps({"id": datagram.id, "status": 401})

@@ -219,7 +219,7 @@ def enqueue_messages(
     rows = []
     for m in messages:
         for cb_type, subtype, advanced in _OWED.get(m.frame_type, ()):
-            due = m.time + (horizon if advanced else dedup_window)
+            due = m.arrived_at + (horizon if advanced else dedup_window)  # the windows run on arrival
             for cb_id in wanted.get((m.device_type_id, cb_type, subtype), ()):
                 rows.append(
                     {
@@ -232,7 +232,7 @@ def enqueue_messages(
                         "state": PENDING,
                         "attempts": 0,
                         "next_at": due,
-                        "created_at": m.time,
+                        "created_at": m.arrived_at,
                     }
                 )
     insert_rows(session, cast(Table, Delivery.__table__), rows)

@@ -16,14 +16,19 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Message(Base):
-    """An uplink: one radio frame, however many stations heard it. `time` is when the first
-    reception reached Heron (the frame time Sigfox shows); `lost` is the number of frames the
+    """An uplink: one radio frame, however many stations heard it. `time` is when the network
+    heard it (the frame time Sigfox shows): the earliest of its receptions' station times, each
+    bounded by when that reception reached Heron, so a station's clock cannot place it in the
+    future. `arrived_at` is when the first reception reached Heron: the dedup window, the
+    horizon, the outbox and the downlink decider run on it. `lost` is the number of frames the
     sequence-number gap before this one says were never heard."""
 
     __tablename__ = "messages"
     __table_args__ = (
         Index("ix_messages_device_id_time", "device_id", "time"),
         Index("ix_messages_device_type_id_time", "device_type_id", "time"),
+        # Dedup's look-up of a device's messages within the horizon (by arrival, not frame time).
+        Index("ix_messages_device_id_arrived_at", "device_id", "arrived_at"),
         # Partial: the downlink decider's scan (uplinks asking for an answer are few).
         Index("ix_messages_ack_time", "time", sqlite_where=ACK_REQUIRED, postgresql_where=ACK_REQUIRED),
     )
@@ -32,6 +37,7 @@ class Message(Base):
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     device_type_id: Mapped[int] = mapped_column(Integer)  # at reception (a transfer does not move history)
     time: Mapped[datetime] = mapped_column(UtcDateTime)
+    arrived_at: Mapped[datetime] = mapped_column(UtcDateTime)
     seq_number: Mapped[int] = mapped_column(Integer)
     frame_type: Mapped[str] = mapped_column(String(10))  # DATA, KEEPALIVE, REPEATER
     data: Mapped[str] = mapped_column(String(24))  # hex, lower-case, 0-12 bytes
@@ -59,7 +65,8 @@ class Reception(Base):
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), index=True)
     station_id: Mapped[int] = mapped_column(ForeignKey("base_stations.id"))
-    time: Mapped[datetime] = mapped_column(UtcDateTime)  # when it reached Heron
+    # As the station reports it (when it reached Heron if the station does not say).
+    time: Mapped[datetime] = mapped_column(UtcDateTime)
     rssi: Mapped[float | None] = mapped_column(Float)
     snr: Mapped[float | None] = mapped_column(Float)
     freq: Mapped[float | None] = mapped_column(Float)  # Hz

@@ -2,10 +2,14 @@
 per batch (the ingest's group commit hands several requests' frames over at once).
 
 Rules (docs/ARCHITECTURE.md, "Message pipeline"):
-- Receptions are keyed by (device, sequence number). The first one makes the message (its
-  `time` is when it reached Heron); those arriving within the dedup window join it and are in
-  its DATA callbacks; later ones, up to the dedup horizon, attach as `late` (DATA_ADVANCED).
-  A station reporting the same frame twice counts once.
+- Receptions are keyed by (device, sequence number). The first one makes the message; those
+  arriving within the dedup window join it and are in its DATA callbacks; later ones, up to
+  the dedup horizon, attach as `late` (DATA_ADVANCED). A station reporting the same frame
+  twice counts once. The window and the horizon run on arrival (the writer's clock, the
+  message's `arrived_at`), not on the stations' clocks.
+- A message's `time` is when the network heard the frame: the earliest of its receptions'
+  station times, each bounded by that reception's arrival (a station's clock cannot place a
+  frame in the future); a later reception with an earlier station time lowers it.
 - A frame of a device Heron does not deliver for (unknown, deleted, not holding a valid token,
   or suspended) is not stored: it is counted per station, device and hour.
 - The sequence number is 12 bits and wraps. A forward step of 1-2047 advances the device's
@@ -65,7 +69,7 @@ class HeardFrame(NamedTuple):
     frame_type: str  # DATA, KEEPALIVE, REPEATER
     data: str  # lower-case hex, 0-24 digits
     ack_required: bool
-    time: datetime  # as the station reports it (its arrival time when it does not)
+    time: datetime | None  # as the station reports it; None when it does not (its arrival is taken)
     rssi: float | None = None
     snr: float | None = None
     freq: float | None = None
@@ -82,7 +86,8 @@ class StoredMessage:
     seq_number: int
     ack_required: bool
     frame_type: str
-    time: datetime
+    time: datetime  # when the network heard it (the message's `time`)
+    arrived_at: datetime  # when it reached Heron: the dedup window and horizon run from it
 
 
 @dataclass
@@ -109,7 +114,8 @@ class _Open:
     """A message of this batch or a recent one, as dedup sees it."""
 
     id: int | None
-    time: datetime
+    arrived: datetime  # the message's arrived_at: late or not, within the horizon or not
+    time: datetime  # the message's time (the earliest station time heard)
     stations: dict[int, tuple[float | None, str]]  # station -> (rssi, radio zone)
     dirty: bool = False
 
@@ -237,14 +243,16 @@ def store_frames(
         first = heard[0]
         known = recent.get((device_id, seq))
         if known is not None:
-            late = now - known.time > dedup_window
+            late = now - known.arrived > dedup_window
             for f in heard:
                 if f.station_id in known.stations:
                     result.duplicates += 1
                     continue
                 known.stations[f.station_id] = (f.rssi, zones.get(f.station_id, "RC1"))
                 known.dirty = True
-                added.append(_reception(f, known.id, late))
+                if f.time is not None and f.time < known.time:  # heard earlier than the message says
+                    known.time = f.time
+                added.append(_reception(f, known.id, late, now))
                 result.late += late
                 result.joined += not late
             continue
@@ -266,7 +274,11 @@ def store_frames(
                     best[f.station_id] = f
             else:
                 best[f.station_id] = f
-        opened = _Open(None, now, {s: (f.rssi, zones.get(s, "RC1")) for s, f in best.items()})
+        heard_at = now  # the earliest station time, bounded by the arrival
+        for f in best.values():
+            if f.time is not None and f.time < heard_at:
+                heard_at = f.time
+        opened = _Open(None, now, heard_at, {s: (f.rssi, zones.get(s, "RC1")) for s, f in best.items()})
         best_rssi, quality = opened.quality()
         service = None
         if first.frame_type != "DATA" and (first.battery is not None or first.temperature is not None):
@@ -275,7 +287,8 @@ def store_frames(
             {
                 "device_id": device_id,
                 "device_type_id": dev.device_type_id,
-                "time": now,
+                "time": heard_at,
+                "arrived_at": now,
                 "seq_number": seq,
                 "frame_type": first.frame_type,
                 "data": first.data,
@@ -289,7 +302,7 @@ def store_frames(
                 "service": service,
             }
         )
-        new_receptions.append([_reception(f, None, False) for f in best.values()])
+        new_receptions.append([_reception(f, None, False, now) for f in best.values()])
         recent[(device_id, seq)] = opened
         new_opened.append(opened)
         new_keys.append((device_id, seq))
@@ -323,7 +336,7 @@ def _recent_indexed(
         if known is None or known.state != (dev.last_seen, dev.seq):
             unknown.add(dev.id)
             continue
-        old = [seq for seq, opened in known.messages.items() if opened.time < since]
+        old = [seq for seq, opened in known.messages.items() if opened.arrived < since]
         for seq in old:
             del known.messages[seq]
         for seq, opened in known.messages.items():
@@ -348,6 +361,9 @@ def _recent_indexed(
             for o in by_message.values():
                 o.stations = {}
             _load_stations(session, by_message)
+            # Another writer's reception may have lowered the time too.
+            for message_id, heard_at in session.execute(select(Message.id, Message.time).where(Message.id.in_(stale))):
+                by_message[message_id].time = heard_at
     if unknown:
         recent.update(_recent(session, sorted(unknown), since))
     return recent, unknown
@@ -407,11 +423,11 @@ def _decoded(settings: tuple[int, str | None] | None, f: HeardFrame) -> str | No
     return json.dumps(fields) if fields is not None else None
 
 
-def _reception(f: HeardFrame, message_id: int | None, late: bool) -> dict[str, Any]:
+def _reception(f: HeardFrame, message_id: int | None, late: bool, now: datetime) -> dict[str, Any]:
     return {
         "message_id": message_id,
         "station_id": f.station_id,
-        "time": f.time,
+        "time": now if f.time is None else f.time,
         "rssi": f.rssi,
         "snr": f.snr,
         "freq": f.freq,
@@ -426,14 +442,14 @@ def _recent(session: Session, device_ids: list[int], since: datetime) -> dict[tu
         return {}
     rows = list(
         session.execute(
-            select(Message.id, Message.device_id, Message.seq_number, Message.time).where(
-                Message.device_id.in_(device_ids), Message.time >= since
+            select(Message.id, Message.device_id, Message.seq_number, Message.arrived_at, Message.time).where(
+                Message.device_id.in_(device_ids), Message.arrived_at >= since
             )
         )
     )
     if not rows:
         return {}
-    out = {(d, s): _Open(m, t, {}) for m, d, s, t in rows}
+    out = {(d, s): _Open(m, a, t, {}) for m, d, s, a, t in rows}
     _load_stations(session, {o.id: o for o in out.values()})
     return out
 
@@ -478,6 +494,7 @@ def _write_messages(
                 row["ack_required"],
                 row["frame_type"],
                 row["time"],
+                row["arrived_at"],
             )
         )
         for r in heard:
@@ -491,15 +508,21 @@ def _insert_receptions(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def _refresh(session: Session, opened: list[_Open]) -> None:
-    """Reception count, best RSSI and LQI of stored messages that gained receptions."""
+    """Reception count, best RSSI, LQI and time of stored messages that gained receptions."""
     if not opened:
         return
+    dialect = session.get_bind().dialect
+    process = cast(Table, Message.__table__).c.time.type.dialect_impl(dialect).bind_processor(dialect)
     rows = []
     for o in opened:
         best, quality = o.quality()
-        rows.append((len(o.stations), best, quality, o.id))
+        rows.append((len(o.stations), best, quality, o.time if process is None else process(o.time), o.id))
         o.dirty = False  # it may live on in a RecentIndex
-    _update_many(session, "UPDATE messages SET receptions = {0}, best_rssi = {0}, lqi = {0} WHERE id = {0}", rows)
+    _update_many(
+        session,
+        "UPDATE messages SET receptions = {0}, best_rssi = {0}, lqi = {0}, time = {0} WHERE id = {0}",
+        rows,
+    )
 
 
 def _touch_devices(session: Session, changed: list[_Device]) -> None:

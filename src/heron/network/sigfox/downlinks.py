@@ -141,12 +141,17 @@ class DownlinkDecider(BackgroundThread):
     def _open(self, now: datetime) -> None:
         with self.db.read() as session:
             asking = session.execute(
-                select(Message.id, Message.device_id, Message.device_type_id, Message.time, DeviceType.downlink_mode)
+                select(
+                    Message.id, Message.device_id, Message.device_type_id, Message.arrived_at, DeviceType.downlink_mode
+                )
                 .join(DeviceType, DeviceType.id == Message.device_type_id)
                 .where(
                     Message.ack_required,  # bare: as ix_messages_ack_time's condition, or SQLite scans
                     Message.frame_type == "DATA",
+                    # The index's range (time <= arrived_at; a frame heard longer ago than RX_DELAY
+                    # is past the device's receive window anyway), then the arrival the decider runs on.
                     Message.time >= now - RX_DELAY,
+                    Message.arrived_at >= now - RX_DELAY,
                     ~select(Downlink.id).where(Downlink.message_id == Message.id).exists(),
                 )
             ).all()
@@ -357,7 +362,7 @@ class _Asking:
     message_id: int
     device_id: int
     device_type_id: int
-    time: datetime
+    time: datetime  # the message's arrival (arrived_at): the decision and receive window run from it
     mode: str  # DIRECT, CALLBACK, NONE: the device type's, when the message was stored
 
 
@@ -379,7 +384,7 @@ def open_downlinks(session: Session, messages: Sequence[StoredMessage], now: dat
         .all()
     )
     rows = [
-        _Asking(m.id, m.device_id, m.device_type_id, m.time, MODES.get(modes.get(m.device_type_id, -1), "NONE"))
+        _Asking(m.id, m.device_id, m.device_type_id, m.arrived_at, MODES.get(modes.get(m.device_type_id, -1), "NONE"))
         for m in asking
     ]
     _insert_deciding(session, rows, now, dedup_window)
