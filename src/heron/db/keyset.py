@@ -1,12 +1,25 @@
 """Lists read newest first by (time, id): the window and keyset conditions they share (messages,
-events). `after` is the (time, id) of the last row shown; ties in time are cut by id."""
+events), and the one time-window page (`newest_first_page`) their pages come from. `after` is
+the (time, id) of the last row shown; ties in time are cut by id.
+
+Page rule (clients see times in epoch milliseconds, `since` inclusive, `before` exclusive):
+a page ends on a millisecond boundary. When the row after the page shares the page's last
+millisecond, that millisecond's rows move to the next page, unless the page holds nothing else
+(then it is `split`: the next page starts inside that millisecond, from the exact position).
+So a client paging by `before` = the last row's time skips nothing unless more than `limit`
+rows share one millisecond, and never sees a row twice. A request with an `offset` gets the
+exact slice [offset, offset + limit) instead (a client adding `limit` to `offset` must not
+lose rows to the trim); the position after it may then be split."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy.orm import Session
 
 Position = tuple[datetime, int]
 
@@ -22,3 +35,56 @@ def newest_first_window(
     if after is not None:
         conds.append(or_(time < after[0], and_(time == after[0], row_id < after[1])))
     return conds
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """What a time-window list request asks for: `since` inclusive, `before` exclusive, `after`
+    the position a page token stands for, `offset` rows skipped (None: not asked, the page may
+    be trimmed to a millisecond boundary)."""
+
+    since: datetime | None = None
+    before: datetime | None = None
+    after: Position | None = None
+    offset: int | None = None
+    limit: int = 100
+
+
+@dataclass
+class TimePage:
+    rows: list[Any]
+    next_after: Position | None = None  # the last row's position, when more rows follow
+    split: bool = False  # ... and the next page starts inside that row's millisecond
+
+
+def _ms(t: datetime) -> int:
+    return int(t.timestamp() * 1000)
+
+
+def newest_first_page(
+    session: Session,
+    stmt: Select[*tuple[Any, ...]],
+    time: Any,
+    row_id: Any,
+    window: TimeWindow,
+    position: Callable[[Any], Position],
+) -> TimePage:
+    """One page of `stmt` (its columns and scope; no order, no limit) in `window`, newest first
+    by (`time`, `row_id`), by the module's page rule. `position(row)` is a row's (time, id)."""
+    query = (
+        stmt.where(*newest_first_window(time, row_id, window.since, window.before, window.after))
+        .order_by(time.desc(), row_id.desc())
+        .limit(window.limit + 1)
+    )
+    if window.offset:
+        query = query.offset(window.offset)
+    rows = list(session.execute(query).all())
+    if len(rows) <= window.limit:
+        return TimePage(rows)
+    rows, edge = rows[: window.limit], _ms(position(rows[window.limit])[0])
+    split = _ms(position(rows[-1])[0]) == edge
+    if split and window.offset is None:
+        kept = [r for r in rows if _ms(position(r)[0]) != edge]  # the rows before the shared ms
+        if kept:
+            rows, split = kept, False
+    return TimePage(rows, position(rows[-1]), split)

@@ -1,6 +1,6 @@
-"""Reading messages: a device's or a device type's, newest first, by time window. Pages are
-keyset pages on (time, id): one group commit stores thousands of messages at one instant, so
-a time alone cannot say where a page ended."""
+"""Reading messages: a device's or a device type's, newest first, by time window (`time`: when
+the network heard the frame). Pages are heron.db.keyset time-window pages on (time, id): many
+messages can share one millisecond, so a time alone cannot say where a page ended."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
 from heron.db.engine import Database
-from heron.db.keyset import Position, newest_first_window
+from heron.db.keyset import TimePage, TimeWindow, newest_first_page
 from heron.delivery.models import Callback, Delivery
 from heron.messages.models import Message, Reception
 from heron.network.sigfox.lqi import LQI_NAMES
@@ -75,66 +75,28 @@ class MessageView:
         return loaded
 
 
-@dataclass
-class MessagePage:
-    items: list[MessageView]
-    next_after: Position | None  # set when older messages follow this page
+def device_messages(session: Session, actor: Actor, ref: str, window: TimeWindow) -> TimePage:
+    """A page of the device's messages (`rows`: MessageView)."""
+    return _page(session, device_scope(session, actor, ref), window)
 
 
-def device_messages(
-    session: Session,
-    actor: Actor,
-    ref: str,
-    *,
-    since: datetime | None = None,
-    before: datetime | None = None,
-    after: Position | None = None,
-    limit: int = MAX_LIMIT,
-) -> MessagePage:
-    return _page(session, device_scope(session, actor, ref), since, before, after, limit)
+def device_type_messages(session: Session, actor: Actor, device_type_id: int, window: TimeWindow) -> TimePage:
+    return _page(session, device_type_scope(session, actor, device_type_id), window)
 
 
-def device_type_messages(
-    session: Session,
-    actor: Actor,
-    device_type_id: int,
-    *,
-    since: datetime | None = None,
-    before: datetime | None = None,
-    after: Position | None = None,
-    limit: int = MAX_LIMIT,
-) -> MessagePage:
-    return _page(session, device_type_scope(session, actor, device_type_id), since, before, after, limit)
-
-
-def _page(
-    session: Session,
-    scope: ColumnElement[bool],
-    since: datetime | None,
-    before: datetime | None,
-    after: Position | None,
-    limit: int,
-    *,
-    receptions: bool = True,
-) -> MessagePage:
-    conds = [scope, *newest_first_window(Message.time, Message.id, since, before, after)]
-    rows = list(
-        session.execute(
-            select(Message, Device.identifier, Device.name)
-            .join(Device, Device.id == Message.device_id)
-            .where(*conds)
-            .order_by(Message.time.desc(), Message.id.desc())
-            .limit(limit + 1)
-        )
+def _page(session: Session, scope: ColumnElement[bool], window: TimeWindow, *, receptions: bool = True) -> TimePage:
+    page = newest_first_page(
+        session,
+        select(Message, Device.identifier, Device.name).join(Device, Device.id == Message.device_id).where(scope),
+        Message.time,
+        Message.id,
+        window,
+        position=lambda row: (row[0].time, row[0].id),
     )
-    next_after = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_after = (rows[-1][0].time, rows[-1][0].id)
-    items = [MessageView(m, ident, name) for m, ident, name in rows]
+    page.rows = [MessageView(m, ident, name) for m, ident, name in page.rows]
     if receptions:
-        _attach_receptions(session, items)
-    return MessagePage(items, next_after)
+        _attach_receptions(session, page.rows)
+    return page
 
 
 def device_scope(session: Session, actor: Actor, ref: str) -> ColumnElement[bool]:
@@ -183,13 +145,13 @@ def export_csv(
     """The messages as CSV, newest first, read in keyset chunks (each its own short read, so
     memory stays constant whatever the range). Times are ISO 8601 UTC, as the device export's."""
     yield (",".join(EXPORT_COLUMNS) + "\r\n").encode()
-    after: Position | None = None
+    window = TimeWindow(since, before, limit=EXPORT_CHUNK, offset=0)  # exact chunks: no trim
     while True:
         with db.read() as session:
-            page = _page(session, scope, since, before, after, EXPORT_CHUNK, receptions=False)
+            page = _page(session, scope, window, receptions=False)
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\r\n")
-        for v in page.items:
+        for v in page.rows:
             m = v.message
             writer.writerow(
                 [
@@ -209,7 +171,7 @@ def export_csv(
         yield out.getvalue().encode()
         if page.next_after is None:
             return
-        after = page.next_after
+        window = TimeWindow(since, before, page.next_after, offset=0, limit=EXPORT_CHUNK)
 
 
 def _attach_receptions(session: Session, items: list[MessageView]) -> None:

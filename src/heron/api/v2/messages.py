@@ -1,5 +1,6 @@
 """Messages of a device or a device type (`/devices/{id}/messages`,
-`/device-types/{id}/messages`), newest first, in the Sigfox v2 message shape (api.md)."""
+`/device-types/{id}/messages`), newest first, in the Sigfox v2 message shape (api.md), paged by
+time (heron.api.time_paging: `since`, `before`, `limit`, `offset`, `pageId`)."""
 
 from __future__ import annotations
 
@@ -9,71 +10,34 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
-from heron.api import time_paging
-from heron.api.context import AppContext, Ctx, CurrentActor
-from heron.api.time_paging import EpochMs, Limit, PageId, at, position
+from heron.api.context import Ctx, CurrentActor
+from heron.api.time_paging import EpochMs, TimeList, answer, at, window
 from heron.api.v2 import PREFIX, wire
 from heron.db.base import utcnow
 from heron.messages import queries
-from heron.messages.queries import MessagePage
 from heron.tenancy.validation import parse_id
 
 router = APIRouter(prefix=PREFIX, tags=["messages"])
 
 
-def _answer(request: Request, ctx: AppContext, result: MessagePage, scope: str) -> dict[str, Any]:
-    data = [wire.message(v) for v in result.items]
-    return {"data": data, "paging": time_paging.paging(request, ctx, result.next_after, scope)}
-
-
 @router.get("/devices/{device_id}/messages")
 async def device_messages(
-    request: Request,
-    device_id: str,
-    actor: CurrentActor,
-    ctx: Ctx,
-    since: EpochMs = None,
-    before: EpochMs = None,
-    limit: Limit = 100,
-    page_id: PageId = None,
+    request: Request, device_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList
 ) -> dict[str, Any]:
     scope = f"messages:device:{device_id}"
     with ctx.db.read() as session:
-        result = queries.device_messages(
-            session,
-            actor,
-            device_id,
-            since=at(since),
-            before=at(before),
-            after=position(page_id, ctx, scope),
-            limit=limit,
-        )
-        return _answer(request, ctx, result, scope)
+        page = queries.device_messages(session, actor, device_id, window(q, ctx, scope))
+        return answer(request, ctx, [wire.message(v) for v in page.rows], page, scope)
 
 
 @router.get("/device-types/{device_type_id}/messages")
 async def device_type_messages(
-    request: Request,
-    device_type_id: str,
-    actor: CurrentActor,
-    ctx: Ctx,
-    since: EpochMs = None,
-    before: EpochMs = None,
-    limit: Limit = 100,
-    page_id: PageId = None,
+    request: Request, device_type_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList
 ) -> dict[str, Any]:
     scope = f"messages:device-type:{device_type_id}"
     with ctx.db.read() as session:
-        result = queries.device_type_messages(
-            session,
-            actor,
-            parse_id(device_type_id),
-            since=at(since),
-            before=at(before),
-            after=position(page_id, ctx, scope),
-            limit=limit,
-        )
-        return _answer(request, ctx, result, scope)
+        page = queries.device_type_messages(session, actor, parse_id(device_type_id), window(q, ctx, scope))
+        return answer(request, ctx, [wire.message(v) for v in page.rows], page, scope)
 
 
 def _csv(body: Iterator[bytes], name: str) -> StreamingResponse:
