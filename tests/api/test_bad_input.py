@@ -386,6 +386,11 @@ QUERY_CASES: list[tuple[str, str]] = [
     ("/devices/export?columns=pac", "columns"),
     ("/devices/export?comState=x", "comState"),
     ("/contract-infos/1/devices?pageId=not-a-token", "pageId"),
+    # message lists (api/v2/messages.py): offset honoured, so refused when bad
+    ("/devices/1/messages?offset=-1", "offset"),
+    ("/devices/1/messages?offset=x", "offset"),
+    ("/device-types/1/messages?offset=1.5", "offset"),
+    ("/devices/1/messages?pageId=not-a-token", "pageId"),
     # service prediction (api/v2/coverages.py; more in tests/api/test_coverages.py)
     ("/coverages/global/predictions?lat=91&lng=4", "lat"),
     ("/coverages/operators/redundancy?lat=45&lng=4&deviceClassId=4", "deviceClassId"),
