@@ -531,6 +531,7 @@ MATRIX: list[Row] = [
     Row("PUT", BS + "/{station_id}/renew-credential", expect(200, 403, 404)),
     Row("DELETE", BS + "/{station_id}", expect(204, 403, 404)),
     Row("GET", DV + "/{device_id}/messages", expect(200, 200, 404)),
+    Row("GET", DV + "/{device_id}/locations", expect(200, 200, 404), "limit=10&oob=true"),
     Row("GET", DV + "/{device_id}/events", expect(200, 200, 404)),
     Row("GET", BS + "/{station_id}/events", expect(200, 200, 404), "limit=10"),
     # -- service prediction (api/v2/coverages.py): the network's coverage, for every caller ------

@@ -396,6 +396,18 @@ QUERY_CASES: list[tuple[str, str]] = [
     ("/coverages/operators/redundancy?lat=45&lng=4&deviceClassId=4", "deviceClassId"),
     ("/coverages/global/grid?bbox=4,45,3,44&step=0.1", "bbox"),
     ("/coverages/global/grid?bbox=3,44,4,45&step=0", "step"),
+    # a device's computed locations (api/v2/locations.py)
+    ("/devices/1/locations?since=x", "since"),
+    ("/devices/1/locations?before=-1", "before"),
+    ("/devices/1/locations?limit=0", "limit"),
+    ("/devices/1/locations?limit=101", "limit"),
+    ("/devices/1/locations?offset=-1", "offset"),
+    ("/devices/1/locations?offset=x", "offset"),
+    ("/devices/1/locations?oob=maybe", "oob"),
+    ("/devices/1/locations?pageId=not-a-token", "pageId"),
+    # device certificates (api/v2/devices.py)
+    ("/devices/1/product-certificate", "pac"),
+    ("/devices/1/product-certificate?pac=12", "pac"),
 ]
 
 

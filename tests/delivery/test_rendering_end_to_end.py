@@ -127,6 +127,7 @@ DUPLICATES = (
     '{"bsId":"2B","nbRep":2,"rssi":-135.25,"snr":-2.5}]'
 )
 INFO = "No message received since 2024-03-10 12:00:00"
+DECLARED_LOCATION = '{"lat":43.6,"lng":-1.25,"radius":50,"source":3,"status":1}'
 
 ROWS = [
     # -- DATA UPLINK: the `data` message (AB12CD sent as 0x00ab12cd, seq 4095, heard by 1E6AB at
@@ -397,7 +398,8 @@ ROWS = [
         "data",
         "json",
         '{"fixedLat": {fixedLat}, "fixedLng": {fixedLng}, "computedLocation": {computedLocation}}',
-        '{"fixedLat": 43.6, "fixedLng": -1.25, "computedLocation": null}',
+        # The device's declared position wins over the network's estimate (source 3, radius 50).
+        '{"fixedLat": 43.6, "fixedLng": -1.25, "computedLocation": ' + DECLARED_LOCATION + "}",
     ),
     row(
         "advanced-json-message",
@@ -437,6 +439,14 @@ ROWS = [
     # -- missing values: the `quiet` message (E0, seq 0, 2 bytes 00ff, heard only by D00D, a station
     # with no position, with neither RSSI nor SNR; the device has no position either) ---------------
     row(
+        "uplink-json-declared-location",
+        "UPLINK",
+        "data",
+        "json",
+        '{"computedLocation": {computedLocation}, "text": "{computedLocation}"}',
+        '{"computedLocation": ' + DECLARED_LOCATION + ', "text": "' + DECLARED_LOCATION.replace('"', '\\"') + '"}',
+    ),
+    row(
         "uplink-quiet-get-nulls",
         "UPLINK",
         "quiet",
@@ -445,6 +455,7 @@ ROWS = [
         "&level={customData#level}",
         "rssi=&snr=&avgSnr=&lat=&lng=&station=D00D&seq=0&level=-0.25",
     ),
+    row("uplink-quiet-get-no-location", "UPLINK", "quiet", "get", "loc={computedLocation}", "loc="),
     row(
         "uplink-quiet-form-nulls",
         "UPLINK",
@@ -557,6 +568,15 @@ ROWS = [
         '{"temp": 20.0, "batt": 3.6, "tempText": "20.0", "time": 1710072000, "avgSnr": 4.00, "duplicate": false}',
     ),
     row("status-text", "STATUS", "status", "text", "{device} {temp}C {batt}V", "5A7 20.0C 3.6V"),
+    row(
+        "status-json-network-location",
+        "STATUS",
+        "status",
+        "json",
+        '{"loc": {computedLocation}}',
+        # One station (1E6AB): its position, and the distance -127.75 dBm stands for as radius.
+        '{"loc": {"lat":45.5,"lng":4.25,"radius":7426,"source":2,"status":1}}',
+    ),
     row("status-header", "STATUS", "status", "header", "{temp};{batt}", "20.0;3.6"),
     row("status-email-subject", "STATUS", "status", "subject", "Status {device}: {batt} V", "Status 5A7: 3.6 V"),
     row(

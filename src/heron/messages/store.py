@@ -39,6 +39,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, insert, select, update
@@ -46,6 +47,7 @@ from sqlalchemy.orm import Session
 
 from heron.db.bulk_insert import insert_rows
 from heron.db.upsert import add_counts
+from heron.geolocation import DECLARED_RADIUS_M, SOURCE_DECLARED, SOURCE_NETWORK, Fix, Reading, Stations, locate_heard
 from heron.messages.decoding import decode_payload
 from heron.messages.models import Message, Reception
 from heron.network.sigfox.lqi import lqi
@@ -107,6 +109,7 @@ class _Device:
     seq: int | None
     last_seen: datetime | None
     changed: bool = False
+    declared: tuple[float, float] | None = None  # the device's own position (lat, lng), when set
 
 
 @dataclass
@@ -118,6 +121,7 @@ class _Open:
     time: datetime  # the message's time (the earliest station time heard)
     stations: dict[int, tuple[float | None, str]]  # station -> (rssi, radio zone)
     dirty: bool = False
+    pinned: bool = False  # its location is the device's declared one: receptions do not move it
 
     def quality(self) -> tuple[float | None, int]:
         """Best RSSI and LQI over every reception; the zone is the best reception's station's."""
@@ -179,12 +183,15 @@ def store_frames(
         return result
     is_pg = session.get_bind().dialect.name == "postgresql"
     station_ids = sorted({f.station_id for f in frames})
-    zones: dict[int, str] = {
-        sid: zone
-        for sid, zone in session.execute(
-            select(BaseStation.id, BaseStation.radio_zone).where(BaseStation.id.in_(station_ids))
-        )
-    }
+    zones: dict[int, str] = {}
+    links: dict[int, Reading] = {}  # each station's position and gain, for computedLocation
+    for sid, zone, lat, lng, gain in session.execute(
+        select(
+            BaseStation.id, BaseStation.radio_zone, BaseStation.lat, BaseStation.lng, BaseStation.antenna_gain
+        ).where(BaseStation.id.in_(station_ids))
+    ):
+        zones[sid] = zone
+        links[sid] = _link(zone, lat, lng, gain)
 
     query = (
         select(
@@ -196,6 +203,8 @@ def store_frames(
             Device.sequence_number,
             Device.last_seen_at,
             Device.suspended,
+            Device.lat,
+            Device.lng,
         )
         .where(Device.network == SIGFOX, Device.identifier.in_(sorted({f.device for f in frames})))
         .order_by(Device.id)
@@ -204,7 +213,7 @@ def store_frames(
         query = query.with_for_update()
     devices: dict[str, _Device] = {}
     refused: dict[str, str] = {}
-    for d_id, ident, dt_id, lifecycle, token_state, seq, last_seen, suspended in session.execute(query):
+    for d_id, ident, dt_id, lifecycle, token_state, seq, last_seen, suspended, lat, lng in session.execute(query):
         if lifecycle == DELETED:
             refused[ident] = UNKNOWN
         elif token_state != TOKEN_OK:
@@ -212,7 +221,8 @@ def store_frames(
         elif suspended:  # /devices/bulk/suspend: counted as undelivered until resumed
             refused[ident] = SUSPENDED
         else:
-            devices[ident] = _Device(d_id, dt_id, seq, last_seen)
+            declared = (lat, lng) if lat is not None and lng is not None else None
+            devices[ident] = _Device(d_id, dt_id, seq, last_seen, declared=declared)
 
     traffic: Counter[int] = Counter()
     undelivered: Counter[tuple[int, str, str]] = Counter()
@@ -238,6 +248,7 @@ def store_frames(
     new_opened: list[_Open] = []
     new_keys: list[tuple[int, int]] = []
     added: list[dict[str, Any]] = []  # receptions of already stored messages
+    wanted: list[dict[int, HeardFrame] | tuple[float, float]] = []  # per new row: what locates it
     for (device_id, seq), heard in groups.items():
         dev = by_id[device_id]
         first = heard[0]
@@ -303,6 +314,11 @@ def store_frames(
             }
         )
         new_receptions.append([_reception(f, None, False, now) for f in best.values()])
+        if dev.declared is None:
+            wanted.append(best)
+        else:  # a static device: its declared position wins over the network's estimate
+            wanted.append(dev.declared)
+            opened.pinned = True
         recent[(device_id, seq)] = opened
         new_opened.append(opened)
         new_keys.append((device_id, seq))
@@ -310,10 +326,11 @@ def store_frames(
             dev.seq = seq
         dev.last_seen, dev.changed = now, True
 
+    _locate(new_rows, wanted, links)
     _write_messages(session, new_rows, new_receptions, new_opened, result)
     if added:
         _insert_receptions(session, added)
-        _refresh(session, [m for m in recent.values() if m.dirty and m.id is not None])
+        _refresh(session, [m for m in recent.values() if m.dirty and m.id is not None], links)
     _touch_devices(session, [d for d in devices.values() if d.changed])
     _count_traffic(session, traffic, undelivered, now)
     if index is not None:
@@ -442,14 +459,14 @@ def _recent(session: Session, device_ids: list[int], since: datetime) -> dict[tu
         return {}
     rows = list(
         session.execute(
-            select(Message.id, Message.device_id, Message.seq_number, Message.arrived_at, Message.time).where(
-                Message.device_id.in_(device_ids), Message.arrived_at >= since
-            )
+            select(
+                Message.id, Message.device_id, Message.seq_number, Message.arrived_at, Message.time, Message.loc_source
+            ).where(Message.device_id.in_(device_ids), Message.arrived_at >= since)
         )
     )
     if not rows:
         return {}
-    out = {(d, s): _Open(m, a, t, {}) for m, d, s, a, t in rows}
+    out = {(d, s): _Open(m, a, t, {}, pinned=src == SOURCE_DECLARED) for m, d, s, a, t, src in rows}
     _load_stations(session, {o.id: o for o in out.values()})
     return out
 
@@ -507,22 +524,27 @@ def _insert_receptions(session: Session, rows: list[dict[str, Any]]) -> None:
     insert_rows(session, cast(Table, Reception.__table__), rows)
 
 
-def _refresh(session: Session, opened: list[_Open]) -> None:
-    """Reception count, best RSSI, LQI and time of stored messages that gained receptions."""
+def _refresh(session: Session, opened: list[_Open], links: dict[int, Reading]) -> None:
+    """Reception count, best RSSI, LQI, time and computed location of stored messages that
+    gained receptions."""
     if not opened:
         return
+    fixes = _relocate(session, [o for o in opened if not o.pinned], links)
     dialect = session.get_bind().dialect
     process = cast(Table, Message.__table__).c.time.type.dialect_impl(dialect).bind_processor(dialect)
-    rows = []
+    rows: list[tuple[Any, ...]] = []
+    pinned: list[tuple[Any, ...]] = []
     for o in opened:
         best, quality = o.quality()
-        rows.append((len(o.stations), best, quality, o.time if process is None else process(o.time), o.id))
+        row = (len(o.stations), best, quality, o.time if process is None else process(o.time))
+        (pinned if o.pinned else rows).append((*row, *fixes.get(o.id, ()), o.id))
         o.dirty = False  # it may live on in a RecentIndex
-    _update_many(
-        session,
-        "UPDATE messages SET receptions = {0}, best_rssi = {0}, lqi = {0}, time = {0} WHERE id = {0}",
-        rows,
-    )
+    head = "UPDATE messages SET receptions = {0}, best_rssi = {0}, lqi = {0}, time = {0}"
+    location = ", loc_lat = {0}, loc_lng = {0}, loc_radius = {0}, loc_source = {0}"
+    # A static device's message keeps its declared location.
+    for sql, values in ((head + location, rows), (head, pinned)):
+        if values:
+            _update_many(session, sql + " WHERE id = {0}", values)
 
 
 def _touch_devices(session: Session, changed: list[_Device]) -> None:
@@ -587,3 +609,62 @@ def _count_traffic(
     session.connection().execute(
         update(table).where(table.c.id.in_(sorted(traffic))).values(last_seen_at=now, state="ONLINE")
     )
+
+
+# -- computedLocation -----------------------------------------------------------------------------
+# A class 0U device's transmit power where it is not the estimator's default (14 dBm, RC1).
+_DEVICE_POWER_DBM = {"RC2": 22.0, "RC4": 22.0}
+_NO_FIX = (None, None, None, None)
+
+
+def _link(zone: str, lat: float | None, lng: float | None, gain: float | None) -> Reading:
+    """What the estimator needs of a station (its `rssi` is filled per reception)."""
+    return Reading(lat, lng, None, _DEVICE_POWER_DBM.get(zone), gain)
+
+
+def _columns(fix: Fix | None) -> tuple[float | None, float | None, int | None, int | None]:
+    return _NO_FIX if fix is None else (fix.lat, fix.lng, fix.radius, SOURCE_NETWORK)
+
+
+def _locate(
+    rows: list[dict[str, Any]], wanted: list[dict[int, HeardFrame] | tuple[float, float]], links: dict[int, Reading]
+) -> None:
+    """The new rows' loc_* columns: the network's estimate (one vectorised call for the batch),
+    or the device's declared position."""
+    heard = [w for w in wanted if isinstance(w, dict)]
+    fixes = iter(
+        locate_heard(
+            [len(h) for h in heard],
+            list(chain.from_iterable(heard)),
+            [f.rssi for h in heard for f in h.values()],
+            Stations(links),
+        )
+    )
+    for row, w in zip(rows, wanted, strict=True):
+        if isinstance(w, dict):
+            lat, lng, radius, source = _columns(next(fixes))
+        else:
+            (lat, lng), radius, source = w, DECLARED_RADIUS_M, SOURCE_DECLARED
+        row.update(loc_lat=lat, loc_lng=lng, loc_radius=radius, loc_source=source)
+
+
+def _relocate(
+    session: Session, opened: list[_Open], links: dict[int, Reading]
+) -> dict[int | None, tuple[float | None, float | None, int | None, int | None]]:
+    """The loc_* values of stored messages from all their receptions (late ones refine it), by
+    message id. Stations heard in an earlier batch are read here."""
+    if not opened:
+        return {}
+    missing = sorted(set(chain.from_iterable(o.stations for o in opened)) - links.keys())
+    if missing:
+        for sid, zone, lat, lng, gain in _rows(
+            session, "SELECT id, radio_zone, lat, lng, antenna_gain FROM base_stations WHERE id IN ({})", missing
+        ):
+            links[sid] = _link(zone, lat, lng, gain)
+    fixes = locate_heard(
+        [len(o.stations) for o in opened],
+        list(chain.from_iterable(o.stations for o in opened)),
+        [rssi for o in opened for rssi, _zone in o.stations.values()],
+        Stations(links),
+    )
+    return {o.id: _columns(fix) for o, fix in zip(opened, fixes, strict=True)}
