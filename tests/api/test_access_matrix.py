@@ -91,7 +91,13 @@ def world(db: Database, tenants: Tenants) -> World:
     with db.write() as s:
         target = groups.create(s, SYSTEM, parent_id=tenants.customer_a, name="Matrix group A", type_=2)
         groups.create(s, SYSTEM, parent_id=tenants.customer_b, name="Secret group B", type_=2)
-        user = make_user(s, "user.a@example.com", (tenants.customer_a, "OBSERVER"), first_name="Ada")
+        user = make_user(
+            s,
+            "user.a@example.com",
+            (tenants.customer_a, "OBSERVER"),
+            (tenants.customer_a, "DEVICE_MANAGER_R"),  # removed by DELETE /users/{id}/profiles/{profileId}
+            first_name="Ada",
+        )
         make_user(s, "user.b@example.com", (tenants.customer_b, "OBSERVER"), first_name="Bob")
         # An operator person with roles in both customers: each customer may see the person,
         # but never the other customer's group through the person's roles.
@@ -173,6 +179,11 @@ def world(db: Database, tenants: Tenants) -> World:
         edit_job = bulk_jobs.submit_on_devices(s, SYSTEM, bulk_jobs.EDIT, [{"id": "A1", "name": "Edited"}])
         unsub = bulk_jobs.submit_on_devices(s, SYSTEM, bulk_jobs.UNSUBSCRIBE, [{"id": "A1"}])
         registry |= {"job_id": edit_job.req_id, "unsubscribe_job_id": unsub.req_id, "series_operation": "delete"}
+        for action in ("restart", "suspend", "resume"):  # device action jobs (Sigfox actionJob)
+            job = bulk_jobs.submit_on_devices(s, SYSTEM, f"devices.{action}", [{"id": "A1"}])
+            registry[f"{action}_job_id"] = job.req_id
+        made_a = devices.get(s, SYSTEM, "A1").device  # certificates for the certificate reads
+        made_a.product_certificate, made_a.modem_certificate = "P_0001_A", "M_0001_A"
         a_path = groups.get(s, SYSTEM, tenants.customer_a).path  # a bulk prediction job of Customer A's
         rows = [{"lat": 45.0, "lng": 4.0}]
         cov_job = engine.submit(
@@ -187,6 +198,8 @@ def world(db: Database, tenants: Tenants) -> World:
             "api_user_id": str(key.api_user.id),
             "profile_id": "DEVICE_MANAGER_R",
             "customer_a": str(tenants.customer_a),
+            "year": "2026",
+            "month": "3",
         }
     with db.read() as s:
         paths = {g.id: g.path for g in s.scalars(select(Group))}
@@ -429,6 +442,13 @@ MATRIX: list[Row] = [
     Row("GET", U + "/{user_id}", expect(200, 404, 404)),
     Row("PUT", U + "/{user_id}", expect(204, 404, 404), body=lambda w: {"firstName": "Renamed"}),
     Row("DELETE", U + "/{user_id}", expect(204, 404, 404)),
+    Row(
+        "PUT",
+        U + "/{user_id}/profiles",
+        expect(204, 404, 404),
+        body=lambda w: {"userRoles": [{"groupId": w.params["group_id"], "profileId": "OBSERVER"}]},
+    ),
+    Row("DELETE", U + "/{user_id}/profiles/{profile_id}", expect(204, 404, 404)),
     Row("GET", K, expect(200, 200, 200), owners=_api_user_owners),
     Row("GET", K, expect(200, 200, 404), "groupIds={customer_a}", owners=_api_user_owners),
     Row("POST", K, expect(201, 403, 400), body=_create_in_a(K)),
@@ -491,6 +511,17 @@ MATRIX: list[Row] = [
     ),
     Row("POST", DV + "/bulk/unsubscribe", expect(201, 403, 201), body=lambda w: {"data": [{"id": "A1"}]}),
     Row("GET", DV + "/bulk/unsubscribe/{job_id}", expect(200, 200, 404), aliases=(("job_id", "unsubscribe_job_id"),)),
+    # restart, suspend, resume (Sigfox deviceActionJob -> actionJob); restart of a type's or contract's devices
+    Row("POST", DV + "/bulk/restart", expect(201, 403, 201), body=lambda w: {"data": ["A1"]}),
+    Row("POST", DV + "/bulk/suspend", expect(201, 403, 201), body=lambda w: {"data": ["A1"]}),
+    Row("POST", DV + "/bulk/resume", expect(201, 403, 201), body=lambda w: {"data": ["A1"]}),
+    Row("GET", DV + "/bulk/restart/{job_id}", expect(200, 200, 404), aliases=(("job_id", "restart_job_id"),)),
+    Row("GET", DV + "/bulk/suspend/{job_id}", expect(200, 200, 404), aliases=(("job_id", "suspend_job_id"),)),
+    Row("GET", DV + "/bulk/resume/{job_id}", expect(200, 200, 404), aliases=(("job_id", "resume_job_id"),)),
+    Row("POST", DT + "/{device_type_id}/bulk/restart", expect(201, 403, 404), body=lambda w: {}),
+    Row("GET", DT + "/bulk/restart/{job_id}", expect(200, 200, 404), aliases=(("job_id", "restart_job_id"),)),
+    Row("POST", CI + "/{contract_id}/bulk/restart", expect(201, 403, 404), body=lambda w: {}),
+    Row("GET", CI + "/bulk/restart/{job_id}", expect(200, 200, 404), aliases=(("job_id", "restart_job_id"),)),
     Row("POST", DV + "/bulk/delete", expect(200, 403, 200), body=lambda w: {"data": ["A1"]}),
     Row(
         "POST",
@@ -510,6 +541,19 @@ MATRIX: list[Row] = [
     Row("PUT", DV + "/{device_id}", expect(204, 403, 404), body=lambda w: {"name": "Renamed", "lat": 45.5}),
     Row("DELETE", DV + "/{device_id}", expect(204, 403, 404)),
     Row("POST", DV + "/{device_id}/restore", expect(204, 403, 404), aliases=(("device_id", "deleted_device_id"),)),
+    # A1 holds no token: nothing to unsubscribe (409, after the rights are checked)
+    Row("PUT", DV + "/{device_id}/unsubscribe", expect(409, 403, 404), body=lambda w: {"unsubscriptionTime": 0}),
+    Row("POST", DV + "/{device_id}/disengage", expect(204, 403, 404), body=lambda w: {}),
+    Row("GET", DV + "/{device_id}/certificate/product", expect(200, 200, 404)),
+    Row("GET", DV + "/{device_id}/certificate/modem", expect(200, 200, 404)),
+    Row("GET", DV + "/{device_id}/product-certificate", expect(200, 200, 404), "pac=0123456789ABCDEF"),
+    # consumption per day (api/v2/consumption.py): a device, a device type, a group's subtree
+    Row("GET", DV + "/{device_id}/consumption/{year}", expect(200, 200, 404)),
+    Row("GET", DV + "/{device_id}/consumption/{year}/{month}", expect(200, 200, 404)),
+    Row("GET", DT + "/{device_type_id}/consumption/{year}", expect(200, 200, 404)),
+    Row("GET", DT + "/{device_type_id}/consumption/{year}/{month}", expect(200, 200, 404)),
+    Row("GET", G + "/{group_id}/consumption/{year}", expect(200, 200, 404)),
+    Row("GET", G + "/{group_id}/consumption/{year}/{month}", expect(200, 200, 404)),
     # -- device queries (registry/device_queries.py): the CSV export, a contract's devices ------
     Row("GET", DV, expect(200, 200, 200), "withTotal=true&sort=-lastCom&comState=5", owners=_owned_by_group),
     Row("GET", DV + "/export", expect(200, 200, 200), owners=_owned_by_group),

@@ -33,15 +33,17 @@ class Day:
     downlinks: int
 
 
-def period(year: int, month: int | None) -> tuple[date, date]:
+def period(year: str, month: str | None) -> tuple[date, date]:
     """[first day, last day] of the year or month; 400 naming the path parameter otherwise."""
-    if not 1970 <= year <= 9999:
+    if not (year.isascii() and year.isdigit() and 1970 <= int(year) <= 9999):
         raise InvalidInput.field("year", "must be a year from 1970 to 9999", "path")
+    y = int(year)
     if month is None:
-        return date(year, 1, 1), date(year, 12, 31)
-    if not 1 <= month <= 12:
+        return date(y, 1, 1), date(y, 12, 31)
+    if not (month.isascii() and month.isdigit() and 1 <= int(month) <= 12):
         raise InvalidInput.field("month", "must be 1 to 12", "path")
-    return date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
+    m = int(month)
+    return date(y, m, 1), date(y, m, calendar.monthrange(y, m)[1])
 
 
 def _days(session: Session, scope: ColumnElement[bool], first: date, last: date) -> list[Day]:
@@ -62,22 +64,20 @@ def _days(session: Session, scope: ColumnElement[bool], first: date, last: date)
     return out
 
 
-def of_device(session: Session, actor: Actor, ref: str, year: int, month: int | None = None) -> list[Day]:
-    first, last = period(year, month)
+# The object is looked up first (its id checked, then the caller's rights), then the period.
+def of_device(session: Session, actor: Actor, ref: str, year: str, month: str | None = None) -> list[Day]:
     d = devices.get(session, actor, ref).device
-    return _days(session, Device.id == d.id, first, last)
+    return _days(session, Device.id == d.id, *period(year, month))
 
 
 def of_device_type(
-    session: Session, actor: Actor, device_type_id: int, year: int, month: int | None = None
+    session: Session, actor: Actor, device_type_id: int, year: str, month: str | None = None
 ) -> list[Day]:
-    first, last = period(year, month)
     device_types.get(session, actor, device_type_id, "device:read")
-    return _days(session, Device.device_type_id == device_type_id, first, last)
+    return _days(session, Device.device_type_id == device_type_id, *period(year, month))
 
 
-def of_group(session: Session, actor: Actor, group_id: int, year: int, month: int | None = None) -> list[Day]:
-    first, last = period(year, month)
+def of_group(session: Session, actor: Actor, group_id: int, year: str, month: str | None = None) -> list[Day]:
     group = groups.get(session, actor, group_id, "device:read")
     subtree = select(Group.id).where(in_subtree(Group.path, group.path))
-    return _days(session, Device.group_id.in_(subtree), first, last)
+    return _days(session, Device.group_id.in_(subtree), *period(year, month))

@@ -337,12 +337,15 @@ def restore(session: Session, actor: Actor, ref: str) -> DeviceView:
 
 
 # -- token and sequence-number actions ------------------------------------------------------------
-def unsubscribe(session: Session, actor: Actor, ref: str, unsubscription_ms: int) -> DeviceView:
+def unsubscribe(session: Session, actor: Actor, ref: str, unsubscription_ms: int | None) -> DeviceView:
     """`PUT /devices/{id}/unsubscribe`: the token ends at that time and is not renewed; a time
     already past ends it now (`bulk.unsubscribe`, shared with the bulk job). A device holding
-    no token has nothing to unsubscribe: 409."""
-    when = from_ms(unsubscription_ms, "unsubscriptionTime")
+    no token has nothing to unsubscribe: 409. The device is named first (a bad id is the 400),
+    then the time, which the document requires."""
     view = get(session, actor, ref, "device:write")
+    if unsubscription_ms is None:
+        raise InvalidInput.field("unsubscriptionTime", "field required")
+    when = from_ms(unsubscription_ms, "unsubscriptionTime")
     d = view.device
     if d.contract_id is None:
         raise Conflict(f"device {d.identifier} holds no token to unsubscribe")
@@ -375,9 +378,13 @@ def certificate(session: Session, actor: Actor, ref: str, kind: str) -> str:
     return key
 
 
-def certificate_with_pac(session: Session, actor: Actor, keyring: Keyring, ref: str, pac: str) -> str:
+def certificate_with_pac(session: Session, actor: Actor, keyring: Keyring, ref: str, pac: str | None) -> str:
     """The product certificate of the device with this id and PAC (the caller proves the PAC;
-    a wrong one answers like an unknown device)."""
+    a wrong one answers like an unknown device). Checked in order: the id, the PAC (which the
+    document requires), then the device."""
+    parse_ref(ref)
+    if pac is None:
+        raise InvalidInput.field("pac", "field required", "query")
     given = parse_pac(pac, "pac", "query")
     d = get(session, actor, ref).device
     if d.pac is None or keyring.decrypt(d.pac, ENCRYPTED["pac"]).decode() != given:

@@ -59,9 +59,10 @@ class DeviceCreate(_Settings):
 
 
 class TokenUnsubscribe(ApiModel):
-    """Sigfox `tokenUnsubscribe` (the document marks the body required)."""
+    """Sigfox `tokenUnsubscribe` (the document requires the time; the service says so, once the
+    device id is known to be valid)."""
 
-    unsubscription_time: int = Field(description="epoch ms; a time already past ends the token now")
+    unsubscription_time: int | None = Field(default=None, description="epoch ms (required); past: ends it now")
 
 
 class DeviceUpdate(_Settings, UpdateModel):
@@ -303,7 +304,10 @@ async def modem_certificate(device_id: str, actor: CurrentActor, ctx: Ctx) -> di
 
 @router.get("/{device_id}/product-certificate")
 async def product_certificate_with_pac(
-    device_id: str, actor: CurrentActor, ctx: Ctx, pac: Annotated[str, Query(max_length=40), NoNul]
+    device_id: str,
+    actor: CurrentActor,
+    ctx: Ctx,
+    pac: Annotated[str | None, Query(max_length=40, description="required"), NoNul] = None,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
         return _certificate(devices.certificate_with_pac(session, actor, ctx.keyring, device_id, pac))
