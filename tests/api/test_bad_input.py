@@ -400,9 +400,6 @@ QUERY_CASES: list[tuple[str, str]] = [
     ("/devices/export?columns=pac", "columns"),
     ("/devices/export?comState=x", "comState"),
     ("/contract-infos/1/devices?pageId=not-a-token", "pageId"),
-    # device certificates (api/v2/devices.py)
-    ("/devices/1/product-certificate", "pac"),
-    ("/devices/1/product-certificate?pac=12", "pac"),
     # message lists (api/v2/messages.py): offset honoured, so refused when bad
     ("/devices/1/messages?offset=-1", "offset"),
     ("/devices/1/messages?offset=x", "offset"),
