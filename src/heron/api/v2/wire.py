@@ -226,11 +226,9 @@ def device(view: DeviceView, secrets: dict[str, str | None] | None = None) -> di
             "state": 0 if has_token else 1,
             "detailMessage": "Valid" if has_token else "Off Contract",
             "end": to_ms(d.token_end_at) if has_token else None,
-            "unsubscriptionTime": to_ms(d.unsubscription_at) if has_token else None,
             "freeMessages": 0,
             "freeMessagesSent": 0,
         },
-        "unsubscriptionTime": to_ms(d.unsubscription_at),
         "activable": d.activable,
         "prototype": d.prototype,
         "productCertificate": {"key": d.product_certificate} if d.product_certificate else None,
@@ -238,6 +236,10 @@ def device(view: DeviceView, secrets: dict[str, str | None] | None = None) -> di
         "devType": d.dev_type,
         **_stamps(d),
     }
+    if d.unsubscription_at is not None:  # absent, not null, without one (typed int64 in the document)
+        out["unsubscriptionTime"] = to_ms(d.unsubscription_at)
+        if has_token:
+            out["token"]["unsubscriptionTime"] = out["unsubscriptionTime"]
     if d.network == LORAWAN:
         out["devEui"] = d.identifier
         out["tags"] = d.tags
