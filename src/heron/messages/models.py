@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -13,6 +14,11 @@ ACK_REQUIRED = text("ack_required")
 
 # BIGINT on PostgreSQL; SQLite's rowid alias must be exactly INTEGER.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _arrived_when_heard(context: Any) -> Any:
+    """A message made without an arrival (a fixture, a tool) arrived when it was heard."""
+    return context.get_current_parameters()["time"]
 
 
 class Message(Base):
@@ -37,7 +43,7 @@ class Message(Base):
     device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
     device_type_id: Mapped[int] = mapped_column(Integer)  # at reception (a transfer does not move history)
     time: Mapped[datetime] = mapped_column(UtcDateTime)
-    arrived_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    arrived_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_arrived_when_heard)
     seq_number: Mapped[int] = mapped_column(Integer)
     frame_type: Mapped[str] = mapped_column(String(10))  # DATA, KEEPALIVE, REPEATER
     data: Mapped[str] = mapped_column(String(24))  # hex, lower-case, 0-12 bytes

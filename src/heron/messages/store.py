@@ -121,6 +121,7 @@ class _Open:
     time: datetime  # the message's time (the earliest station time heard)
     stations: dict[int, tuple[float | None, str]]  # station -> (rssi, radio zone)
     dirty: bool = False
+    moved: bool = False  # its time was lowered: written apart (writing `time` rewrites index entries)
     pinned: bool = False  # its location is the device's declared one: receptions do not move it
 
     def quality(self) -> tuple[float | None, int]:
@@ -262,7 +263,7 @@ def store_frames(
                 known.stations[f.station_id] = (f.rssi, zones.get(f.station_id, "RC1"))
                 known.dirty = True
                 if f.time is not None and f.time < known.time:  # heard earlier than the message says
-                    known.time = f.time
+                    known.time, known.moved = f.time, True
                 added.append(_reception(f, known.id, late, now))
                 result.late += late
                 result.joined += not late
@@ -525,26 +526,41 @@ def _insert_receptions(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 def _refresh(session: Session, opened: list[_Open], links: dict[int, Reading]) -> None:
-    """Reception count, best RSSI, LQI, time and computed location of stored messages that
-    gained receptions."""
+    """Reception count, best RSSI, LQI, computed location and (when lowered) time of stored
+    messages that gained receptions."""
     if not opened:
         return
     fixes = _relocate(session, [o for o in opened if not o.pinned], links)
-    dialect = session.get_bind().dialect
-    process = cast(Table, Message.__table__).c.time.type.dialect_impl(dialect).bind_processor(dialect)
     rows: list[tuple[Any, ...]] = []
     pinned: list[tuple[Any, ...]] = []
     for o in opened:
         best, quality = o.quality()
-        row = (len(o.stations), best, quality, o.time if process is None else process(o.time))
-        (pinned if o.pinned else rows).append((*row, *fixes.get(o.id, ()), o.id))
+        (pinned if o.pinned else rows).append((len(o.stations), best, quality, *fixes.get(o.id, ()), o.id))
         o.dirty = False  # it may live on in a RecentIndex
-    head = "UPDATE messages SET receptions = {0}, best_rssi = {0}, lqi = {0}, time = {0}"
+    _write_times(session, opened)
+    head = "UPDATE messages SET receptions = {0}, best_rssi = {0}, lqi = {0}"
     location = ", loc_lat = {0}, loc_lng = {0}, loc_radius = {0}, loc_source = {0}"
     # A static device's message keeps its declared location.
     for sql, values in ((head + location, rows), (head, pinned)):
         if values:
             _update_many(session, sql + " WHERE id = {0}", values)
+
+
+def _write_times(session: Session, opened: list[_Open]) -> None:
+    """The time of the messages a reception heard earlier has lowered, alone: most keep theirs,
+    and writing `time` rewrites its entries in the lists' indexes."""
+    moved = [o for o in opened if o.moved]
+    if not moved:
+        return
+    dialect = session.get_bind().dialect
+    process = cast(Table, Message.__table__).c.time.type.dialect_impl(dialect).bind_processor(dialect)
+    _update_many(
+        session,
+        "UPDATE messages SET time = {0} WHERE id = {0}",
+        [(o.time if process is None else process(o.time), o.id) for o in moved],
+    )
+    for o in moved:
+        o.moved = False
 
 
 def _touch_devices(session: Session, changed: list[_Device]) -> None:
