@@ -340,3 +340,39 @@ def test_events_page_newest_first_with_since_before_and_limit(
     assert [e["id"] for e in following["data"]] == [e["id"] for e in everything[2:4]]
     window = events_of(client, tenants, since=times[1], before=times[2])
     assert [e["time"] for e in window] == [times[1] + 1000, times[1]]  # restored at seq 3, lost after seq 2
+
+
+def test_events_sharing_a_millisecond_page_like_messages(
+    client: TestClient, db: Database, tenants: Tenants, radio: Radio
+) -> None:
+    """Events follow the messages' page rule (heron.db.keyset): `paging.next` shows each once
+    however many share a millisecond, a client paging by `before` alone never loops or repeats,
+    and `offset` is an exact slice."""
+    send(client, radio.stations[0], frame(seq=1))
+    with db.write() as s:
+        device_id = s.scalar(select(Device.id).where(Device.identifier == "1001"))
+        base = datetime(2026, 3, 1, tzinfo=UTC)
+        # 7 events in one millisecond, then 5 in ms of their own (newest first: the 5, then the 7).
+        times = [base] * 7 + [base + timedelta(milliseconds=i) for i in range(1, 6)]
+        s.add_all(Event(kind="COMMUNICATION_LOST", device_id=device_id, time=t) for t in times)
+    headers = tenants.a_admin.headers
+    url, seen = "/api/v2/devices/1001/events?limit=3&before=1800000000000", []
+    while url:
+        page = client.get(url, headers=headers).json()
+        seen += [e["id"] for e in page["data"]]
+        url = page["paging"].get("next")
+    assert len(seen) == len(set(seen)) == 12
+
+    before, by_before = 1800000000000, []
+    for _ in range(20):
+        data = client.get(f"/api/v2/devices/1001/events?limit=3&before={before}", headers=headers).json()["data"]
+        if not data:
+            break
+        by_before += [e["id"] for e in data]
+        before = data[-1]["time"]
+    assert len(by_before) == len(set(by_before)) and set(by_before) <= set(seen)
+    assert len(by_before) >= 5  # the five own milliseconds at least; the shared one may be skipped whole
+
+    sliced = client.get("/api/v2/devices/1001/events?limit=4&offset=4&before=1800000000000", headers=headers)
+    assert [e["id"] for e in sliced.json()["data"]] == seen[4:8]
+    assert client.get("/api/v2/devices/1001/events?offset=-1", headers=headers).status_code == 400

@@ -90,11 +90,6 @@ def position(page_id: str | None, ctx: AppContext, scope: str) -> Position | Non
         raise InvalidInput.field("pageId", "is not a page token of this list", "query") from None
 
 
-def paging(request: Request, ctx: AppContext, next_after: Position | None, scope: str) -> dict[str, str]:
-    """`paging` for a page that may end inside a millisecond (a list not paged by `answer`)."""
-    return _next(request, ctx, next_after, True, scope)
-
-
 def _next(request: Request, ctx: AppContext, next_after: Position | None, split: bool, scope: str) -> dict[str, str]:
     if next_after is None:
         return {}

@@ -37,7 +37,7 @@ from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from heron.db.keyset import Position, newest_first_window
+from heron.db.keyset import TimePage, TimeWindow, newest_first_page
 from heron.db.upsert import add_counts
 from heron.delivery.models import PENDING, Callback, Delivery
 from heron.delivery.outbox import new_key
@@ -355,60 +355,24 @@ class EventView:
         return loaded
 
 
-@dataclass
-class EventPage:
-    items: list[EventView]
-    next_after: Position | None  # set when older events follow this page
-
-
-def device_events(
-    session: Session,
-    actor: Actor,
-    ref: str,
-    *,
-    since: datetime | None = None,
-    before: datetime | None = None,
-    after: Position | None = None,
-    limit: int = 100,
-) -> EventPage:
+def device_events(session: Session, actor: Actor, ref: str, window: TimeWindow) -> TimePage:
     """A device's events, newest first; readable with message:read on the device's group."""
     d = devices.get_traffic(session, actor, ref).device
-    return _page(session, Event.device_id == d.id, (d.identifier, d.name), since, before, after, limit)
+    return _page(session, Event.device_id == d.id, (d.identifier, d.name), window)
 
 
-def station_events(
-    session: Session,
-    actor: Actor,
-    identifier: str,
-    *,
-    since: datetime | None = None,
-    before: datetime | None = None,
-    after: Position | None = None,
-    limit: int = 100,
-) -> EventPage:
+def station_events(session: Session, actor: Actor, identifier: str, window: TimeWindow) -> TimePage:
     """A base station's events, newest first; readable by whoever reads the station."""
     from heron.network.sigfox import stations  # stations imports the ingest side; keep it lazy
 
-    view = stations.get(session, actor, identifier)
-    s = view.station
-    return _page(session, Event.station_id == s.id, (s.identifier, s.name), since, before, after, limit)
+    s = stations.get(session, actor, identifier).station
+    return _page(session, Event.station_id == s.id, (s.identifier, s.name), window)
 
 
-def _page(
-    session: Session,
-    scope: ColumnElement[bool],
-    subject: tuple[str, str],
-    since: datetime | None,
-    before: datetime | None,
-    after: Position | None,
-    limit: int,
-) -> EventPage:
-    conds = [scope, *newest_first_window(Event.time, Event.id, since, before, after)]
-    rows = list(
-        session.scalars(select(Event).where(*conds).order_by(Event.time.desc(), Event.id.desc()).limit(limit + 1))
+def _page(session: Session, scope: ColumnElement[bool], subject: tuple[str, str], window: TimeWindow) -> TimePage:
+    """A page of `EventView`s, by the time-window page rule of heron.db.keyset."""
+    page = newest_first_page(
+        session, select(Event).where(scope), Event.time, Event.id, window, lambda row: (row[0].time, row[0].id)
     )
-    next_after = None
-    if len(rows) > limit:
-        rows = rows[:limit]
-        next_after = (rows[-1].time, rows[-1].id)
-    return EventPage([EventView(e, *subject) for e in rows], next_after)
+    page.rows = [EventView(row[0], *subject) for row in page.rows]
+    return page

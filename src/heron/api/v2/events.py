@@ -1,5 +1,5 @@
 """Events of a device or a base station (`/devices/{id}/events`, `/base-stations/{id}/events`),
-newest first, paged by time like messages (`since`, `before`, `limit`, and `pageId`)."""
+newest first, paged by time like messages (heron.api.time_paging)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from heron.api import time_paging
-from heron.api.context import AppContext, Ctx, CurrentActor
-from heron.api.time_paging import EpochMs, Limit, PageId, at, position
+from heron.api.context import Ctx, CurrentActor
+from heron.api.time_paging import TimeList, answer, window
 from heron.api.v2 import PREFIX
 from heron.db.base import to_ms
 from heron.events import service
-from heron.events.service import EventPage, EventView
+from heron.events.service import EventView
 
 router = APIRouter(prefix=PREFIX, tags=["events"])
 
@@ -29,56 +28,19 @@ def _wire(view: EventView, subject: str) -> dict[str, Any]:
     }
 
 
-def _answer(request: Request, ctx: AppContext, result: EventPage, scope: str, subject: str) -> dict[str, Any]:
-    data = [_wire(v, subject) for v in result.items]
-    return {"data": data, "paging": time_paging.paging(request, ctx, result.next_after, scope)}
-
-
 @router.get("/devices/{device_id}/events")
-async def device_events(
-    request: Request,
-    device_id: str,
-    actor: CurrentActor,
-    ctx: Ctx,
-    since: EpochMs = None,
-    before: EpochMs = None,
-    limit: Limit = 100,
-    page_id: PageId = None,
-) -> dict[str, Any]:
+async def device_events(request: Request, device_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList) -> dict[str, Any]:
     scope = f"events:device:{device_id}"
     with ctx.db.read() as session:
-        result = service.device_events(
-            session,
-            actor,
-            device_id,
-            since=at(since),
-            before=at(before),
-            after=position(page_id, ctx, scope),
-            limit=limit,
-        )
-        return _answer(request, ctx, result, scope, "device")
+        page = service.device_events(session, actor, device_id, window(q, ctx, scope))
+        return answer(request, ctx, [_wire(v, "device") for v in page.rows], page, scope)
 
 
 @router.get("/base-stations/{station_id}/events")
 async def station_events(
-    request: Request,
-    station_id: str,
-    actor: CurrentActor,
-    ctx: Ctx,
-    since: EpochMs = None,
-    before: EpochMs = None,
-    limit: Limit = 100,
-    page_id: PageId = None,
+    request: Request, station_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList
 ) -> dict[str, Any]:
     scope = f"events:station:{station_id}"
     with ctx.db.read() as session:
-        result = service.station_events(
-            session,
-            actor,
-            station_id,
-            since=at(since),
-            before=at(before),
-            after=position(page_id, ctx, scope),
-            limit=limit,
-        )
-        return _answer(request, ctx, result, scope, "baseStation")
+        page = service.station_events(session, actor, station_id, window(q, ctx, scope))
+        return answer(request, ctx, [_wire(v, "baseStation") for v in page.rows], page, scope)
