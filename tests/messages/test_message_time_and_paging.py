@@ -10,6 +10,7 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
@@ -145,6 +146,8 @@ def test_following_paging_next_shows_every_message_once_even_in_a_shared_millise
         assert 0 < len(body["data"]) <= limit
         seen += body["data"]
         url = body["paging"].get("next")
+        # Only parameters the Sigfox document declares, so a generated client can follow it.
+        assert url is None or set(parse_qs(urlsplit(url).query)) <= {"limit", "before", "offset"}
         pages += 1
         assert pages <= 250
     assert Counter(keys(seen)) == Counter(list(times))  # each exactly once
@@ -174,7 +177,7 @@ def test_paging_by_before_alone_ends_without_duplicates_and_skips_only_inside_an
     assert len(seen) == len(set(seen))  # no duplicates
     missed = set(times) - set(seen)
     # Pages end on a millisecond boundary: only a millisecond holding more than `limit`
-    # messages loses its rest (paging.next's pageId carries it); every other one is whole.
+    # messages loses its rest (paging.next's before + offset carries it); every other one is whole.
     assert {times[k] for k in missed} == {shared}
     assert len(missed) == SHARED - limit
 

@@ -5,17 +5,18 @@
 ends on a millisecond boundary (heron.db.keyset's page rule), so a client that pages by
 `before` = the last row's `time` and one that follows `paging.next` ask for the same thing;
 when the page ends inside a millisecond (more than `limit` rows share it), `before` is the
-next millisecond and a signed `pageId` holds the exact (time, id) position within it.
+next millisecond and `offset` the rows of that millisecond already shown: only parameters the
+Sigfox document declares, so a client that turns `next` back into its operation's parameters
+(as generated clients do) can follow it.
 
-A time-window list route takes `q: TimeList` and answers `answer(request, ctx, data, page,
-scope)` for the `TimePage` its service made from `window(q, ctx, scope)`:
+A time-window list route takes `q: TimeList` and answers `answer(request, ctx, data, page)` for
+the `TimePage` its service made from `window(q)`:
 
     @router.get("/devices/{device_id}/things")
     async def things(request: Request, device_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList):
-        scope = f"things:device:{device_id}"
         with ctx.db.read() as session:
-            page = service.things(session, actor, device_id, window(q, ctx, scope))
-            return answer(request, ctx, [wire(r) for r in page.rows], page, scope)
+            page = service.things(session, actor, device_id, window(q))
+            return answer(request, ctx, [wire(r) for r in page.rows], page)
 
 and the service pages with `heron.db.keyset.newest_first_page(session, select(...).where(scope),
 Thing.time, Thing.id, window, position=lambda row: (row[0].time, row[0].id))`."""
@@ -29,17 +30,14 @@ from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
 
-from heron.api import cursor
 from heron.api.context import AppContext, base_url
 from heron.api.schemas import MAX_OFFSET
-from heron.db.keyset import Position, TimePage, TimeWindow
-from heron.errors import InvalidInput
+from heron.db.keyset import TimePage, TimeWindow
 from heron.registry._common import MAX_EPOCH_MS
 
 EpochMs = Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]
 RequiredEpochMs = Annotated[int, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]
 Limit = Annotated[int, Query(ge=1, le=100)]
-PageId = Annotated[str | None, Query(alias="pageId", max_length=cursor.MAX_TOKEN)]
 Offset = Annotated[int | None, Query(ge=0, le=MAX_OFFSET, description="the number of items to skip")]
 
 
@@ -53,7 +51,6 @@ class TimeListQuery:
     before: int | None
     limit: int
     offset: int | None
-    page_id: str | None
 
 
 def _query(
@@ -61,45 +58,31 @@ def _query(
     before: EpochMs = None,  # exclusive
     limit: Limit = 100,
     offset: Offset = None,
-    page_id: PageId = None,
 ) -> TimeListQuery:
-    return TimeListQuery(since, before, limit, offset, page_id)
+    return TimeListQuery(since, before, limit, offset)
 
 
 TimeList = Annotated[TimeListQuery, Depends(_query)]
 
 
-def window(q: TimeListQuery, ctx: AppContext, scope: str) -> TimeWindow:
-    """The window a request asks for; 400 naming `pageId` for a token not of this list."""
-    return TimeWindow(at(q.since), at(q.before), position(q.page_id, ctx, scope), q.offset, q.limit)
+def window(q: TimeListQuery) -> TimeWindow:
+    """The window a request asks for."""
+    return TimeWindow(at(q.since), at(q.before), offset=q.offset, limit=q.limit)
 
 
-def answer(request: Request, ctx: AppContext, data: list[Any], page: TimePage, scope: str) -> dict[str, Any]:
+def answer(request: Request, ctx: AppContext, data: list[Any], page: TimePage) -> dict[str, Any]:
     """The list envelope of a time-window page: `{"data": [...], "paging": {"next"?}}`."""
-    return {"data": data, "paging": _next(request, ctx, page.next_after, page.split, scope)}
+    return {"data": data, "paging": _next(request, ctx, page)}
 
 
-def position(page_id: str | None, ctx: AppContext, scope: str) -> Position | None:
-    """The position a `pageId` of this list (`scope`) stands for; 400 for any other token."""
-    if page_id is None:
-        return None
-    raw = cursor.unsign(page_id, ctx.session_secret, scope)
-    try:
-        return datetime.fromisoformat(raw[0]), int(raw[1])
-    except (TypeError, ValueError, IndexError, KeyError):
-        raise InvalidInput.field("pageId", "is not a page token of this list", "query") from None
-
-
-def _next(request: Request, ctx: AppContext, next_after: Position | None, split: bool, scope: str) -> dict[str, str]:
-    if next_after is None:
+def _next(request: Request, ctx: AppContext, page: TimePage) -> dict[str, str]:
+    if page.next_after is None:
         return {}
-    when, last_id = next_after
-    ms = int(when.timestamp() * 1000)
-    # The position replaces the request's own `before`, `pageId` and `offset` (already skipped).
-    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("before", "pageId", "offset")]
-    if split:
-        token = cursor.sign([when.isoformat(), last_id], ctx.session_secret, scope)
-        query += [("before", str(ms + 1)), ("pageId", token)]
+    ms = int(page.next_after[0].timestamp() * 1000)
+    # The position replaces the request's own `before` and `offset` (already skipped).
+    query = [(k, v) for k, v in request.query_params.multi_items() if k not in ("before", "offset")]
+    if page.split:
+        query += [("before", str(ms + 1)), ("offset", str(page.resume_offset))]
     else:
         query.append(("before", str(ms)))
     return {"next": f"{base_url(request, ctx)}{request.url.path}?{urlencode(query)}"}

@@ -5,7 +5,9 @@ the (time, id) of the last row shown; ties in time are cut by id.
 Page rule (clients see times in epoch milliseconds, `since` inclusive, `before` exclusive):
 a page ends on a millisecond boundary. When the row after the page shares the page's last
 millisecond, that millisecond's rows move to the next page, unless the page holds nothing else
-(then it is `split`: the next page starts inside that millisecond, from the exact position).
+(then it is `split`: the next page starts inside that millisecond, and `resume_offset` counts
+that millisecond's rows shown so far, so `before` = the next millisecond with that `offset`
+resumes it with the parameters the Sigfox document declares).
 So a client paging by `before` = the last row's time skips nothing unless more than `limit`
 rows share one millisecond, and never sees a row twice. A request with an `offset` gets the
 exact slice [offset, offset + limit) instead (a client adding `limit` to `offset` must not
@@ -15,13 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, or_
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 Position = tuple[datetime, int]
+_MS = timedelta(milliseconds=1)
 
 
 def newest_first_window(
@@ -55,6 +58,7 @@ class TimePage:
     rows: list[Any]
     next_after: Position | None = None  # the last row's position, when more rows follow
     split: bool = False  # ... and the next page starts inside that row's millisecond
+    resume_offset: int = 0  # when split: the rows of that millisecond up to and including the last
 
 
 def _ms(t: datetime) -> int:
@@ -87,4 +91,14 @@ def newest_first_page(
         kept = [r for r in rows if _ms(position(r)[0]) != edge]  # the rows before the shared ms
         if kept:
             rows, split = kept, False
-    return TimePage(rows, position(rows[-1]), split)
+    last = position(rows[-1])
+    if not split:
+        return TimePage(rows, last)
+    # Rows of the last row's millisecond from its start down to the last row (the window's
+    # `since` still applies: the next request keeps it).
+    start = last[0] - timedelta(microseconds=last[0].microsecond % 1000)
+    shown = [time >= start, time < start + _MS, or_(time > last[0], and_(time == last[0], row_id >= last[1]))]
+    if window.since is not None:
+        shown.append(time >= window.since)
+    resume = session.scalar(select(func.count()).select_from(stmt.where(*shown).subquery()))
+    return TimePage(rows, last, True, int(resume or 0))

@@ -30,17 +30,15 @@ def _wire(view: EventView, subject: str) -> dict[str, Any]:
 
 @router.get("/devices/{device_id}/events")
 async def device_events(request: Request, device_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList) -> dict[str, Any]:
-    scope = f"events:device:{device_id}"
     with ctx.db.read() as session:
-        page = service.device_events(session, actor, device_id, window(q, ctx, scope))
-        return answer(request, ctx, [_wire(v, "device") for v in page.rows], page, scope)
+        page = service.device_events(session, actor, device_id, window(q))
+        return answer(request, ctx, [_wire(v, "device") for v in page.rows], page)
 
 
 @router.get("/base-stations/{station_id}/events")
 async def station_events(
     request: Request, station_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList
 ) -> dict[str, Any]:
-    scope = f"events:station:{station_id}"
     with ctx.db.read() as session:
-        page = service.station_events(session, actor, station_id, window(q, ctx, scope))
-        return answer(request, ctx, [_wire(v, "baseStation") for v in page.rows], page, scope)
+        page = service.station_events(session, actor, station_id, window(q))
+        return answer(request, ctx, [_wire(v, "baseStation") for v in page.rows], page)

@@ -24,7 +24,6 @@ async def device_locations(
     q: TimeList,
     oob: Annotated[bool, Query(description="include out-of-band (service) messages")] = False,
 ) -> dict[str, Any]:
-    scope = f"locations:device:{device_id}"
     with ctx.db.read() as session:
-        page = locations.device_locations(session, actor, device_id, window(q, ctx, scope), oob=oob)
-        return answer(request, ctx, [wire.device_location(r) for r in page.rows], page, scope)
+        page = locations.device_locations(session, actor, device_id, window(q), oob=oob)
+        return answer(request, ctx, [wire.device_location(r) for r in page.rows], page)

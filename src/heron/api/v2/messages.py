@@ -1,6 +1,6 @@
 """Messages of a device or a device type (`/devices/{id}/messages`,
 `/device-types/{id}/messages`), newest first, in the Sigfox v2 message shape (api.md), paged by
-time (heron.api.time_paging: `since`, `before`, `limit`, `offset`, `pageId`)."""
+time (heron.api.time_paging: `since`, `before`, `limit`, `offset`)."""
 
 from __future__ import annotations
 
@@ -24,20 +24,18 @@ router = APIRouter(prefix=PREFIX, tags=["messages"])
 async def device_messages(
     request: Request, device_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList
 ) -> dict[str, Any]:
-    scope = f"messages:device:{device_id}"
     with ctx.db.read() as session:
-        page = queries.device_messages(session, actor, device_id, window(q, ctx, scope))
-        return answer(request, ctx, [wire.message(v) for v in page.rows], page, scope)
+        page = queries.device_messages(session, actor, device_id, window(q))
+        return answer(request, ctx, [wire.message(v) for v in page.rows], page)
 
 
 @router.get("/device-types/{device_type_id}/messages")
 async def device_type_messages(
     request: Request, device_type_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList
 ) -> dict[str, Any]:
-    scope = f"messages:device-type:{device_type_id}"
     with ctx.db.read() as session:
-        page = queries.device_type_messages(session, actor, parse_id(device_type_id), window(q, ctx, scope))
-        return answer(request, ctx, [wire.message(v) for v in page.rows], page, scope)
+        page = queries.device_type_messages(session, actor, parse_id(device_type_id), window(q))
+        return answer(request, ctx, [wire.message(v) for v in page.rows], page)
 
 
 def _csv(body: Iterator[bytes], name: str) -> StreamingResponse:
