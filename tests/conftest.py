@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
@@ -128,9 +130,35 @@ def db(ctx: AppContext) -> Database:
     return ctx.db
 
 
+def null_member(value: Any, where: str = "$") -> str | None:
+    """Where `value` holds an object member whose value is null (a null list item is a value)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = f"{where}.{key}" if item is None else null_member(item, f"{where}.{key}")
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := null_member(item, f"{where}[{i}]")) is not None:
+                return found
+    return None
+
+
+def check_native_answer(response: httpx.Response) -> None:
+    """The native API never sends null (api/v2/render.py): every answer of every test is checked."""
+    if not response.request.url.path.startswith("/api/v2/"):
+        return
+    if not response.headers.get("content-type", "").startswith("application/json"):
+        return
+    response.read()
+    found = null_member(response.json())
+    assert found is None, f"{response.request.method} {response.request.url.path} answered null at {found}"
+
+
 @pytest.fixture
 def client(settings: Settings, ctx: AppContext) -> Iterator[TestClient]:
     with TestClient(create_app(settings, ctx)) as c:
+        c.event_hooks["response"].append(check_native_answer)
         yield c
 
 

@@ -99,7 +99,7 @@ def test_default_columns_carry_the_api_values_of_each_device(
         assert (row["state"], row["comState"], row["lastCom"]) == (
             str(d["state"]),
             str(d["comState"]),
-            "" if d["lastCom"] is None else iso(datetime.fromtimestamp(d["lastCom"] / 1000, UTC)),
+            "" if "lastCom" not in d else iso(datetime.fromtimestamp(d["lastCom"] / 1000, UTC)),
         )
 
 

@@ -175,7 +175,7 @@ def test_a_bidir_answer_that_is_none_late_malformed_or_the_wrong_length_sends_no
     assert collect(client, radio.stations[1]) == []
     [dl] = downlinks_of(client, tenants)
     if reason is None:
-        assert dl["state"] == "NONE" and dl["reason"] is None
+        assert dl["state"] == "NONE" and "reason" not in dl
     else:
         assert dl["state"] == "FAILED" and reason in dl["reason"], dl
 
@@ -265,7 +265,7 @@ def test_mode_none_answers_nothing_once_the_window_closes(
     clock.now += timedelta(seconds=1.1)
     decide(client)
     [dl] = downlinks_of(client, tenants)
-    assert dl["state"] == "NONE" and dl["reason"] is None and dl["mode"] == "NONE"
+    assert dl["state"] == "NONE" and "reason" not in dl and dl["mode"] == "NONE"
     assert collect(client, radio.stations[1]) == []
 
 

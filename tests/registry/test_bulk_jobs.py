@@ -73,7 +73,7 @@ def create(api: Api, dt: str, rows: list[Any], **extra: Any) -> dict[str, Any]:
 def errors_by_entity(status: dict[str, Any]) -> dict[str, str]:
     errs = status["status"]["errors"]
     assert all(e["type"] == 0 for e in errs)
-    return {e["entity"]: e["message"] for e in errs}
+    return {e.get("entity"): e["message"] for e in errs}  # a row that names no device has no entity
 
 
 # -- create ---------------------------------------------------------------------------------------
@@ -103,7 +103,7 @@ def test_bulk_create_registers_valid_rows_and_reports_each_bad_one(
     assert one["name"] == "Meter-6" and one["pac"] == PAC and one["productCertificate"] == {"key": "P_0001_A"}
     assert one["location"] == {"lat": 45.0, "lng": 7.5} and one["token"]["state"] == 0
     named = admin_a.get("/devices/2002").json()
-    assert named["name"] == "Meter-named" and named["activable"] is False and named["contract"] is None
+    assert named["name"] == "Meter-named" and named["activable"] is False and "contract" not in named
     assert tokens_in_use(db, cid) == (21, 21)  # 20 + BEEF; 2002 is not activable
     with db.read() as s:
         d = s.scalar(select(Device).where(Device.identifier == "1000"))
@@ -251,7 +251,7 @@ def test_bulk_replace_gives_the_device_its_new_id_keeping_name_settings_and_toke
     assert status["status"]["success"] == 1 and "already exists" in errors["11"] and "targetDeviceId" in errors["12"]
     assert admin_a.get("/devices/10").status_code == 404
     moved = admin_a.get("/devices/A10").json()
-    assert moved["name"] == "kitchen" and moved["contract"]["id"] == cid and moved["pac"] is None
+    assert moved["name"] == "kitchen" and moved["contract"]["id"] == cid and "pac" not in moved
     assert tokens_in_use(db, cid) == (3, 3)
 
 
@@ -265,7 +265,7 @@ def test_bulk_unsubscribe_ends_tokens_now_or_at_the_given_time(admin_a: Api, db:
     status = wait_done(admin_a, r.json()["jobId"], "/devices/bulk/unsubscribe/")
     assert status["status"]["total"] == 3 and status["status"]["nbSuccess"] == 2 and status["status"]["nbErrors"] == 1
     assert status["status"]["errors"] == [{"entity": "9", "message": "Unknown device", "type": 0}]
-    assert admin_a.get("/devices/1").json()["contract"] is None
+    assert "contract" not in admin_a.get("/devices/1").json()
     two = admin_a.get("/devices/2").json()
     assert two["token"]["end"] == later and two["unsubscriptionTime"] == later
     assert tokens_in_use(db, cid) == (2, 2)

@@ -126,7 +126,7 @@ def test_unsubscribe_ends_the_token_at_that_time_and_the_upkeep_does_not_renew_i
     with db.write() as s:  # due: given back, not renewed, although automatic renewal is on
         assert maintenance.expire_tokens(s, datetime.fromtimestamp(at / 1000, UTC) + timedelta(seconds=1)) == (0, 1)
     ended = admin_a.get("/devices/1").json()
-    assert ended["token"]["state"] == 1 and ended["contract"] is None
+    assert ended["token"]["state"] == 1 and "contract" not in ended
     assert ended["unsubscriptionTime"] == at
     assert tokens_in_use(db, cid) == (0, 0)
     assert_message(admin_a.put("/devices/1/unsubscribe", {"unsubscriptionTime": at}), 409)  # no token left
@@ -137,7 +137,7 @@ def test_unsubscribe_at_a_past_time_ends_the_token_now(admin_a: Api, db: Databas
     device(admin_a, dt, "2")
     assert admin_a.put("/devices/2/unsubscribe", {"unsubscriptionTime": 1_600_000_000_000}).status_code == 204
     got = admin_a.get("/devices/2").json()
-    assert got["token"]["state"] == 1 and got["contract"] is None and got["unsubscriptionTime"] == 1_600_000_000_000
+    assert got["token"]["state"] == 1 and "contract" not in got and got["unsubscriptionTime"] == 1_600_000_000_000
     assert got["automaticRenewalStatus"] == 3  # ENDED
     assert tokens_in_use(db, cid) == (0, 0)
 
@@ -184,7 +184,7 @@ def test_disengage_lets_the_next_frame_through_whatever_its_sequence_number(
     assert admin.get("/devices/1001").json()["sequenceNumber"] == 100
 
     assert admin.post("/devices/1001/disengage", None).status_code == 204
-    assert admin.get("/devices/1001").json()["sequenceNumber"] is None
+    assert "sequenceNumber" not in admin.get("/devices/1001").json()
     clock.now += timedelta(minutes=2)
     send(client, station, frame(seq=100))  # the repeat is taken now
     newest = messages_of(client, tenants)[0]

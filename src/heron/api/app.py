@@ -37,6 +37,7 @@ from heron.api.v2 import (
     users,
 )
 from heron.api.v2 import bridge as sigfox_bridge
+from heron.api.v2.render import NativeJSON
 from heron.bootstrap import Prepared, prepare
 from heron.config import Settings, get_settings
 from heron.delivery.channels.email import SmtpConfig
@@ -189,13 +190,17 @@ def create_app(settings: Settings | None = None, context: AppContext | None = No
         deliveries,
         downlinks,
     )
-    for module in native:
-        app.include_router(module.router)
-    app.include_router(consumption.router)
-    app.include_router(device_bulk.scoped_router)  # restart of a device type's or a contract's devices
+    # Every native answer is rendered by NativeJSON: no null on the wire (api/v2/render.py).
+    native_routers = [module.router for module in native]
+    native_routers += [
+        consumption.router,
+        device_bulk.scoped_router,  # restart of a device type's or a contract's devices
+        contracts.infos_router,
+        sigfox_bridge.router,
+    ]
+    for router in native_routers:
+        app.include_router(router, default_response_class=NativeJSON)
     app.include_router(senet_devices.router)
-    app.include_router(contracts.infos_router)
-    app.include_router(sigfox_bridge.router)
     app.include_router(web_auth.router)
     app.add_middleware(ingest.IngestLane)  # inside the edge middleware, added after it
     app.add_middleware(EdgeMiddleware, access_log=settings.access_log)

@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 
 from heron.api.context import AppContext, authenticate
+from heron.api.v2.render import native_json
 from heron.errors import HeronError, InvalidInput, NotAuthenticated, RateLimited
 
 log = logging.getLogger("heron.api")
@@ -32,6 +33,13 @@ def _is_senet(request: Request) -> bool:
     return request.url.path.startswith(SENET_PREFIX)
 
 
+def _error_body(request: Request, status: int, body: Any, headers: dict[str, str] | None = None) -> Response:
+    """A native error body follows the native answers' rule (no null, api/v2/render.py)."""
+    if request.url.path.startswith(NATIVE_PREFIX):
+        return native_json(body, status, headers)
+    return json_body(status, body, headers)
+
+
 def error_response(request: Request, exc: HeronError) -> Response:
     if isinstance(exc, NotAuthenticated):
         if _is_senet(request):
@@ -46,7 +54,7 @@ def error_response(request: Request, exc: HeronError) -> Response:
         headers = {"Retry-After": str(exc.retry_after)}
     if _is_senet(request) and status == 409:
         status = 400
-    return json_body(status, body, headers)
+    return _error_body(request, status, body, headers)
 
 
 _PYDANTIC_MESSAGES = {
@@ -124,13 +132,14 @@ def install(app: FastAPI) -> None:
         errors = field_errors(exc)
         if _is_senet(request):
             return json_body(400, {"message": f"Invalid parameter: {errors[0]['field']} ({errors[0]['message']})"})
-        return json_body(400, validation_body(errors))
+        return _error_body(request, 400, validation_body(errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
         if exc.status_code == 405:
             allowed = _allowed_methods(request, (exc.headers or {}).get("Allow", ""))
-            return json_body(
+            return _error_body(
+                request,
                 405,
                 {"message": "method not allowed", "allowedMethods": allowed},
                 {"Allow": ", ".join(allowed)},
@@ -138,14 +147,14 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 404:
             # No route has this path (unknown objects are the services' NotFound): name the path,
             # so a client of a Sigfox v2 path Heron does not serve sees which one.
-            return json_body(404, {"message": f"no such resource: {request.url.path[:_PATH_SHOWN]}"})
+            return _error_body(request, 404, {"message": f"no such resource: {request.url.path[:_PATH_SHOWN]}"})
         if exc.status_code == 400:
             # FastAPI's own 400 for a body it cannot decode (invalid UTF-8, a broken form).
             refused = _unauthenticated(request)
             return error_response(request, refused or InvalidInput.field("body", str(exc.detail)))
-        return json_body(exc.status_code, {"message": str(exc.detail)})
+        return _error_body(request, exc.status_code, {"message": str(exc.detail)})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("http.unhandled_error", extra={"path": request.url.path})
-        return json_body(500, {"message": "internal error"})
+        return _error_body(request, 500, {"message": "internal error"})

@@ -19,6 +19,16 @@ router = APIRouter(prefix=PREFIX + "/audit-events", tags=["audit"])
 MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time Python can represent
 
 
+def _details(recorded: str) -> dict[str, Any]:
+    """The recorded change set. A field set to null (unset) is named in `unset`: the native API
+    sends no null, and dropping it alone would hide that the field was cleared."""
+    details: dict[str, Any] = json.loads(recorded)
+    unset = [k for k, v in details.items() if v is None]
+    if unset:
+        details = {k: v for k, v in details.items() if v is not None} | {"unset": unset}
+    return details
+
+
 def _ms(value: int | None) -> datetime | None:
     return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
 
@@ -55,7 +65,7 @@ async def list_audit_events(
             "objectType": e.object_type,
             "objectId": e.object_id,
             "requestId": e.request_id,
-            "details": json.loads(e.details),
+            "details": _details(e.details),
         }
         for e in rows[:limit]
     ]

@@ -17,6 +17,7 @@ from pydantic import Field
 from heron.api.context import Ctx, CurrentActor
 from heron.api.schemas import ApiModel, NoNul
 from heron.api.v2 import PREFIX
+from heron.api.v2.render import native_json
 from heron.coverage.compute import DISC_SAMPLES, Grid, LinkField
 from heron.db.base import to_ms
 from heron.jobs import engine
@@ -91,7 +92,7 @@ async def predictions(body: CoverageRequest, actor: CurrentActor, ctx: Ctx) -> R
         coverage.check_group(session, actor, gid, "body")
         field = coverage.load_field(session, model, lats=_arr(lats), lngs=_arr(lngs))
     found = await _compute(len(field) * len(points) * DISC_SAMPLES, coverage.predict, field, lats, lngs, radius)
-    return Response(orjson.dumps({"data": [p.as_wire() for p in found]}), media_type="application/json")
+    return native_json({"data": [p.as_wire() for p in found]})
 
 
 @router.post("/global/predictions/bulk", status_code=201, summary="Coverage margins of many locations (a job)")
@@ -117,7 +118,7 @@ async def predictions_bulk_status(job_id: str, actor: CurrentActor, ctx: Ctx) ->
         "time": to_ms(report.job.ended_at if done else report.job.created_at),
         "results": coverage.bulk_results(report),
     }
-    return Response(orjson.dumps(body), media_type="application/json")
+    return native_json(body)
 
 
 @router.get("/operators/redundancy", summary="Stations in reach at a location (Sigfox redundancy)")
@@ -184,7 +185,7 @@ def _grid_response(field: LinkField, g: Grid, cls: int, penalty: float, situatio
         "deviceClassId": cls,
         "deviceSituation": situation,
     }
-    return Response(orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+    return native_json(body, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _arr(values: list[float]) -> np.ndarray[Any, np.dtype[np.float64]]:

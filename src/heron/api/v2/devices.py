@@ -11,10 +11,10 @@ from pydantic import Field
 
 from heron.api import cursor
 from heron.api.context import AppContext, Ctx, CurrentActor, base_url
-from heron.api.errors import json_body
 from heron.api.paging import keyset_page
 from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
+from heron.api.v2.render import native_json
 from heron.errors import InvalidInput
 from heron.registry import device_queries, devices
 from heron.registry.devices import DeviceFields
@@ -152,7 +152,7 @@ def page_of_devices(
     token = cursor.sign(result.next.to_json(), ctx.session_secret, scope) if result.next is not None else None
     extra = {"total": result.total} if with_total else None
     data = [wire.device(v) for v in result.views]
-    return json_body(200, keyset_page(request, ctx, data, page_id=token, limit=limit, extra=extra))
+    return native_json(keyset_page(request, ctx, data, page_id=token, limit=limit, extra=extra))
 
 
 @router.get("")

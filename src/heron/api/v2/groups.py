@@ -8,10 +8,10 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import Field
 
 from heron.api.context import Ctx, CurrentActor
-from heron.api.errors import json_body
 from heron.api.paging import page
 from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
+from heron.api.v2.render import native_json
 from heron.tenancy import groups
 from heron.tenancy.validation import parse_id
 
@@ -92,7 +92,7 @@ async def create_group(body: GroupCreate, actor: CurrentActor, ctx: Ctx) -> dict
 @router.get("/{group_id}")
 async def get_group(group_id: str, actor: CurrentActor, ctx: Ctx) -> Response:
     group, ancestors, leaf = groups.get_with_ancestors(ctx.db, actor, parse_id(group_id))
-    return json_body(200, wire.group(group, path=ancestors, leaf=leaf))
+    return native_json(wire.group(group, path=ancestors, leaf=leaf))
 
 
 @router.put("/{group_id}", status_code=204)
