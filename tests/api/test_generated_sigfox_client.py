@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,18 +34,13 @@ from heron.db.engine import Database
 from tests.conftest import Tenants, make_credential
 from tests.delivery.test_outbox import Receiver, receiver
 from tests.network.test_ingest import Station
+from tests.support.sigfox_openapi import spec_path
 from tests.test_simulate import server
 
 __all__ = ["receiver", "server"]  # fixtures imported for this module's tests
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-SPEC = Path(
-    os.environ.get(
-        "HERON_SIGFOX_OPENAPI",
-        Path(__file__).resolve().parents[3] / "shared" / "reference" / "sigfox-api-v2.openapi.json",
-    )
-)
 PAC = "0123456789ABCDEF"
 DEVICE = "C0A1"  # registered alone; its frames are the ones paged
 BULK = ["C0B1", "C0B2", "C0B3"]  # registered by a bulk job
@@ -112,10 +106,11 @@ class Sigfox:
     def __init__(self, base_url: str, login: str, password: str) -> None:
         http = RequestsClient()
         http.set_basic_auth(urlsplit(base_url).netloc, login, password)  # host:port
-        document = json.loads(SPEC.read_text())
+        path = spec_path()
+        document = json.loads(path.read_text())
         self.client = SwaggerClient.from_spec(
             _documented_differences(_spec_defects_patched(document)),
-            origin_url=SPEC.as_uri(),
+            origin_url=path.as_uri(),
             http_client=http,
             config={
                 "validate_swagger_spec": True,
@@ -157,12 +152,9 @@ def settings(settings: Settings) -> Settings:
 
 @pytest.fixture
 def spec_document() -> Path:
-    if not SPEC.is_file():
-        if os.environ.get("HERON_REQUIRE_ALL") == "1":
-            raise FileNotFoundError(SPEC)
-        pytest.skip(f"the Sigfox OpenAPI document is not at {SPEC} (set HERON_SIGFOX_OPENAPI)")
+    path = spec_path()
     logging.getLogger("bravado_core.model").setLevel(logging.ERROR)  # its duplicate-model notices
-    return SPEC
+    return path
 
 
 def wait_for(what: str, probe: Callable[[], Any], seconds: float = 20.0) -> Any:

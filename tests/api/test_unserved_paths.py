@@ -5,8 +5,6 @@ Heron lacks."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from pathlib import Path
 
@@ -15,11 +13,10 @@ from fastapi.testclient import TestClient
 from starlette.routing import Match
 
 from tests.conftest import Tenants
+from tests.support.sigfox_openapi import spec
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-SPEC_PATH = Path(__file__).resolve().parents[3] / "shared" / "reference" / "sigfox-api-v2.openapi.json"
-SPEC = json.loads(Path(os.environ.get("HERON_SIGFOX_OPENAPI", SPEC_PATH)).read_text())
 ARCHITECTURE = Path(__file__).resolve().parents[2] / "docs" / "ARCHITECTURE.md"
 API = "/api/v2"
 DUMMY = "1"  # every path parameter: a value no literal segment of Heron's routes has
@@ -44,7 +41,7 @@ def test_every_path_of_the_document_heron_does_not_serve_answers_404_naming_it(
     client: TestClient, tenants: Tenants
 ) -> None:
     unserved, other_method = [], []
-    for template, operations in SPEC["paths"].items():
+    for template, operations in spec()["paths"].items():
         path = API + re.sub(r"\{[^}]+\}", DUMMY, template)
         for method in (m.upper() for m in operations if m in METHODS):
             served = _served(client, method, path)
