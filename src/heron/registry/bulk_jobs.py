@@ -480,16 +480,23 @@ def _unsubscribe(session: Session, ctx: JobContext, batch: list[tuple[int, dict[
     return [o or _ok() for o in outcomes]
 
 
-def _delete(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
-    """Soft delete (restorable until purged); the token is given back."""
-    b = _Batch(session, ctx)
+def _live(b: _Batch, batch: list[tuple[int, dict[str, Any]]]) -> tuple[list[RowOutcome | None], list[ExistingDevice]]:
+    """`_named`, with a deleted device's row an "Unknown device" error: the devices a job that
+    acts on every live device (delete, suspend, resume) acts on."""
     outcomes, named = _named(b, batch)
-    gone = []
+    live = []
     for i, _network, identifier, d in named:
         if d.lifecycle == DELETED:
             outcomes[i] = _error(identifier, UNKNOWN)
         else:
-            gone.append(d)
+            live.append(d)
+    return outcomes, live
+
+
+def _delete(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
+    """Soft delete (restorable until purged); the token is given back."""
+    b = _Batch(session, ctx)
+    outcomes, gone = _live(b, batch)
     release_tokens(session, [Holder(d.id, d.contract_id, d.token_alloc) for d in gone])
     update_devices(session, [{"b_id": d.id, "lifecycle": DELETED, "deleted_at": b.now} | b.stamp() for d in gone])
     return [o or _ok() for o in outcomes]
@@ -537,14 +544,8 @@ def _suspension(suspended: bool) -> Any:
 
     def handler(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str, Any]]]) -> list[RowOutcome]:
         b = _Batch(session, ctx)
-        outcomes, named = _named(b, batch)
-        changing = []
-        for i, _network, identifier, d in named:
-            if d.lifecycle == DELETED:
-                outcomes[i] = _error(identifier, UNKNOWN)
-            else:
-                changing.append(d.id)
-        update_devices(session, [{"b_id": device_id, "suspended": suspended} | b.stamp() for device_id in changing])
+        outcomes, changing = _live(b, batch)
+        update_devices(session, [{"b_id": d.id, "suspended": suspended} | b.stamp() for d in changing])
         return [o or _ok() for o in outcomes]
 
     return handler
