@@ -60,26 +60,37 @@ def serve(
     workers: Annotated[int | None, typer.Option(help="default HERON_WORKERS")] = None,
 ) -> None:
     """Apply migrations, then serve the HTTP API and GUI (with the uplink writer and the
-    delivery worker in processes of their own: docs/ARCHITECTURE.md, "Processes")."""
+    delivery worker in processes of their own, restarted if they die: docs/ARCHITECTURE.md,
+    "Processes")."""
     import os
 
     import uvicorn
 
     from heron import uplink_process, worker
-    from heron.processes import ChildProcess
+    from heron.processes import Supervised, Supervisor, remove_status
 
     settings = get_settings()
     configure_logging(settings.log_level)
     prepare(settings)
-    children: list[ChildProcess] = []
+    env = dict(os.environ)  # the children's, before the API processes' settings below
+    children: list[Supervised] = []
+    if settings.uplink_process and settings.uplink_socket is None:
+        children.append(uplink_process.supervised(settings, env))
+        os.environ["HERON_UPLINK_SOCKET"] = str(uplink_process.socket_path(settings))  # the API stores through it
+    if settings.delivery_process and settings.run_deliveries:
+        children.append(worker.supervised(env))
+        os.environ["HERON_RUN_DELIVERIES"] = "false"  # the API processes leave them to it
+    status = settings.data_dir.resolve() / "run" / "children.json"
+    supervisor = Supervisor(
+        children,
+        status,
+        backoff=settings.child_restart_backoff_seconds,
+        backoff_max=settings.child_restart_backoff_max_seconds,
+    )
+    if children:
+        supervisor.start()
+        os.environ["HERON_CHILDREN_STATUS_FILE"] = str(status)  # /api/ready and /metrics read it
     try:
-        if settings.uplink_process and settings.uplink_socket is None:
-            child, path = uplink_process.start(settings)
-            children.append(child)
-            os.environ["HERON_UPLINK_SOCKET"] = str(path)  # the API processes store through it
-        if settings.delivery_process and settings.run_deliveries:
-            children.append(ChildProcess("worker", "--nice", str(worker.NICENESS)))
-            os.environ["HERON_RUN_DELIVERIES"] = "false"  # the API processes leave them to it
         if host:  # the UDP ingest listens beside the HTTP API unless told otherwise
             os.environ.setdefault("HERON_INGEST_UDP_HOST", host)
         get_settings.cache_clear()
@@ -94,8 +105,8 @@ def serve(
             proxy_headers=True,
         )
     finally:
-        for child in reversed(children):  # the uplink writer last: it stores what is queued
-            child.stop()
+        supervisor.stop()  # the uplink writer last: it stores what is queued
+        remove_status(status)
 
 
 @app.command()

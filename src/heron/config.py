@@ -81,6 +81,13 @@ class Settings(BaseSettings):
     # process writes in a thread of its own.
     uplink_process: bool = True
     uplink_socket: Path | None = None
+    # `heron serve` restarts a child process that died after this many seconds, doubled at each
+    # death in a row up to the max (a child that ran a while starts again from the first).
+    child_restart_backoff_seconds: float = Field(default=0.5, gt=0, le=60)
+    child_restart_backoff_max_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Set by `heron serve` for its API processes: the file where it keeps its children's state
+    # (heron.processes.Supervisor), read by /api/ready and /metrics.
+    children_status_file: Path | None = None
     # A callback's pending deliveries beyond this many (the oldest) are recorded as failed
     # ("outbox overflow") and alerted, as are pending ones older than the give-up age.
     outbox_max_pending_per_callback: int = Field(default=1_000_000, ge=1)

@@ -26,8 +26,7 @@ import pickle
 import signal
 import tempfile
 import threading
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from heron.db.base import utcnow
 from heron.errors import Unavailable
 from heron.messages.store import HeardFrame
 from heron.pipeline import Recheck, UplinkWriter
-from heron.processes import ChildProcess, watch_parent
+from heron.processes import ChildProcess, Supervised, watch_parent
 
 log = logging.getLogger("heron.uplinks")
 
@@ -75,18 +74,16 @@ def _framed(message: Any) -> bytes:
     return len(body).to_bytes(_HEADER, "big") + body
 
 
-def start(settings: Settings, timeout: float = 60.0) -> tuple[ChildProcess, Path]:
-    """`heron uplink-writer` as a child process, once it listens on its socket."""
+def supervised(settings: Settings, env: Mapping[str, str] | None = None) -> Supervised:
+    """`heron uplink-writer` as a child `heron serve` supervises: ready once it listens on its
+    socket, and restarted on the same path, so the API processes' clients connect again."""
     path = socket_path(settings)
-    path.unlink(missing_ok=True)  # a crashed run's
-    child = ChildProcess("uplink-writer", "--socket", str(path))
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if not child.running() or time.monotonic() > deadline:
-            child.stop()
-            raise RuntimeError(f"the uplink writer did not start (socket {path})")
-        time.sleep(0.02)
-    return child, path
+
+    def spawn() -> ChildProcess:
+        path.unlink(missing_ok=True)  # a dead writer's: ready means the new one listens
+        return ChildProcess("uplink-writer", "--socket", str(path), env=env)
+
+    return Supervised("uplink-writer", spawn, lambda _child: path.exists())
 
 
 # -- the writer's side --------------------------------------------------------------------------

@@ -14,15 +14,22 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Mapping
 
 from heron.api.app import build_context, tune_collector
 from heron.bootstrap import prepare
 from heron.config import Settings
-from heron.processes import watch_parent
+from heron.processes import ChildProcess, Supervised, watch_parent
 
 log = logging.getLogger("heron.worker")
 
 NICENESS = 10  # below the API and uplink processes: stations are answered first
+
+
+def supervised(env: Mapping[str, str] | None = None) -> Supervised:
+    """`heron worker` as a child `heron serve` supervises (ready once started: it serves no
+    one directly; what it owes waits in the outbox while it is down)."""
+    return Supervised("worker", lambda: ChildProcess("worker", "--nice", str(NICENESS), env=env))
 
 
 def run(settings: Settings, *, parent_fd: int | None = None, niceness: int = 0) -> None:
