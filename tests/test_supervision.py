@@ -60,11 +60,18 @@ class Node:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
+        self.launch()
+        self.wait_started()
+
+    def launch(self) -> None:
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [str(HERON), "serve"], env=self.env, start_new_session=True, stdout=log, stderr=log
             )
-        deadline = time.monotonic() + 60
+
+    def wait_started(self) -> None:
+        assert self.proc is not None
+        deadline = time.monotonic() + 90
         while True:
             try:
                 if httpx.get(self.base + "/api/health", timeout=2).status_code == 200:
@@ -205,14 +212,15 @@ def make_radio(db: Database, tenants: Tenants, *, devices_count: int = 4, statio
 @dataclass
 class Load:
     """Stations posting under load: a thread per device, one frame per request, a frame sent
-    again until it is acknowledged (as a station does), then the next sequence number. Thread
-    i starts on node i % len(bases) and moves to the next node when one does not answer (what
-    a load balancer does)."""
+    again until it is acknowledged (as a station does), then the next sequence number. Each
+    request goes to the next of `bases` in turn, thread i starting at node i (what a
+    round-robin load balancer does; a node that does not answer is just skipped)."""
 
     radio: Radio
     bases: list[str]
     acked: dict[str, set[int]] = field(default_factory=dict)
     statuses: dict[int, int] = field(default_factory=dict)
+    acked_by: dict[str, int] = field(default_factory=dict)  # per node
     last_ack: float = 0.0
     stop: threading.Event = field(default_factory=threading.Event)
     threads: list[threading.Thread] = field(default_factory=list)
@@ -227,29 +235,32 @@ class Load:
 
     def _post(self, i: int, device: str) -> None:
         auth = self.radio.auths[i % len(self.radio.auths)]
-        target = itertools.cycle(self.bases[i % len(self.bases) :] + self.bases[: i % len(self.bases)])
-        base = next(target)
+        targets = itertools.cycle(self.bases[i % len(self.bases) :] + self.bases[: i % len(self.bases)])
         seq = 0
         with httpx.Client(timeout=10) as http:
             while not self.stop.is_set() and seq < 4096:
+                base = next(targets)
                 body = {"receptions": [{"device": device, "seqNumber": seq, "data": "0a0b", "rssi": -120.0}]}
                 try:
                     r = http.post(base + "/ingest/sigfox", json=body, headers=auth)
                 except httpx.TransportError:
-                    base = next(target)
                     self.stop.wait(0.05)
                     continue
                 with self.lock:
                     self.statuses[r.status_code] = self.statuses.get(r.status_code, 0) + 1
                     if r.status_code == 200:
                         self.acked[device].add(seq)
+                        self.acked_by[base] = self.acked_by.get(base, 0) + 1
                         self.last_ack = time.monotonic()
                 if r.status_code == 200:
                     seq += 1
                 else:
-                    base = next(target) if r.status_code == 503 else base
                     self.stop.wait(0.05)
                 self.stop.wait(0.01)
+
+    def acked_on(self, base: str) -> int:
+        with self.lock:
+            return self.acked_by.get(base, 0)
 
     def finish(self) -> None:
         self.stop.set()
