@@ -4,7 +4,10 @@ kinds of the one job engine: create, edit, transfer, replace, unsubscribe, delet
 Submission (`submit_*`) runs in the caller's request: it checks the caller's rights on the
 target device type, encrypts root keys before anything is stored (a job's input never holds a
 key in clear), records the caller's `device:write` subtrees in the job's params and picks the
-lock keys (the device types the job touches; a transfer locks both ends). The handlers run
+lock keys (the device types the job touches; a transfer locks both ends). Each `prepare_*` does
+the part whose cost grows with the rows (checks, sealing, reading the named devices) on a read
+session and returns the `Store` that writes the job: on SQLite a write transaction holds the
+one write lock, so the station ingest must not wait behind 100,000 rows being sealed. The handlers run
 later in a job runner, batch by batch, each batch one transaction with set-based statements
 (`registry.bulk`); a row naming a device outside the recorded subtrees fails as "unknown
 device", exactly like a missing one.
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -635,7 +638,14 @@ def _submit(
     return job
 
 
-def submit_create(
+Store = Callable[[Session], Job]
+
+
+def submit_create(session: Session, actor: Actor, keyring: Keyring, **kwargs: Any) -> Job:
+    return prepare_create(session, actor, keyring, **kwargs)(session)
+
+
+def prepare_create(
     session: Session,
     actor: Actor,
     keyring: Keyring,
@@ -648,7 +658,7 @@ def submit_create(
     activable: bool = True,
     automatic_renewal: bool | None = None,
     name: str | None = None,
-) -> Job:
+) -> Store:
     """New devices in a SIGFOX device type (`POST /devices/bulk`, New series). Each row's PAC is
     checked and encrypted, and its id normalized, here; a bad one becomes that row's error."""
     target = _target(session, actor, device_type_id)
@@ -684,7 +694,12 @@ def submit_create(
         "name": name,
     }
     check_settings(SIGFOX, _create_defaults(params))  # a bad job-wide setting is the caller's 400
-    return _submit(session, actor, CREATE, prepared, [target.id], target.group_path, params)
+
+    def store(session: Session) -> Job:
+        _target(session, actor, device_type_id)  # still the caller's (cheap; the rows were the cost)
+        return _submit(session, actor, CREATE, prepared, [target.id], target.group_path, params)
+
+    return store
 
 
 def _named_devices(
@@ -724,6 +739,12 @@ def group_scope(session: Session, actor: Actor, group_id: int) -> list[str]:
 def submit_on_devices(
     session: Session, actor: Actor, kind: str, rows: list[Any], key: str = "id", group_id: int | None = None
 ) -> Job:
+    return prepare_on_devices(session, actor, kind, rows, key, group_id)(session)
+
+
+def prepare_on_devices(
+    session: Session, actor: Actor, kind: str, rows: list[Any], key: str = "id", group_id: int | None = None
+) -> Store:
     """Edit, replace, unsubscribe, delete, restart, suspend or resume devices named by id
     (with `group_id`, only those in that group's subtree)."""
     checked = _check_rows(rows, kind)
@@ -733,10 +754,10 @@ def submit_on_devices(
     types, filed = _named_devices(session, actor, checked, key, scope)
     if key != "id":  # replace rows name the device as `deviceId`
         checked = [{"id": r.get(key), "targetId": r.get("targetDeviceId")} | r for r in checked]
-    return _submit(session, actor, kind, checked, types, filed, {}, scope=scope)
+    return lambda session: _submit(session, actor, kind, checked, types, filed, {}, scope=scope)
 
 
-def _submit_all(session: Session, actor: Actor, query: Any, filed: str | None = None) -> Job:
+def _submit_all(session: Session, actor: Actor, query: Any, filed: str | None = None) -> Store:
     """A restart of every device `query` selects (identifier, device type id, group path) among
     those the caller may write: the rows are their ids (so no other tenant's id ever shows up
     in the job's errors)."""
@@ -746,9 +767,8 @@ def _submit_all(session: Session, actor: Actor, query: Any, filed: str | None = 
     found = session.execute(query.where(in_any_subtree(Group.path, scope)).order_by(Device.sort_key)).all()
     rows = [{"id": ident} for ident, _dt, _path in found]
     paths = {path for _ident, _dt, path in found}
-    return _submit(
-        session, actor, RESTART, rows, {dt for _i, dt, _p in found}, filed or _common_path(paths or scope), {}
-    )
+    types, where = {dt for _i, dt, _p in found}, filed or _common_path(paths or scope)
+    return lambda session: _submit(session, actor, RESTART, rows, types, where, {})
 
 
 def _devices_query() -> Any:
@@ -759,14 +779,14 @@ def _devices_query() -> Any:
     )
 
 
-def submit_restart_device_type(session: Session, actor: Actor, device_type_id: int) -> Job:
+def prepare_restart_device_type(session: Session, actor: Actor, device_type_id: int) -> Store:
     """`POST /device-types/{id}/bulk/restart`: every device of the type (404 for an unknown type)."""
     dt = device_types_service.get(session, actor, device_type_id)
     actor.require("device:write", dt.group.path, "device type")
     return _submit_all(session, actor, _devices_query().where(Device.device_type_id == device_type_id), dt.group.path)
 
 
-def submit_restart_contract(session: Session, actor: Actor, contract_id: int) -> Job:
+def prepare_restart_contract(session: Session, actor: Actor, contract_id: int) -> Store:
     """`POST /contract-infos/{id}/bulk/restart`: the devices on the contract: those holding a
     token on it and those without one whose device type's default contract it is."""
     contracts_service.get_info(session, actor, contract_id)
@@ -778,14 +798,23 @@ def submit_restart_contract(session: Session, actor: Actor, contract_id: int) ->
     return _submit_all(session, actor, query)
 
 
-def submit_transfer(
+def submit_transfer(session: Session, actor: Actor, **kwargs: Any) -> Job:
+    return prepare_transfer(session, actor, **kwargs)(session)
+
+
+def prepare_transfer(
     session: Session, actor: Actor, *, device_type_id: int, rows: list[Any], keep_history: bool = False
-) -> Job:
+) -> Store:
     target = _target(session, actor, device_type_id)
     checked = _check_rows(rows, TRANSFER)
     types, _filed = _named_devices(session, actor, checked)
     params = {"deviceTypeId": target.id, "keepHistory": keep_history}
-    return _submit(session, actor, TRANSFER, checked, types | {target.id}, target.group_path, params)
+
+    def store(session: Session) -> Job:
+        _target(session, actor, device_type_id)
+        return _submit(session, actor, TRANSFER, checked, types | {target.id}, target.group_path, params)
+
+    return store
 
 
 # -- reading a job --------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Files and pasted lists for the Sigfox series operations (New, Edit, Transfer, Replace, Delete
 series). A whole file is refused only when it is not a usable text file (empty, binary, over
-50 MB); otherwise every line becomes a row, and a bad line becomes a row carrying its error, so
-the job reports it (with its line number) while the valid rows proceed.
+50 MB) or holds more rows than a job takes (refused at the first row too many, the rest unread);
+otherwise every line becomes a row, and a bad line becomes a row carrying its error, so the job
+reports it (with its line number) while the valid rows proceed.
 
 Formats (fields separated by `;`, `,` or a tab; blank lines and `#` comments skipped; an
 optional header line naming the columns):
@@ -13,13 +14,15 @@ optional header line naming the columns):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from itertools import chain
 from typing import Any
 
 from heron.errors import InvalidInput
 from heron.registry.identifiers import SigfoxId, parse_pac
 
 MAX_BYTES = 50 * 1024 * 1024
+MAX_ROWS = 100_000  # a job's rows (registry.bulk_jobs.MAX_ROWS)
 EDIT_COLUMNS = ("id", "name", "lat", "lng", "activable", "automaticRenewal", "prototype", "productCertificate")
 _TRUE, _FALSE = {"true", "1", "yes", "y"}, {"false", "0", "no", "n"}
 
@@ -48,12 +51,20 @@ def _fields(line: str) -> list[str]:
     return [line.strip()]
 
 
-def _lines(text: str) -> list[tuple[int, list[str]]]:
-    return [
+def _lines(text: str) -> Iterator[tuple[int, list[str]]]:
+    """The rows, lazily: a file over `MAX_ROWS` rows is refused at the first row too many."""
+    return (
         (number, _fields(raw))
         for number, raw in enumerate(text.splitlines(), start=1)
         if raw.strip() and not raw.lstrip().startswith("#")
-    ]
+    )
+
+
+def _head(
+    lines: Iterator[tuple[int, list[str]]],
+) -> tuple[tuple[int, list[str]] | None, Iterator[tuple[int, list[str]]]]:
+    first = next(lines, None)
+    return first, lines
 
 
 def _is_header(fields: list[str], names: tuple[str, ...]) -> bool:
@@ -66,16 +77,18 @@ def _error(number: int, message: str) -> Row:
 
 
 def _parse(text: str, header: tuple[str, ...], build: Callable[[int, list[str]], Row]) -> list[Row]:
-    lines = _lines(text)
-    if lines and _is_header(lines[0][1], header):
-        lines = lines[1:]
+    first, lines = _head(_lines(text))
+    if first is not None and not _is_header(first[1], header):
+        lines = chain([first], lines)
     return _rows(lines, build)
 
 
-def _rows(lines: list[tuple[int, list[str]]], build: Callable[[int, list[str]], Row]) -> list[Row]:
+def _rows(lines: Iterable[tuple[int, list[str]]], build: Callable[[int, list[str]], Row]) -> list[Row]:
     rows: list[Row] = []
     first_seen: dict[str, int] = {}
     for number, fields in lines:
+        if len(rows) == MAX_ROWS:
+            raise InvalidInput.field("file", f"holds more than {MAX_ROWS} rows (line {number} is one too many)")
         try:
             row = build(number, fields)
         except InvalidInput as exc:
@@ -123,14 +136,15 @@ def replacements(text: str) -> list[Row]:
 
 
 def edits(text: str) -> list[Row]:
-    lines = _lines(text)
+    first, lines = _head(_lines(text))
     columns = ["id", "name", "lat", "lng"]
-    if lines and _is_header(lines[0][1], EDIT_COLUMNS):
+    if first is not None and _is_header(first[1], EDIT_COLUMNS):
         canonical = {c.lower(): c for c in EDIT_COLUMNS}
-        columns = [canonical[f.lower()] for f in lines[0][1]]
+        columns = [canonical[f.lower()] for f in first[1]]
         if "id" not in columns:
             raise InvalidInput.field("file", "the header must name an `id` column")
-        lines = lines[1:]
+    elif first is not None:
+        lines = chain([first], lines)
 
     def build(number: int, fields: list[str]) -> Row:
         if len(fields) > len(columns):

@@ -5,22 +5,25 @@ so that `/devices/bulk` is never read as a device id."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 from pydantic import Field
+from sqlalchemy.orm import Session
 
-from heron.api.context import Ctx, CurrentActor
+from heron.api import offload
+from heron.api.context import AppContext, Ctx, CurrentActor
 from heron.api.schemas import ApiModel, NoNul
 from heron.api.v2 import PREFIX
 from heron.errors import InvalidInput
 from heron.jobs import engine
-from heron.jobs.models import Job
 from heron.registry import bulk_jobs, series_input
 from heron.tenancy.access import Actor
 from heron.tenancy.validation import parse_id
 
-router = APIRouter(prefix=PREFIX + "/devices/bulk", tags=["devices"])
+# Bodies of up to 100,000 rows: read, decoded and submitted off the event loop (api/offload.py).
+router = APIRouter(prefix=PREFIX + "/devices/bulk", tags=["devices"], route_class=offload.OffloadedBody)
 
 Rows = Annotated[list[Any], Field(max_length=bulk_jobs.MAX_ROWS)]
 
@@ -66,9 +69,24 @@ class BulkDelete(ApiModel):
     data: Rows = Field(description='device ids: ["007B480F", ...] (Heron: the Delete series)')
 
 
-def _started(ctx: Any, job: Job, with_total: bool = True) -> dict[str, Any]:
+async def _started(
+    ctx: AppContext, prepare: Callable[[Session], bulk_jobs.Store], with_total: bool = True
+) -> dict[str, Any]:
+    """In a worker thread (sessions opened and closed there): `prepare` (its cost grows with the
+    rows: checks, PAC sealing, reading the named devices) on a read session, then the job stored
+    in a short write transaction (on SQLite the write lock is the ingest's too); then the
+    runner is woken."""
+
+    def run() -> dict[str, Any]:
+        with ctx.db.read() as session:
+            store = prepare(session)
+        with ctx.db.write() as session:
+            job = store(session)
+            return {"total": job.total, "jobId": job.req_id} if with_total else {"jobId": job.req_id}
+
+    answer = await offload.run(run)
     ctx.jobs.wake()
-    return {"total": job.total, "jobId": job.req_id} if with_total else {"jobId": job.req_id}
+    return answer
 
 
 def _id(value: str, field: str) -> int:
@@ -77,53 +95,54 @@ def _id(value: str, field: str) -> int:
 
 @router.post("", summary="Create devices in bulk (a job)")
 async def create(body: BulkCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
-    with ctx.db.write() as session:
-        job = bulk_jobs.submit_create(
+    device_type_id = _id(body.device_type_id, "deviceTypeId")
+    return await _started(
+        ctx,
+        lambda session: bulk_jobs.prepare_create(
             session,
             actor,
             ctx.keyring,
-            device_type_id=_id(body.device_type_id, "deviceTypeId"),
+            device_type_id=device_type_id,
             rows=body.data,
             prefix=body.prefix,
             product_certificate=body.product_certificate.key if body.product_certificate else None,
             prototype=body.prototype,
-        )
-        return _started(ctx, job)
+        ),
+    )
 
 
 @router.put("", status_code=201, summary="Edit devices in bulk (a job)")
 async def edit(body: BulkEdit, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
-    with ctx.db.write() as session:
-        return _started(ctx, bulk_jobs.submit_on_devices(session, actor, bulk_jobs.EDIT, body.data))
+    return await _started(ctx, lambda session: bulk_jobs.prepare_on_devices(session, actor, bulk_jobs.EDIT, body.data))
 
 
 @router.post("/transfer", summary="Transfer devices to another device type (a job)")
 async def transfer(body: BulkTransfer, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
-    with ctx.db.write() as session:
-        job = bulk_jobs.submit_transfer(
-            session, actor, device_type_id=_id(body.device_type_id, "deviceTypeId"), rows=body.data
-        )
-        return _started(ctx, job)
+    device_type_id = _id(body.device_type_id, "deviceTypeId")
+    return await _started(
+        ctx, lambda session: bulk_jobs.prepare_transfer(session, actor, device_type_id=device_type_id, rows=body.data)
+    )
 
 
 @router.post("/replace", summary="Replace devices by new ones (a job)")
 async def replace(body: BulkReplace, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
-    with ctx.db.write() as session:
-        job = bulk_jobs.submit_on_devices(session, actor, bulk_jobs.REPLACE, body.data, key="deviceId")
-        return _started(ctx, job)
+    return await _started(
+        ctx, lambda session: bulk_jobs.prepare_on_devices(session, actor, bulk_jobs.REPLACE, body.data, key="deviceId")
+    )
 
 
 @router.post("/unsubscribe", status_code=201, summary="End devices' tokens at a time (a job)")
 async def unsubscribe(body: BulkUnsubscribe, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
-    with ctx.db.write() as session:
-        job = bulk_jobs.submit_on_devices(session, actor, bulk_jobs.UNSUBSCRIBE, body.data)
-        return _started(ctx, job, with_total=False)
+    return await _started(
+        ctx, lambda session: bulk_jobs.prepare_on_devices(session, actor, bulk_jobs.UNSUBSCRIBE, body.data), False
+    )
 
 
 @router.post("/delete", summary="Delete devices (Heron: the Delete series as an API call)")
 async def delete(body: BulkDelete, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
-    with ctx.db.write() as session:
-        return _started(ctx, bulk_jobs.submit_on_devices(session, actor, bulk_jobs.DELETE, _id_rows(body.data)))
+    return await _started(
+        ctx, lambda session: bulk_jobs.prepare_on_devices(session, actor, bulk_jobs.DELETE, _id_rows(body.data))
+    )
 
 
 ACTIONS = {"restart": bulk_jobs.RESTART, "suspend": bulk_jobs.SUSPEND, "resume": bulk_jobs.RESUME}
@@ -139,9 +158,11 @@ def _action_routes(action: str, kind: str) -> None:
 
     async def submit(body: DeviceActionJob, actor: CurrentActor, ctx: Ctx, group_id: GroupId = None) -> dict[str, Any]:
         gid = parse_id(group_id, "groupId", "query") if group_id is not None else None
-        with ctx.db.write() as session:
-            job = bulk_jobs.submit_on_devices(session, actor, kind, _id_rows(body.data), group_id=gid)
-            return _started(ctx, job, with_total=False)
+        return await _started(
+            ctx,
+            lambda session: bulk_jobs.prepare_on_devices(session, actor, kind, _id_rows(body.data), group_id=gid),
+            with_total=False,
+        )
 
     async def status(job_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
         with ctx.db.read() as session:
@@ -175,39 +196,30 @@ async def series(
     activable: bool = True,
     keep_history: Annotated[bool, Query(alias="keepHistory")] = False,
 ) -> dict[str, Any]:
-    text = series_input.decode(await _upload(request))
-    with ctx.db.write() as session:
-        job = _submit_series(
+    dtid = parse_id(device_type_id, "deviceTypeId", "query") if device_type_id else None
+    # Refused from its size or a binary chunk while it arrives; decoded, parsed and submitted in
+    # a worker thread (a 100,000-line file is seconds of work).
+    data = await offload.upload(request, series_input.MAX_BYTES, names=("file", "list"))
+
+    def prepare(session: Session) -> bulk_jobs.Store:
+        return _prepare_series(
             session,
             actor,
             ctx,
             operation,
-            text,
-            device_type_id=parse_id(device_type_id, "deviceTypeId", "query") if device_type_id else None,
+            series_input.decode(data),
+            device_type_id=dtid,
             prefix=prefix,
             product_certificate=product_certificate,
             automatic_renewal=automatic_renewal,
             activable=activable,
             keep_history=keep_history,
         )
-        return _started(ctx, job)
+
+    return await _started(ctx, prepare)
 
 
-async def _upload(request: Request) -> bytes:
-    """The series text: a multipart form's `file` (or `list`) field, or the raw body."""
-    kind = request.headers.get("content-type", "")
-    if kind.startswith("multipart/form-data"):
-        form = await request.form(max_part_size=series_input.MAX_BYTES + 1)
-        part = form.get("file") or form.get("list")
-        if part is None:
-            raise InvalidInput.field("file", "the form must carry a `file` (or a `list`) field")
-        data = part.encode() if isinstance(part, str) else await part.read()
-        return data
-    body = await request.body()
-    return body
-
-
-def _submit_series(
+def _prepare_series(
     session: Any,
     actor: Actor,
     ctx: Any,
@@ -220,14 +232,14 @@ def _submit_series(
     automatic_renewal: bool | None,
     activable: bool,
     keep_history: bool,
-) -> Job:
+) -> bulk_jobs.Store:
     def needs_type() -> int:
         if device_type_id is None:
             raise InvalidInput.field("deviceTypeId", "is required for this series operation", "query")
         return device_type_id
 
     if operation == "new":
-        return bulk_jobs.submit_create(
+        return bulk_jobs.prepare_create(
             session,
             actor,
             ctx.keyring,
@@ -240,14 +252,14 @@ def _submit_series(
         )
     if operation == "transfer":
         rows = [r | {"activable": activable} for r in series_input.id_list(text)]
-        return bulk_jobs.submit_transfer(
+        return bulk_jobs.prepare_transfer(
             session, actor, device_type_id=needs_type(), rows=rows, keep_history=keep_history
         )
     if operation == "edit":
-        return bulk_jobs.submit_on_devices(session, actor, bulk_jobs.EDIT, series_input.edits(text))
+        return bulk_jobs.prepare_on_devices(session, actor, bulk_jobs.EDIT, series_input.edits(text))
     if operation == "replace":
-        return bulk_jobs.submit_on_devices(session, actor, bulk_jobs.REPLACE, series_input.replacements(text))
-    return bulk_jobs.submit_on_devices(session, actor, bulk_jobs.DELETE, series_input.id_list(text))
+        return bulk_jobs.prepare_on_devices(session, actor, bulk_jobs.REPLACE, series_input.replacements(text))
+    return bulk_jobs.prepare_on_devices(session, actor, bulk_jobs.DELETE, series_input.id_list(text))
 
 
 # -- job status -----------------------------------------------------------------------------------
@@ -288,8 +300,8 @@ scoped_router = APIRouter(prefix=PREFIX, tags=["devices"])
 
 @scoped_router.post("/device-types/{device_type_id}/bulk/restart", status_code=201)
 async def restart_device_type(device_type_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
-    with ctx.db.write() as session:
-        return _started(ctx, bulk_jobs.submit_restart_device_type(session, actor, parse_id(device_type_id)), False)
+    dtid = parse_id(device_type_id)
+    return await _started(ctx, lambda session: bulk_jobs.prepare_restart_device_type(session, actor, dtid), False)
 
 
 @scoped_router.get("/device-types/bulk/restart/{job_id}", summary="A device type's restart job (Sigfox actionJob)")
@@ -300,8 +312,8 @@ async def device_type_restart_status(job_id: str, actor: CurrentActor, ctx: Ctx)
 
 @scoped_router.post("/contract-infos/{contract_id}/bulk/restart", status_code=201)
 async def restart_contract(contract_id: str, actor: CurrentActor, ctx: Ctx) -> dict[str, Any]:
-    with ctx.db.write() as session:
-        return _started(ctx, bulk_jobs.submit_restart_contract(session, actor, parse_id(contract_id)), False)
+    cid = parse_id(contract_id)
+    return await _started(ctx, lambda session: bulk_jobs.prepare_restart_contract(session, actor, cid), False)
 
 
 @scoped_router.get("/contract-infos/bulk/restart/{job_id}", summary="A contract's restart job (Sigfox actionJob)")

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import Field
 
-from heron.api import cursor
+from heron.api import cursor, offload
 from heron.api.context import AppContext, Ctx, CurrentActor, base_url
 from heron.api.paging import keyset_page
 from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
@@ -170,18 +170,24 @@ async def list_devices(
     rows from there (or from the start). `withTotal=true` adds the exact `total`."""
     scope = cursor_scope("devices", filters.sort)
     after = read_page_id(page_id, ctx, scope, filters.sort)
-    with ctx.db.read() as session:
-        result = device_queries.list_devices(
-            session,
-            actor,
-            filters.filter,
-            sort=filters.sort,
-            limit=limit,
-            offset=offset,
-            after=after,
-            with_total=with_total,
-        )
-        return page_of_devices(request, ctx, result, scope=scope, limit=limit, with_total=with_total)
+
+    def page() -> Response:
+        with ctx.db.read() as session:
+            result = device_queries.list_devices(
+                session,
+                actor,
+                filters.filter,
+                sort=filters.sort,
+                limit=limit,
+                offset=offset,
+                after=after,
+                with_total=with_total,
+            )
+            return page_of_devices(request, ctx, result, scope=scope, limit=limit, with_total=with_total)
+
+    # In a worker thread: an exact total, an offset or a name substring over a million devices
+    # is a scan whose cost grows with the table (api/offload.py).
+    return await offload.run(page)
 
 
 @router.get("/export", response_class=StreamingResponse)
