@@ -15,6 +15,7 @@ PENDING, DONE, FAILED = "PENDING", "DONE", "FAILED"
 IS_PENDING = text("state = 'PENDING'")
 NOT_DONE = text("state <> 'DONE'")
 IS_DUPLICATE = text("duplicate_of IS NOT NULL")
+IS_LEASED = text("leased_by IS NOT NULL")
 
 
 class Callback(Base):
@@ -95,6 +96,8 @@ class Delivery(Base):
             sqlite_where=IS_DUPLICATE,
             postgresql_where=IS_DUPLICATE,
         ),
+        # The rows in flight, by worker: a restarted worker finds its dead process's leases.
+        Index("ix_deliveries_leased", "leased_by", sqlite_where=IS_LEASED, postgresql_where=IS_LEASED),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -110,7 +113,8 @@ class Delivery(Base):
     variables: Mapped[str | None] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(8), default=PENDING)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    next_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    next_at: Mapped[datetime] = mapped_column(UtcDateTime)  # due; while claimed, the lease's end
+    leased_by: Mapped[str | None] = mapped_column(String(64))  # while claimed: the worker (host:pid:token)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     last_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_status: Mapped[int | None] = mapped_column(Integer)

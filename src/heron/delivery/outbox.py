@@ -8,10 +8,10 @@ in the transaction that made it owed, and kept until the server has it.
   URL, sealed headers and body in `variables`) are due at once.
 - **Claim**: due rows whose (callback, device) has no older pending row (order is kept per
   callback and device), of callbacks that are not dead; a dead callback gets one probe per
-  probe interval. BATCH_URL callbacks are claimed a whole batch at a time: once their oldest due
-  row has waited `gather` (1 s) or `batch_lines` rows are due. Claimed rows are leased (their
-  `next_at` moves past the lease) so another worker does not take them; on PostgreSQL the claim
-  also skips rows another worker has locked.
+  probe interval (its backoff after its consecutive failures, at most `probe_every`). BATCH_URL
+  callbacks are claimed a whole batch at a time: once their oldest due row has waited `gather`
+  (1 s) or `batch_lines` rows are due. Claimed rows are leased (see Leases) so another worker
+  does not take them; on PostgreSQL the claim also skips rows another worker has locked.
 - **Duplicates** (`owe_duplicates`): a DATA UPLINK/BIDIR delivery of a callback with
   `sendDuplicate` owes one copy per other station that heard the message within the dedup
   window (`{duplicate}` true, that station's `{station}`, `{rssi}`, `{snr}`, `{lat}`, `{lng}`);
@@ -27,7 +27,13 @@ in the transaction that made it owed, and kept until the server has it.
   exponential backoff (base x 2^attempt, capped, with jitter) until `give_up` after its
   creation, then the row is FAILED and listed in `callbacks-not-delivered`. `FAILURES_TO_DEAD`
   consecutive failed requests mark the callback dead: its oldest row is then retried at the
-  probe pace (not its backoff's); its first success revives it and releases its backlog at once.
+  probe pace (the callback's backoff, at most a minute); its first success revives it and
+  releases its backlog at once.
+- **Leases**: a claimed row's `next_at` moves past the lease and `leased_by` names the worker
+  (host:pid:token); the lease is renewed while the request is in flight, so no other worker
+  (nor a retry by hand, nor a revived callback's release) sends it again meanwhile. A worker
+  takes back at once, at start and every `take_back_every`, the rows of a dead process of its
+  host (killed, crashed); other hosts' leases run out.
 - **Caps**: every `sweep_every`, a callback's pending rows beyond `max_pending_per_callback`
   (the oldest) and pending rows nobody tried past `give_up` (a dead callback's backlog, rows
   waiting behind an older one) become FAILED with `outbox overflow: ...`.
@@ -46,7 +52,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import socket
 import weakref
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -73,6 +81,7 @@ from heron.delivery.channels.url import Http, JobChannel, Outgoing, UrlChannel, 
 from heron.delivery.http import new_session
 from heron.delivery.models import DONE, FAILED, PENDING, Callback, Delivery
 from heron.delivery.ssrf import IPNetwork
+from heron.jobs.engine import _gone_from_this_host
 from heron.keys import Keyring
 from heron.messages.decoding import decode, grammar_of
 from heron.messages.models import Message, Reception
@@ -116,8 +125,9 @@ class Policy:
     backoff_base: timedelta = timedelta(seconds=10)
     backoff_max: timedelta = timedelta(minutes=30)
     give_up: timedelta = timedelta(hours=48)
-    probe_every: timedelta = timedelta(minutes=1)
-    lease: timedelta = timedelta(seconds=60)
+    probe_every: timedelta = timedelta(minutes=1)  # a dead callback is probed at least this often
+    lease: timedelta = timedelta(seconds=60)  # renewed every third of it while the rows are in flight
+    take_back_every: timedelta = timedelta(seconds=10)  # leases of dead local workers are taken back this often
     timeout: float = 10.0
     batch: int = 500
     concurrency: int = 64
@@ -130,6 +140,13 @@ class Policy:
     def backoff(self, attempts: int) -> timedelta:
         seconds = min(self.backoff_max.total_seconds(), self.backoff_base.total_seconds() * 2 ** max(0, attempts - 1))
         return timedelta(seconds=seconds * random.uniform(0.9, 1.1))
+
+    def probe_interval(self, failures: int) -> timedelta:
+        """How long a dead callback waits for its next probe: its backoff after that many
+        consecutive failures (capped at `backoff_max`), at most `probe_every`. So an endpoint
+        back from an outage is found within the backoff the settings give, and within a minute
+        however long the outage was."""
+        return min(self.backoff(failures), self.probe_every)
 
 
 # -- metrics ----------------------------------------------------------------------------------------
@@ -488,7 +505,15 @@ class DeliveryWorker(BackgroundThread):
         self._next_sweep: datetime | None = None
         self._next_due: datetime | None = None  # the earliest pending row, when none was due
         self._found_work = False  # the last claim took rows
+        self._next_take_back: datetime | None = None
+        self._token = unique_hex()[:6]
         _COLLECTOR.worker = weakref.ref(self)
+
+    @property
+    def holder(self) -> str:
+        """What this worker writes on the rows it leases: host:pid:token, as the job runner's id
+        (the pid read now: a worker built before a fork leases as the process that runs it)."""
+        return f"{socket.gethostname()}:{os.getpid()}:{self._token}"
 
     def _loop(self) -> None:
         async def main() -> None:
@@ -554,6 +579,7 @@ class DeliveryWorker(BackgroundThread):
 
     # one round
     async def _round(self, client: aiohttp.ClientSession) -> int:
+        await self._take_back_when_due()
         batches = await asyncio.to_thread(self._claim, self.clock())
         if batches:
             await self._settle(batches, await self._send(client, batches))
@@ -566,11 +592,59 @@ class DeliveryWorker(BackgroundThread):
         await self._alert_safely(alerts)
 
     async def _upkeep(self) -> None:
-        """The caps, when due."""
+        """Leases of dead local workers taken back (at start, then every `take_back_every`);
+        the caps, when due."""
+        await self._take_back_when_due()
         now = self.clock()
         if self._next_sweep is None or now >= self._next_sweep:
             self._next_sweep = now + self.policy.sweep_every
             await self._alert_safely(await asyncio.to_thread(self._sweep, now))
+
+    async def _take_back_when_due(self) -> None:
+        now = self.clock()
+        if self._next_take_back is None or now >= self._next_take_back:
+            self._next_take_back = now + self.policy.take_back_every
+            await asyncio.to_thread(self._take_back, now)
+
+    def _take_back(self, now: datetime) -> int:
+        """Rows leased by a worker process of this host that no longer exists (killed, crashed)
+        are due again at once, instead of when their lease would have ended. A live process's
+        leases, and other hosts' (whose processes cannot be asked), are left to run out."""
+        with self.db.read() as session:
+            holders = list(
+                session.scalars(select(Delivery.leased_by).where(Delivery.leased_by.is_not(None)).distinct())
+            )
+        gone = [h for h in holders if h is not None and _gone_from_this_host(h)]
+        if not gone:
+            return 0
+        with self.db.write() as session:
+            taken = _rowcount(
+                session.execute(
+                    update(Delivery)
+                    .where(Delivery.leased_by.in_(gone), Delivery.state == PENDING, Delivery.next_at > now)
+                    .values(next_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+            session.execute(
+                update(Delivery)
+                .where(Delivery.leased_by.in_(gone))
+                .values(leased_by=None)
+                .execution_options(synchronize_session=False)
+            )
+        log.warning("delivery.leases_taken_back", extra={"holders": gone, "deliveries": taken})
+        return taken
+
+    def _renew(self, ids: list[int]) -> None:
+        """The lease of rows still in flight, pushed out again (a round may outlast one lease:
+        hundreds of requests, each up to its timeout per redirect)."""
+        with self.db.write() as session:
+            session.execute(
+                update(Delivery)
+                .where(Delivery.id.in_(ids), Delivery.leased_by == self.holder, Delivery.state == PENDING)
+                .values(next_at=self.clock() + self.policy.lease)
+                .execution_options(synchronize_session=False)
+            )
 
     async def _alert_safely(self, alerts: dict[int, list[str]]) -> None:
         if alerts:
@@ -597,7 +671,23 @@ class DeliveryWorker(BackgroundThread):
                 return failed(batch, f"internal error: {len(results)} results for {len(batch)} deliveries")
             return results
 
-        return list(await asyncio.gather(*(one(b) for b in batches)))
+        ids = [item.delivery.id for batch in batches for item in batch]
+        renewing = asyncio.create_task(self._keep_leased(ids))
+        try:
+            return list(await asyncio.gather(*(one(b) for b in batches)))
+        finally:
+            renewing.cancel()
+
+    async def _keep_leased(self, ids: list[int]) -> None:
+        """While a round's requests are in flight, its rows stay leased: no other worker (nor
+        this one's next claim, which runs while a round is recorded) may send them again."""
+        every = self.policy.lease.total_seconds() / 3
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(self._renew, ids)
+            except Exception:
+                log.exception("delivery.renew_failed")
 
     def _claim(self, now: datetime) -> list[list[Item]]:
         """Due rows, leased; in batches as their channels send them."""
@@ -691,13 +781,15 @@ class DeliveryWorker(BackgroundThread):
                     if cb.id in probed and cb.channel != "BATCH_URL":
                         continue
                     probed.add(cb.id)
-                    cb.probe_at = now + policy.probe_every
+                    cb.probe_at = now + policy.probe_interval(cb.failures + 1)
                 kept.append(d)
             if owe_duplicates(session, kept, cbs, now):
                 kept += self._riding_copies(conn, kept, cbs)
             if kept:
                 conn.execute(
-                    update(table).where(table.c.id.in_([d.id for d in kept])).values(next_at=now + policy.lease)
+                    update(table)
+                    .where(table.c.id.in_([d.id for d in kept]))
+                    .values(next_at=now + policy.lease, leased_by=self.holder)
                 )
             items = self._prepare(session, kept, cbs)
             session.flush()
@@ -811,6 +903,7 @@ class DeliveryWorker(BackgroundThread):
         # Driver-level rows (id last): the values a batch shares (its time, its result's request)
         # are converted once, not once per row.
         stamp = self._bind_time(now)
+        holder = self.holder
         for batch, outcomes in zip(batches, results, strict=True):
             # One schedule per batch: a BATCH_URL batch is retried whole, in order.
             retry_at = self._bind_time(now + policy.backoff(max(item.delivery.attempts for item in batch) + 1))
@@ -839,7 +932,7 @@ class DeliveryWorker(BackgroundThread):
                     failed_ids[cb_id].append(d.id)
                     last_error[cb_id] = error or ""
                 state = FAILED if gave_up else PENDING
-                retried.append((state, d.attempts + 1, retry_at, stamp, result.status, error, request, d.id))
+                retried.append((state, d.attempts + 1, retry_at, stamp, result.status, error, request, d.id, holder))
             for cb_id in batch_failed:
                 failures[cb_id] += 1
         alerts: dict[int, list[str]] = defaultdict(list)
@@ -849,15 +942,18 @@ class DeliveryWorker(BackgroundThread):
             if delivered:  # delivered is the truth, whatever a sweep said meanwhile
                 conn.exec_driver_sql(
                     f"UPDATE deliveries SET state = '{DONE}', attempts = {mark}, last_attempt_at = {mark}, "
-                    f"last_status = {mark}, last_error = {mark}, last_request = {mark}, delivered_at = {mark} "
-                    f"WHERE id = {mark}",
+                    f"last_status = {mark}, last_error = {mark}, last_request = {mark}, delivered_at = {mark}, "
+                    f"leased_by = NULL WHERE id = {mark}",
                     delivered,
                 )
-            if retried:  # a row the caps failed meanwhile stays failed
+            # A row the caps failed meanwhile stays failed; a row whose lease this worker lost
+            # (it stalled past the lease: another worker has it now) is the other's to record.
+            if retried:
                 conn.exec_driver_sql(
                     f"UPDATE deliveries SET state = {mark}, attempts = {mark}, next_at = {mark}, "
                     f"last_attempt_at = {mark}, last_status = {mark}, last_error = {mark}, last_request = {mark}, "
-                    f"delivered_at = NULL WHERE id = {mark} AND state = '{PENDING}'",
+                    f"delivered_at = NULL, leased_by = NULL WHERE id = {mark} AND state = '{PENDING}' "
+                    f"AND leased_by = {mark}",
                     retried,
                 )
             # A success resets its callback's failure count (one read when none has failed).
@@ -870,10 +966,15 @@ class DeliveryWorker(BackgroundThread):
                     .where(Callback.id == cb_id)
                     .values(failures=0, dead=False, dead_since=None, probe_at=None)
                 )
-                if was_dead:  # revived: its backlog goes out now, in order
+                if was_dead:  # revived: its backlog goes out now, in order (not rows in flight)
                     session.execute(
                         update(Delivery)
-                        .where(Delivery.callback_id == cb_id, Delivery.state == PENDING, Delivery.next_at > now)
+                        .where(
+                            Delivery.callback_id == cb_id,
+                            Delivery.state == PENDING,
+                            Delivery.next_at > now,
+                            Delivery.leased_by.is_(None),
+                        )
                         .values(next_at=now)
                     )
             for cb_id, n in failures.items():
@@ -885,10 +986,10 @@ class DeliveryWorker(BackgroundThread):
                 cb.failures += n
                 alerts[cb_id].append(f"{n} failed request(s); last error: {last_error.get(cb_id)}")
                 if not cb.dead and cb.failures >= FAILURES_TO_DEAD:
-                    cb.dead, cb.dead_since, cb.probe_at = True, now, now + policy.probe_every
+                    cb.dead, cb.dead_since, cb.probe_at = True, now, now + policy.probe_interval(cb.failures)
                     alerts[cb_id].append(
-                        f"the callback is dead after {cb.failures} consecutive failures: it is probed every "
-                        f"{policy.probe_every.total_seconds():g} s and its backlog waits"
+                        f"the callback is dead after {cb.failures} consecutive failures: it is probed at its "
+                        f"backoff's pace (at most {policy.probe_every.total_seconds():g} s apart) and its backlog waits"
                     )
                     log.warning("delivery.callback_dead", extra={"callback": cb_id})
                 if cb.dead and cb.probe_at is not None:  # a dead callback's probes keep their pace
@@ -932,7 +1033,7 @@ class DeliveryWorker(BackgroundThread):
                     session.execute(
                         update(Delivery)
                         .where(Delivery.callback_id == cb_id, Delivery.state == PENDING, Delivery.id <= cutoff)
-                        .values(state=FAILED, last_error=error)
+                        .values(state=FAILED, last_error=error, leased_by=None)
                         .execution_options(synchronize_session=False)
                     )
                 )
@@ -950,7 +1051,7 @@ class DeliveryWorker(BackgroundThread):
                 session.execute(
                     update(Delivery)
                     .where(stale)
-                    .values(state=FAILED, last_error=error)
+                    .values(state=FAILED, last_error=error, leased_by=None)
                     .execution_options(synchronize_session=False)
                 )
                 for cb_id, count in expired:

@@ -135,10 +135,15 @@ def retry_now(session: Session, actor: Actor, device_type_id: int, callback_id: 
     view = device_types.get(session, actor, device_type_id)
     actor.require("callback:write", view.group.path, "device type")
     now = utcnow()
-    scope = [Delivery.device_type_id == device_type_id, Delivery.state != DONE]
+    # Not the rows in flight (leased by a worker, lease running): making them due would let a
+    # claim send them a second time while their request is under way.
+    free = or_(Delivery.leased_by.is_(None), Delivery.next_at <= now)
+    scope = [Delivery.device_type_id == device_type_id, Delivery.state != DONE, free]
     if callback_id is not None:
         scope.append(Delivery.callback_id == callback_id)
-    result = session.execute(update(Delivery).where(*scope).values(state=PENDING, next_at=now, created_at=now))
+    result = session.execute(
+        update(Delivery).where(*scope).values(state=PENDING, next_at=now, created_at=now, leased_by=None)
+    )
     revive = [Callback.device_type_id == device_type_id]
     if callback_id is not None:
         revive.append(Callback.id == callback_id)
