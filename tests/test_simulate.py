@@ -88,8 +88,10 @@ def test_simulated_frames_become_messages_with_their_receptions(
     stats = json.loads(done.stdout)
     assert stats["errors"] == 0 and stats["failedFrames"] == 0
     # 25 frames/s for 2 s; on a loaded machine the generator skips what it fell behind on (and
-    # says so) rather than bursting, so the pace is checked on frames sent plus frames skipped.
-    assert stats["frames"] > 0 and 30 <= stats["frames"] + stats["framesSkipped"] <= 55
+    # says so) rather than bursting, so the pace is checked on what the simulator reports:
+    # frames sent plus frames skipped is exactly the rate's 50, never more (no burst), on any
+    # machine (a wall-time bound on frames sent failed under load).
+    assert stats["frames"] > 0 and stats["frames"] + stats["framesSkipped"] == 50
     assert stats["requests"] > 0 and stats["latencyMs"]["p50"] is not None
 
     ids = device_ids(0x5100000, 5)

@@ -251,6 +251,10 @@ async def _generate(
     while not stop.is_set():
         now = time.perf_counter()
         if now >= deadline:
+            # What the rate owed by the end and was not generated (the last step's share, or
+            # a step held up by back-pressure past the end) was skipped: frames generated plus
+            # skipped is exactly rate x duration, however slow the machine.
+            stats.skipped_frames += max(0, int(plan.duration * plan.rate) - made)
             break
         due = int((now - start) * plan.rate) - made
         burst = max(1, int(plan.rate * _TICK))

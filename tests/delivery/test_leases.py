@@ -217,3 +217,27 @@ def test_a_request_outlasting_its_lease_is_not_sent_again_by_another_worker(
             w.stop()
     assert len(gate.requests) == 1
     assert _rows(db)[0].attempts == 1
+
+
+def test_a_retry_by_hand_does_not_send_a_delivery_in_flight_a_second_time(
+    client: TestClient, db: Database, tenants: Tenants, radio: Radio, gate: Gate
+) -> None:
+    make_callback(client, tenants, radio, url=gate.url + "/hook", bodyTemplate=BODY)
+    keyring = Keyring.parse(TEST_KEK)
+    workers = [DeliveryWorker(db, keyring, allow=LOOPBACK) for _ in range(2)]
+    gate.held.clear()
+    for w in workers:
+        w.start()
+    try:
+        send(client, radio.stations[0], frame())
+        _wait_for("the request", lambda: len(gate.requests) == 1)
+        retry = f"/api/v2/device-types/{radio.device_type_id}/callbacks-not-delivered/retry"
+        answer = client.post(retry, headers=tenants.a_admin.headers)
+        assert answer.status_code in (200, 204), answer.text
+        time.sleep(1)  # many claim polls of both workers
+        gate.held.set()
+        _wait_for("its record", lambda: _rows(db)[0].state == DONE)
+    finally:
+        for w in workers:
+            w.stop()
+    assert len(gate.requests) == 1
