@@ -67,3 +67,13 @@ def test_unusable_files_are_refused_whole_naming_the_field(data: bytes, message:
 def test_decode_strips_a_byte_order_mark_and_accepts_latin1() -> None:
     assert series_input.decode("\ufeff1A;0123456789ABCDEF\n".encode()) == "1A;0123456789ABCDEF\n"
     assert series_input.decode("1A;Café\n".encode("latin-1")) == "1A;Café\n"
+
+
+def test_a_series_over_the_row_limit_is_refused_at_its_first_row_too_many() -> None:
+    """A header and 100,000 rows are a job; the next row refuses the file, naming its line."""
+    rows = "".join(f"{0x100000 + i:X}\n" for i in range(series_input.MAX_ROWS))
+    assert len(series_input.id_list("id\n" + rows)) == series_input.MAX_ROWS
+    with pytest.raises(InvalidInput) as refused:
+        series_input.id_list("id\n" + rows + "FFFFFFF\n" + "not parsed\n" * 1000)
+    error = refused.value.errors[0]
+    assert error.field == "file" and f"line {series_input.MAX_ROWS + 2} " in error.message

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
-from fastapi import Request, Response
+from fastapi import HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.datastructures import UploadFile
@@ -122,10 +122,12 @@ async def upload(request: Request, limit: int, field: str = "file", names: tuple
 def _parse_json(body: bytes) -> Any:
     try:
         return json.loads(body)
-    except json.JSONDecodeError as e:  # FastAPI's own error for a malformed body
+    except json.JSONDecodeError as e:  # FastAPI's own errors for a body it cannot decode
         raise RequestValidationError(
             [{"type": "json_invalid", "loc": ("body", e.pos), "msg": "JSON decode error", "input": {}}]
         ) from None
+    except (ValueError, RecursionError):  # invalid UTF-8, nesting too deep
+        raise HTTPException(status_code=400, detail="There was an error parsing the body") from None
 
 
 def _is_json(request: Request) -> bool:

@@ -352,9 +352,22 @@ def submit(
     rows: list[Any],
     callback: Callback | None,
 ) -> Job:
-    """Check the rights and the rows, store the job (refused while another runs for the
-    application), and use the registration token in the same transaction: a refused call
-    uses nothing up."""
+    return prepare_submit(actor, keyring, kind=kind, call=call, rows=rows, callback=callback)(session)
+
+
+def prepare_submit(
+    actor: Actor,
+    keyring: Keyring,
+    *,
+    kind: str,
+    call: Call,
+    rows: list[Any],
+    callback: Callback | None,
+) -> Callable[[Session], Job]:
+    """Check the call and the rows and seal their keys (the part whose cost grows with the
+    rows: no transaction needed, so none holds SQLite's write lock meanwhile); the `store`
+    returned then stores the job (refused while another runs for the application) and uses the
+    registration token in one write transaction: a refused call uses nothing up."""
     app = call.app
     if not rows:
         raise invalid("data", "must list at least one device")
@@ -372,35 +385,42 @@ def submit(
         and (call.tags or any(isinstance(r, dict) and r.get("tags") is not None for r in rows))
     ):
         raise invalid("tagsOperation", "required when tags are given: APPEND, REPLACE or DELETE")
-    key_change = False
-    if kind == REGISTER:
-        if call.token is None:
-            raise invalid("token", "required: a six-digit registration token")
-        _use_token(session, actor, call)
-        key_change = True
-    elif kind == ACTIVATE and call.token is not None:
-        _use_token(session, actor, call)
-        key_change = True
+    if kind == REGISTER and call.token is None:
+        raise invalid("token", "required: a six-digit registration token")
+    key_change = kind == REGISTER or (kind == ACTIVATE and call.token is not None)
     mode = {REGISTER: "required", ACTIVATE: "optional"}.get(kind, "ignored")
     prepared = prepare_rows(rows, app_key=mode, seal=_sealer(keyring), settings=kind != DEACTIVATE)
     params = _params(call, actor, keyring, key_change=key_change)
-    job = engine.submit(
-        session,
-        kind=kind,
-        created_by=actor.ref,
-        group_path=app.group_path,
-        rows=prepared,
-        lock_keys=[lock_key(app.device_type_id)],
-        params=params,
-        refuse_if_busy=True,
-        req_id_prefix=UPDATE_PREFIX if kind == UPDATE else MGMT_PREFIX,
-        callback_url=callback.url if callback else None,
-        callback_headers=encrypt_headers(keyring, callback.headers) if callback else None,
-    )
-    audit.record(
-        session, actor, "submit", job, "job", app.group_path, {"kind": kind, "reqId": job.req_id, "rows": len(rows)}
-    )
-    return job
+    headers = encrypt_headers(keyring, callback.headers) if callback else None
+
+    def store(session: Session) -> Job:
+        if key_change:
+            _use_token(session, actor, call)
+        job = engine.submit(
+            session,
+            kind=kind,
+            created_by=actor.ref,
+            group_path=app.group_path,
+            rows=prepared,
+            lock_keys=[lock_key(app.device_type_id)],
+            params=params,
+            refuse_if_busy=True,
+            req_id_prefix=UPDATE_PREFIX if kind == UPDATE else MGMT_PREFIX,
+            callback_url=callback.url if callback else None,
+            callback_headers=headers,
+        )
+        audit.record(
+            session,
+            actor,
+            "submit",
+            job,
+            "job",
+            app.group_path,
+            {"kind": kind, "reqId": job.req_id, "rows": len(rows)},
+        )
+        return job
+
+    return store
 
 
 # -- reading devices -----------------------------------------------------------------------------------
