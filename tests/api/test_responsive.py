@@ -6,6 +6,7 @@ the heavy work began is answered before that work ends."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import threading
@@ -21,7 +22,8 @@ from heron.api.app import create_app
 from heron.api.context import AppContext
 from heron.config import Settings
 from heron.db.engine import Database
-from heron.registry import bulk_jobs, contracts, device_types, series_input
+from heron.registry import bulk_jobs, contracts, device_types, devices, series_input
+from heron.registry.devices import DeviceFields
 from heron.tenancy.access import SYSTEM
 from tests.conftest import Tenants
 
@@ -165,6 +167,69 @@ def test_health_is_answered_while_a_100000_line_series_file_is_parsed(
     inside, answer = health_answered_while(watched, heavy, f"http://{host}:{port}")
     assert status_of(answer) == 200, answer[-500:]
     assert inside >= 1, "no health request was answered while the series file was parsed"
+
+
+def test_station_ingest_is_answered_while_a_100000_row_bulk_create_is_prepared(
+    server: tuple[str, int], db: Database, ctx: AppContext, tenants: Tenants, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither the event loop nor (on SQLite) the one write lock is held while 100,000 rows are
+    checked and their PACs sealed: a station's frames are stored and acknowledged meanwhile."""
+    host, port = server
+    base = f"http://{host}:{port}"
+    r = httpx.post(
+        base + "/api/v2/base-stations",
+        json={"id": "1E6AB", "groupId": str(tenants.operator), "name": "North", "lat": 45.5, "lng": 4.25},
+        headers=tenants.root_admin.headers,
+    )
+    assert r.status_code == 201, r.text
+    station = base64.b64encode(f"{r.json()['id']}:{r.json()['secret']}".encode()).decode()
+    with db.write() as s:
+        contract = contracts.create(s, SYSTEM, group_id=tenants.customer_a, name="Plan", max_tokens=10)
+        dt = device_types.create(
+            s,
+            SYSTEM,
+            group_id=tenants.customer_a,
+            network="SIGFOX",
+            fields=device_types.DeviceTypeFields(name="Meters", contract_id=contract.contract.id),
+        )
+        devices.create_sigfox(
+            s,
+            SYSTEM,
+            ctx.keyring,
+            identifier="1001",
+            pac=PAC,
+            device_type_id=dt.device_type.id,
+            fields=DeviceFields(name="Meter"),
+        )
+        device_type_id = str(dt.device_type.id)
+    watched = Watched(bulk_jobs.prepare_create)
+    monkeypatch.setattr(bulk_jobs, "prepare_create", watched)
+    rows = [{"id": f"{0x100000 + i:X}", "pac": PAC} for i in range(ROWS)]
+    body = json.dumps({"deviceTypeId": device_type_id, "data": rows}).encode()
+    headers = tenants.a_admin.headers | {"content-type": "application/json"}
+    answer: list[bytes] = []
+    worker = threading.Thread(
+        target=lambda: answer.append(raw_request(host, port, "POST", "/api/v2/devices/bulk", headers, body)),
+        daemon=True,
+    )
+    worker.start()
+    assert watched.began.wait(DEADLINE), "the bulk request never reached its preparation"
+    inside, seq = 0, 0
+    with httpx.Client(base_url=base, timeout=DEADLINE) as radio:
+        while watched.ended_at is None:
+            sent = time.monotonic()
+            frame = {"device": "1001", "seqNumber": seq, "data": "0A0B", "rssi": -120.0, "snr": 12.5, "freq": 868130000}
+            got = radio.post(
+                "/ingest/sigfox", json={"receptions": [frame]}, headers={"authorization": "Basic " + station}
+            )
+            assert got.status_code == 200 and got.json() == {"accepted": 1}, got.text
+            answered, ended = time.monotonic(), watched.ended_at
+            if sent >= watched.began_at and (ended is None or answered < ended):
+                inside += 1
+            seq += 1
+    worker.join(DEADLINE)
+    assert answer and status_of(answer[0]) == 200, answer[-1][-300:] if answer else "no answer"
+    assert inside >= 1, "no station frame was acknowledged while the bulk rows were prepared"
 
 
 # -- an over-limit upload is refused from its head, not after reading it all -----------------------
