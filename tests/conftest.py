@@ -230,7 +230,7 @@ def make_tenants(db: Database) -> Tenants:
         ids = (root.id, op.id, a.id, site.id, b.id)
     return Tenants(
         *ids,
-        root_admin=make_credential(db, ids[0], "ADMIN"),
+        root_admin=make_credential(db, ids[0], "ADMIN", "NETWORK_OPERATOR"),  # the operator
         a_admin=make_credential(db, ids[2], "ADMIN"),
         a_reader=make_credential(db, ids[2], "OBSERVER"),
         b_admin=make_credential(db, ids[4], "ADMIN"),

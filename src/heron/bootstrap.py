@@ -69,7 +69,8 @@ def _create_root_and_admin(db: Database, settings: Settings) -> tuple[str, str |
             email=email,
             first_name="Heron",
             last_name="Administrator",
-            roles=[users.RoleGrant(root.id, ("ADMIN",))],
+            # The root's administrator is the operator: it owns the network (base stations) too.
+            roles=[users.RoleGrant(root.id, ("ADMIN", "NETWORK_OPERATOR"))],
             password=password,
         )
     return email, None if given else password

@@ -34,6 +34,7 @@ from heron.jobs import engine
 from heron.keys import Keyring
 from heron.messages.models import Message
 from heron.network.sigfox import bridge, coverage, stations
+from heron.network.sigfox.models import BaseStation, UndeliveredFrames
 from heron.registry import bulk_jobs, contracts, device_profiles, device_types, devices, onboarding, registration_tokens
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
@@ -569,11 +570,13 @@ MATRIX: list[Row] = [
     # -- the message pipeline: base stations (OBSERVER reads them), messages ----------------------
     Row("GET", BS, expect(200, 200, 200), owners=_owned_by_group),
     Row("GET", BS, expect(200, 200, 404), "groupIds={customer_a}&deep=true", owners=_owned_by_group),
-    Row("POST", BS, expect(201, 403, 400), body=_create_in_a(BS)),
+    # Stations are the operator's (NETWORK_OPERATOR): a customer's ADMIN reads its group's, no more
+    # (tests/network/test_station_tenancy.py has the operator's side).
+    Row("POST", BS, expect(403, 403, 400), body=_create_in_a(BS)),
     Row("GET", BS + "/{station_id}", expect(200, 200, 404)),
-    Row("PUT", BS + "/{station_id}", expect(204, 403, 404), body=lambda w: {"name": "Renamed", "altitude": 120}),
-    Row("PUT", BS + "/{station_id}/renew-credential", expect(200, 403, 404)),
-    Row("DELETE", BS + "/{station_id}", expect(204, 403, 404)),
+    Row("PUT", BS + "/{station_id}", expect(403, 403, 404), body=lambda w: {"name": "Renamed", "altitude": 120}),
+    Row("PUT", BS + "/{station_id}/renew-credential", expect(403, 403, 404)),
+    Row("DELETE", BS + "/{station_id}", expect(403, 403, 404)),
     Row("GET", DV + "/{device_id}/messages", expect(200, 200, 404)),
     Row("GET", DV + "/{device_id}/locations", expect(200, 200, 404), "limit=10&oob=true"),
     Row("GET", DV + "/{device_id}/events", expect(200, 200, 404)),
@@ -847,3 +850,49 @@ def test_sibling_reference_to_foreign_object_is_indistinguishable_from_unknown_i
         missing = client.request(row.method, row.template.format(**params) + query, json=body, headers=b.headers)
         assert foreign.status_code == missing.status_code == 404, (row.id, foreign.text, missing.text)
         assert foreign.json() == missing.json(), row.id
+
+
+# -- station and bridge routes with foreign devices (issue 13) --------------------------------------
+def test_station_and_bridge_routes_answer_a_foreign_device_as_an_unknown_id(
+    client: TestClient, world: World, db: Database
+) -> None:
+    """Customer A's station (the ingest, the downlink long poll) and Customer A's Sigfox bridge
+    take Customer B's device (and, for the bridge, a device of another device type) exactly as an
+    id nobody holds: the same answers, counted alike, nothing stored."""
+    with db.write() as s:
+        station = world.params["station_id"]
+        secret = stations.rotate_secret(s, SYSTEM, station)
+        _view, bridge_secret = bridge.enable(s, SYSTEM, int(world.params["device_type_id"]))
+    auth = {"authorization": "Basic " + base64.b64encode(f"{station}:{secret}".encode()).decode()}
+    bridge_url = f"/bridge/sigfox/{world.params['device_type_id']}/{bridge_secret}"
+    unknown = "FEED"
+    with db.read() as s:
+        messages_before = s.scalars(select(Message.id)).all()
+    for foreign in (world.params["device_id_b"], world.params["device_id"]):  # B's; A's of another type
+        answers = []
+        for device in (foreign, unknown):
+            reception = {"device": device, "seqNumber": 1, "data": "00"}
+            ingest = client.post("/ingest/sigfox", json={"receptions": [reception]}, headers=auth)
+            up = client.post(bridge_url, json={"device": device, "time": 0, "seqNumber": "1", "data": "00"})
+            answers.append((ingest.status_code, ingest.content, up.status_code, up.content))
+        assert answers[0] == answers[1] == (200, b'{"accepted":1}', 204, b""), foreign
+    poll = client.get("/ingest/sigfox/downlinks", headers=auth)
+    assert (poll.status_code, poll.json()) == (200, {"downlinks": []})
+    with db.read() as s:
+        assert s.scalars(select(Message.id)).all() == messages_before
+        counted = s.execute(
+            select(
+                BaseStation.identifier, UndeliveredFrames.device, UndeliveredFrames.reason, UndeliveredFrames.frames
+            ).join(BaseStation, BaseStation.id == UndeliveredFrames.station_id)
+        ).all()
+    by_station: dict[str, dict[str, tuple[str, int]]] = {}
+    for ident, device, reason, n in counted:
+        by_station.setdefault(ident, {})[device] = (reason, n)
+    foreign_b = world.params["device_id_b"]
+    assert by_station[station][foreign_b] == ("UNKNOWN", 1) and by_station[station][unknown] == ("UNKNOWN", 2)
+    [bridged] = [ident for ident in by_station if ident != station]  # the bridge's virtual station
+    assert by_station[bridged] == {
+        foreign_b: ("UNKNOWN", 1),
+        world.params["device_id"]: ("UNKNOWN", 1),
+        unknown: ("UNKNOWN", 2),
+    }

@@ -134,7 +134,8 @@ def test_a_customer_learns_margins_and_counts_but_never_another_tenants_stations
 ) -> None:
     """Customer B's station counts in Customer A's prediction (coverage is the network's), but
     no answer to A names it, places it, or lets A pick B's stations out with operatorId."""
-    b_station = station(client, tenants.b_admin, tenants.customer_b, "B0B", *HOME, antennaHeight=42.5)
+    # Stations are the operator's (NETWORK_OPERATOR): it places this one in Customer B's group.
+    b_station = station(client, tenants.root_admin, tenants.customer_b, "B0B", *HOME, antennaHeight=42.5)
     a = tenants.a_admin
     here = (HOME[0] + 0.3 * KM_LAT, HOME[1])
     answers = [
@@ -193,7 +194,7 @@ def test_a_customer_learns_margins_and_counts_but_never_another_tenants_stations
 
 def test_operator_id_narrows_the_count_to_that_operators_stations(client: TestClient, tenants: Tenants) -> None:
     station(client, tenants.root_admin, tenants.operator, "C01", *HOME)
-    station(client, tenants.a_admin, tenants.customer_a, "A01", HOME[0] + 1 * KM_LAT, HOME[1])
+    station(client, tenants.root_admin, tenants.customer_a, "A01", HOME[0] + 1 * KM_LAT, HOME[1])
     here = (HOME[0] + 0.5 * KM_LAT, HOME[1])
     assert redundancy(client, tenants.a_admin, *here) == 2
     assert redundancy(client, tenants.a_admin, *here, operatorId=str(tenants.customer_a)) == 1

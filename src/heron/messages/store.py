@@ -12,6 +12,10 @@ Rules (docs/ARCHITECTURE.md, "Message pipeline"):
   frame in the future); a later reception with an earlier station time lowers it.
 - A frame of a device Heron does not deliver for (unknown, deleted, not holding a valid token,
   or suspended) is not stored: it is counted per station, device and hour.
+- A station delivers only the devices in the subtree of the group that owns it (a Sigfox cloud
+  bridge's station: only its device type's). A frame of any other device is counted exactly as
+  a frame of an unknown id (reason UNKNOWN, under the id as reported), whatever that device's
+  state: the station's owner cannot tell another tenant's device from an id nobody holds.
 - The sequence number is 12 bits and wraps. A forward step of 1-2047 advances the device's
   number and records the gap as lost frames; a backward step (0 or 2048-4095 ahead) is an
   out-of-order frame: stored, no loss counted, the device's number kept. A frame repeating the
@@ -51,14 +55,16 @@ from heron.geolocation import DECLARED_RADIUS_M, SOURCE_DECLARED, SOURCE_NETWORK
 from heron.messages.decoding import decode_payload
 from heron.messages.models import Message, Reception
 from heron.network.sigfox.lqi import lqi
-from heron.network.sigfox.models import BaseStation, StationTraffic, UndeliveredFrames
+from heron.network.sigfox.models import BaseStation, SigfoxBridge, StationTraffic, UndeliveredFrames
 from heron.registry.bulk import DELETED, SIGFOX, TOKEN_OK
 from heron.registry.models import Device, DeviceType
+from heron.tenancy.models import Group
 
 SEQ_MODULO = 4096
 STALE_REPEAT = timedelta(hours=1)
 COM_OK = 1  # api.md comState
 UNKNOWN, NO_TOKEN, SUSPENDED = "UNKNOWN", "NO_TOKEN", "SUSPENDED"
+_NOWHERE: tuple[str, int | None] = ("~", None)  # the scope of a station gone meanwhile: no group path starts with it
 
 
 class HeardFrame(NamedTuple):
@@ -112,9 +118,10 @@ class _Device:
     declared: tuple[float, float] | None = None  # the device's own position (lat, lng), when set
 
 
-@dataclass
+@dataclass(slots=True)
 class _Open:
-    """A message of this batch or a recent one, as dedup sees it."""
+    """A message of this batch or a recent one, as dedup sees it. Slotted: a RecentIndex holds
+    one per message of the horizon (docs/ARCHITECTURE.md, "Memory of the uplink writer")."""
 
     id: int | None
     arrived: datetime  # the message's arrived_at: late or not, within the horizon or not
@@ -133,12 +140,13 @@ class _Open:
         return best, lqi(best, len(self.stations), zone)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Known:
-    """A device as a writer last left it: the row's (last seen, sequence number) after its
+    """A device as a writer last left it: the row's last seen time and sequence number after its
     write, and every message of the device younger than the horizon by sequence number."""
 
-    state: tuple[datetime | None, int | None]
+    last_seen: datetime | None
+    seq: int | None
     messages: dict[int, _Open]
     touched: datetime
 
@@ -186,13 +194,25 @@ def store_frames(
     station_ids = sorted({f.station_id for f in frames})
     zones: dict[int, str] = {}
     links: dict[int, Reading] = {}  # each station's position and gain, for computedLocation
-    for sid, zone, lat, lng, gain in session.execute(
+    # What each station may deliver: its group's subtree (a bridge's: its device type only).
+    scopes: dict[int, tuple[str, int | None]] = {}
+    for sid, zone, lat, lng, gain, path, bound_type in session.execute(
         select(
-            BaseStation.id, BaseStation.radio_zone, BaseStation.lat, BaseStation.lng, BaseStation.antenna_gain
-        ).where(BaseStation.id.in_(station_ids))
+            BaseStation.id,
+            BaseStation.radio_zone,
+            BaseStation.lat,
+            BaseStation.lng,
+            BaseStation.antenna_gain,
+            Group.path,
+            SigfoxBridge.device_type_id,
+        )
+        .join(Group, Group.id == BaseStation.group_id)
+        .outerjoin(SigfoxBridge, SigfoxBridge.station_id == BaseStation.id)
+        .where(BaseStation.id.in_(station_ids))
     ):
         zones[sid] = zone
         links[sid] = _link(zone, lat, lng, gain)
+        scopes[sid] = (path, bound_type)
 
     query = (
         select(
@@ -206,15 +226,19 @@ def store_frames(
             Device.suspended,
             Device.lat,
             Device.lng,
+            Group.path,
         )
+        .join(Group, Group.id == Device.group_id)
         .where(Device.network == SIGFOX, Device.identifier.in_(sorted({f.device for f in frames})))
         .order_by(Device.id)
     )
     if is_pg:
-        query = query.with_for_update()
-    devices: dict[str, _Device] = {}
+        query = query.with_for_update(of=Device)
+    deliverable: dict[str, _Device] = {}
     refused: dict[str, str] = {}
-    for d_id, ident, dt_id, lifecycle, token_state, seq, last_seen, suspended, lat, lng in session.execute(query):
+    owners: dict[str, tuple[str, int]] = {}  # device id -> (its group's path, its device type)
+    for d_id, ident, dt_id, lifecycle, token_state, seq, last_seen, suspended, lat, lng, path in session.execute(query):
+        owners[ident] = (path, dt_id)
         if lifecycle == DELETED:
             refused[ident] = UNKNOWN
         elif token_state != TOKEN_OK:
@@ -223,17 +247,24 @@ def store_frames(
             refused[ident] = SUSPENDED
         else:
             declared = (lat, lng) if lat is not None and lng is not None else None
-            devices[ident] = _Device(d_id, dt_id, seq, last_seen, declared=declared)
+            deliverable[ident] = _Device(d_id, dt_id, seq, last_seen, declared=declared)
 
     traffic: Counter[int] = Counter()
     undelivered: Counter[tuple[int, str, str]] = Counter()
     groups: dict[tuple[int, int], list[HeardFrame]] = defaultdict(list)
+    devices: dict[str, _Device] = {}  # those with a frame delivered in this batch
     for f in frames:
         traffic[f.station_id] += 1
-        dev = devices.get(f.device)
-        if dev is None:
-            undelivered[(f.station_id, f.device, refused.get(f.device, UNKNOWN))] += 1
+        owner = owners.get(f.device)
+        scope, only_type = scopes.get(f.station_id, _NOWHERE)
+        if owner is None or not owner[0].startswith(scope) or (only_type is not None and owner[1] != only_type):
+            undelivered[(f.station_id, f.device, UNKNOWN)] += 1  # not the station's to know about
             continue
+        dev = deliverable.get(f.device)
+        if dev is None:
+            undelivered[(f.station_id, f.device, refused[f.device])] += 1
+            continue
+        devices[f.device] = dev
         groups[(dev.id, f.seq_number)].append(f)
     result.undelivered = sum(undelivered.values())
 
@@ -351,7 +382,7 @@ def _recent_indexed(
     unknown: set[int] = set()
     for dev in devices.values():
         known = index.devices.get(dev.id)
-        if known is None or known.state != (dev.last_seen, dev.seq):
+        if known is None or known.last_seen != dev.last_seen or known.seq != dev.seq:
             unknown.add(dev.id)
             continue
         old = [seq for seq, opened in known.messages.items() if opened.arrived < since]
@@ -404,10 +435,10 @@ def _remember(
                 learnt[device_id][seq] = opened
     for dev in devices.values():
         if dev.id in learnt:
-            index.devices[dev.id] = _Known((dev.last_seen, dev.seq), learnt[dev.id], now)
+            index.devices[dev.id] = _Known(dev.last_seen, dev.seq, learnt[dev.id], now)
         else:
             known = index.devices[dev.id]
-            known.state, known.touched = (dev.last_seen, dev.seq), now
+            known.last_seen, known.seq, known.touched = dev.last_seen, dev.seq, now
     for (device_id, seq), opened in new:
         index.devices[device_id].messages[seq] = opened
 

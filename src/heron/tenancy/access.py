@@ -95,7 +95,7 @@ class Actor:
         return in_any_subtree(column, self.scopes(action))
 
 
-SYSTEM = Actor("system", None, "system", (Role(0, "/", frozenset({"ADMIN"})),))
+SYSTEM = Actor("system", None, "system", (Role(0, "/", frozenset({"ADMIN", "NETWORK_OPERATOR"})),))
 
 
 def check_no_escalation(actor: Actor, path: str, profile_ids: Iterable[str]) -> None:

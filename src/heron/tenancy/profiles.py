@@ -26,11 +26,14 @@ ACTIONS: dict[str, str] = {
     "callback:read": "see callbacks and undelivered callbacks",
     "callback:write": "create and change callbacks, retry deliveries",
     "base_station:read": "see base stations and gateways",
-    "base_station:write": "create base stations and gateways, rotate their credentials",
+    "base_station:write": "create, change and delete base stations and gateways, rotate their credentials",
 }
 
 _READS = frozenset(a for a in ACTIONS if a.endswith(":read"))
-_ALL = frozenset(ACTIONS)
+# Base stations and gateways are the operator's network: a station delivers the frames of every
+# device in its group's subtree, so the right to own one is apart from a customer's ADMIN.
+_NETWORK = frozenset({"base_station:write"})
+_ALL = frozenset(ACTIONS) - _NETWORK
 _DEVICE_R = frozenset(
     {"group:read", "contract:read", "device_type:read", "device:read", "message:read", "callback:read"}
 )
@@ -47,11 +50,16 @@ class Profile:
 PROFILES: dict[str, Profile] = {
     p.id: p
     for p in [
-        Profile("ADMIN", "Administrator", "Everything in the group and its subgroups.", _ALL),
+        Profile(
+            "ADMIN",
+            "Administrator",
+            "Everything in the group and its subgroups but owning base stations (NETWORK_OPERATOR).",
+            _ALL,
+        ),
         Profile(
             "LIMITED_ADMIN",
             "Limited administrator",
-            "Everything but users and API access.",
+            "Everything but users and API access (nor base stations).",
             _ALL - {"user:read", "user:write", "api_user:read", "api_user:write"},
         ),
         Profile(
@@ -83,6 +91,14 @@ PROFILES: dict[str, Profile] = {
             "Observer",
             "Read everything except users, API access and the audit log.",
             _READS - {"user:read", "api_user:read", "audit:read"},
+        ),
+        Profile(
+            "NETWORK_OPERATOR",
+            "Network operator",
+            "Own base stations and gateways: create, change and delete them, rotate their credentials. A "
+            "station serves only the devices in its group's subtree. Held by the root group's first "
+            "administrator.",
+            frozenset({"group:read", "base_station:read"}) | _NETWORK,
         ),
     ]
 }

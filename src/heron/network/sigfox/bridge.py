@@ -1,6 +1,7 @@
 """The Sigfox cloud bridge: a customer of the Sigfox/UnaBiz cloud points its device type's
 callbacks at `POST /bridge/sigfox/{deviceTypeId}/{secret}` and Heron takes what the Sigfox
-backend sends as if its own stations had heard it. Receptions are filed under one virtual base
+backend sends as if its own stations had heard it, for the devices of that device type only (the
+uplink writer counts any other id as an unknown one: heron.messages.store). Receptions are filed under one virtual base
 station per bridge (in the device type's group); the Sigfox station id rides along in the
 message's reception (`rssi`/`snr` of the reporting station). Body shapes (Sigfox variables, as
 JSON; `time` in epoch seconds; numbers may arrive as strings):
@@ -192,11 +193,14 @@ def frame_of(body: dict[str, Any], station_id: int, now: datetime) -> HeardFrame
 
 def decided_downlink(session: Session, station_id: int, device: str, seq: int, now: datetime) -> Downlink | None:
     """The decided downlink for the message (device, seq) the bridge just stored: handed over
-    (SENT) when there is one to send; None while still deciding."""
+    (SENT) when there is one to send; None while still deciding. Only of the bridge's device
+    type: another type's device is none of its business (its frames were not stored either)."""
     row = session.execute(
         select(Downlink)
         .join(Message, Message.id == Downlink.message_id)
         .join(Device, Device.id == Downlink.device_id)
+        .join(SigfoxBridge, SigfoxBridge.device_type_id == Device.device_type_id)
+        .where(SigfoxBridge.station_id == station_id)
         .where(Device.network == SIGFOX, Device.identifier == device, Message.seq_number == seq)
         .order_by(Downlink.id.desc())
         .limit(1)

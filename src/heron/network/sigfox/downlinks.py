@@ -23,13 +23,13 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar, Unpack
 from zoneinfo import ZoneInfo
 
 import aiohttp
-from sqlalchemy import and_, func, or_, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from heron.background import BackgroundThread
 from heron.db.base import utcnow
@@ -47,9 +47,10 @@ from heron.events import service as events
 from heron.keys import Keyring
 from heron.messages.models import Message, Reception
 from heron.messages.store import StoredMessage
-from heron.network.sigfox.models import BaseStation
+from heron.network.sigfox.models import BaseStation, SigfoxBridge
 from heron.registry import downlink_template
 from heron.registry.models import Contract, Device, DeviceType
+from heron.tenancy.models import Group
 
 log = logging.getLogger("heron.downlinks")
 
@@ -62,6 +63,28 @@ SWEEP_EVERY = timedelta(seconds=5)  # the catch-up sweep for messages opened by 
 # index only for a query that spells out its condition (`state = 'DECIDING'` alone scanned the
 # whole table, every poll).
 _OPEN = text("downlinks.state IN ('DECIDING', 'PENDING', 'SENT')")
+
+
+_Q = TypeVar("_Q", bound=Select[Unpack[tuple[Any, ...]]])
+
+
+def serves(station_path: Any, device_path: Any) -> ColumnElement[bool]:
+    """A station serves the devices in its group's subtree: its path ('/1/5/') prefixes theirs
+    ('/1/5/23/'). The uplink writer keeps the same rule (heron.messages.store)."""
+    served: ColumnElement[bool] = func.substr(device_path, 1, func.length(station_path)) == station_path
+    return served
+
+
+def _served(query: _Q) -> _Q:
+    """`query` (of downlinks joined with their device) kept to devices the downlink's station
+    serves now: a device transferred since its uplink is no longer that station's business."""
+    station_group, device_group = aliased(Group), aliased(Group)
+    return (
+        query.join(BaseStation, BaseStation.id == Downlink.station_id)
+        .join(station_group, station_group.id == BaseStation.group_id)
+        .join(device_group, device_group.id == Device.group_id)
+        .where(serves(station_group.path, device_group.path))
+    )
 
 
 @dataclass
@@ -188,11 +211,18 @@ class DownlinkDecider(BackgroundThread):
                 .join(DeviceType, DeviceType.id == Downlink.device_type_id)
                 .where(due)
             ).all()
+            station_group, device_group = aliased(Group), aliased(Group)
+            bridged = SigfoxBridge.device_type_id
             for dl, message, device, dt in rows:
+                # Among the stations that heard it, those that serve the device now.
                 best = session.execute(
                     select(BaseStation, Reception.rssi)
                     .join(Reception, Reception.station_id == BaseStation.id)
-                    .where(Reception.message_id == message.id)
+                    .join(station_group, station_group.id == BaseStation.group_id)
+                    .join(device_group, device_group.id == device.group_id)
+                    .outerjoin(SigfoxBridge, SigfoxBridge.station_id == BaseStation.id)
+                    .where(Reception.message_id == message.id, serves(station_group.path, device_group.path))
+                    .where(or_(bridged.is_(None), bridged == device.device_type_id))
                     .order_by(Reception.rssi.desc().nulls_last(), Reception.id)
                     .limit(1)
                 ).first()
@@ -470,19 +500,19 @@ def _for_station(station_id: int, now: datetime) -> Any:
 def waiting(session: Session, station_id: int, now: datetime) -> bool:
     """Whether `collect` would find anything: a read, for long polls to check before they
     take the write lock."""
-    return session.scalar(select(Downlink.id).where(_for_station(station_id, now)).limit(1)) is not None
+    query = select(Downlink.id).join(Device, Device.id == Downlink.device_id).where(_for_station(station_id, now))
+    return session.scalar(_served(query).limit(1)) is not None
 
 
 def collect(session: Session, station_id: int, now: datetime) -> list[tuple[Downlink, str, int]]:
     """Downlinks this station should transmit and can still make in time: handed over (SENT)."""
-    rows = session.execute(
+    query = (
         select(Downlink, Device.identifier, Message.seq_number)
         .join(Device, Device.id == Downlink.device_id)
         .join(Message, Message.id == Downlink.message_id)
         .where(_for_station(station_id, now))
-        .order_by(Downlink.transmit_at)
-        .limit(100)
-    ).all()
+    )
+    rows = session.execute(_served(query).order_by(Downlink.transmit_at).limit(100)).all()
     for dl, _ident, _seq in rows:
         dl.state, dl.sent_at = SENT, now
     return [(dl, ident, seq) for dl, ident, seq in rows]
