@@ -45,7 +45,7 @@ class ReceptionIn(BaseModel):
     (measured: 117 -> 46 us for a 20-reception request). `_frames` normalizes the device id
     and the payload's case. Unknown fields are refused, as everywhere."""
 
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True, strict=True)
 
     device: str = Field(max_length=10, pattern=_DEVICE_PATTERN, description="hex device id")
     seq_number: int = Field(ge=0, le=4095, description="12 bits")
@@ -65,7 +65,7 @@ class IngestBody(BaseModel):
     """No Python validator here either: a model-level one makes pydantic parse the JSON into
     objects first instead of validating as it reads."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     receptions: Annotated[list[ReceptionIn], Field(min_length=1, max_length=MAX_RECEPTIONS)]
 

@@ -53,16 +53,29 @@ NoNul = AfterValidator(reject_nul)
 
 
 class ApiModel(BaseModel):
+    """A request body. Strict: a JSON value of another type than the field's is refused (400
+    naming the field), never coerced: "1" is not a number, true not an integer, 7 not a string;
+    an integer is a number. Bodies hold only JSON types (str, int, float, bool, lists, objects,
+    Literal): strict mode in FastAPI's Python-mode validation would refuse a str for an Enum or a
+    datetime, so such a field needs `Field(strict=False)` or a `str` parsed by the service.
+
+    `null` is the field absent (`null_is_absent`; Sigfox's document declares nothing nullable,
+    and clients generated from it send null for a value they do not set): a required field is
+    then "field required", an optional one takes its default. Update bodies turn this off and
+    decide per field (`UpdateModel`)."""
+
     model_config = ConfigDict(
-        extra="forbid", alias_generator=to_camel, populate_by_name=True, str_strip_whitespace=False
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, str_strip_whitespace=False, strict=True
     )
     ignored_fields: ClassVar[frozenset[str]] = SIGFOX_IGNORED
+    null_is_absent: ClassVar[bool] = True
 
     @model_validator(mode="before")
     @classmethod
     def _drop_ignored(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            return {k: v for k, v in data.items() if k not in cls.ignored_fields}
+            absent = cls.null_is_absent
+            return {k: v for k, v in data.items() if k not in cls.ignored_fields and not (absent and v is None)}
         return data
 
     @field_validator("*", mode="after")
@@ -84,6 +97,7 @@ class UpdateModel(ApiModel):
     and is refused, naming the field, for those that must keep a value."""
 
     unsettable: ClassVar[frozenset[str]] = frozenset()
+    null_is_absent = False
 
     @field_validator("*", mode="before")
     @classmethod

@@ -70,6 +70,15 @@ class DeviceTypeView:
     contract_ids: list[int] = field(default_factory=list)
 
 
+_VALUED = (
+    ("name", "name"),
+    ("keep_alive", "keepAlive"),
+    ("downlink_mode", "downlinkMode"),
+    ("payload_type", "payloadType"),
+    ("automatic_renewal", "automaticRenewal"),
+)
+
+
 def _given(value: Any) -> bool:
     return value is not KEEP
 
@@ -80,6 +89,10 @@ def _apply(
     """Set the given fields on `dt`, check the result as a whole; the new allowed-contract list
     (None: unchanged). Raises InvalidInput naming the field."""
     changes: dict[str, Any] = {}
+    # Fields that always hold a value: None is refused here too, not only by the API's models.
+    for name, wire_name in _VALUED:
+        if getattr(f, name) is None:
+            raise InvalidInput.field(wire_name, "cannot be null: omit the field to keep its value")
     if _given(f.name):
         dt.name = check_name(f.name)
         dt.name_ci = dt.name.lower()

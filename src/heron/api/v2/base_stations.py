@@ -20,6 +20,8 @@ router = APIRouter(prefix=PREFIX + "/base-stations", tags=["base stations"])
 
 
 class _Settable(ApiModel):
+    null_is_absent = False  # the update's null resets the antenna to the default (fields())
+
     name: str | None = Field(default=None, max_length=100)
     lat: float | None = None
     lng: float | None = None
