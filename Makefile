@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: setup run test lint bench clean
+.PHONY: setup run test lint bench fuzz clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -34,6 +34,14 @@ lint: $(STAMP)
 ## Run the benchmarks under bench/ and print their figures
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## Fuzz every operation of /api/openapi.json with schemathesis: the suite's bounded run, longer
+## (FUZZ_EXAMPLES per operation and mode, invalid path and query parameters too, both databases)
+FUZZ_EXAMPLES ?= 200
+FUZZ_SEED ?= 13
+fuzz: $(STAMP)
+	HERON_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) HERON_FUZZ_SEED=$(FUZZ_SEED) HERON_FUZZ_NEGATIVE=all \
+	HERON_FUZZ_DATABASES=sqlite,postgresql $(BIN)/python -m pytest -n 0 -s --timeout 0 tests/api/test_fuzz.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
