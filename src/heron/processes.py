@@ -158,6 +158,8 @@ class Supervisor:
                 if sup.ready(sup.child):
                     sup.up = True
                     self._write()
+                    took = round(now - sup.started_at, 1)
+                    log.info("child.up", extra={"child": sup.name, "pid": sup.child.pid, "start_seconds": took})
                 elif now - sup.started_at > START_TIMEOUT_SECONDS:
                     log.error("child.start_timeout", extra={"child": sup.name, "pid": sup.child.pid})
                     sup.child.proc.kill()  # seen dead at the next look
