@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -232,6 +233,34 @@ def _floor(settings: Settings, station_ids: list[int], frames: int = 30_000) -> 
     return frames / elapsed
 
 
+def _rss(data_dir: Path) -> list[tuple[str, int]]:
+    """(command, VmRSS in KiB) of every process `heron serve` runs for `data_dir` (the API
+    process(es), the uplink writer, the worker): they are the ones whose environment names it."""
+    marker = f"HERON_DATA_DIR={data_dir}".encode()
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            status = (entry / "status").read_text().splitlines()
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        rss = next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
+        out.append((command, rss))
+    return sorted(out)
+
+
+def _show_rss(processes: list[tuple[str, int]]) -> None:
+    print(f"  memory after the run (VmRSS), {len(processes)} processes:")
+    for command, kib in processes:
+        words = command.split()
+        role = " ".join(words[words.index("heron.cli") + 1 :]) if "heron.cli" in words else command[-60:]
+        print(f"    {kib / 1024:7,.0f} MiB  {role or command}")
+
+
 def main() -> None:
     data_dir = temp_dir("heron-bench-ingest-")
     settings = Settings(data_dir=data_dir, admin_password="bench-password-123")  # type: ignore[arg-type]
@@ -258,6 +287,7 @@ def main() -> None:
             at_end = _outbox(settings)
             time.sleep(5)
             later = _outbox(settings)
+            memory = _rss(data_dir)
     finally:
         received = receiver.stop()
     messages, receptions = after_m - before_m, after_r - before_r
@@ -278,6 +308,7 @@ def main() -> None:
     target("sustained ingest (frames/s, 3 receptions each)", rate, 5000, "frames/s", higher_is_better=True)
     _show_outbox("when the load ended", at_end)
     _show_outbox("5 s later", later, received)
+    _show_rss(memory)
     floor = _floor(settings, station_ids)
     print(f"  floor: store_frames + enqueue_messages in-process, 1,000 receptions of one station per "
           f"transaction: {floor:,.0f} frames/s; HTTP ingest / floor: {rate / floor:.2f}")  # fmt: skip

@@ -34,7 +34,7 @@ message of the device changes them, in the same transaction); otherwise, and for
 does not know, the database is read as before. A cached message's stations are used only
 while its `receptions` count in the database is the one cached (any writer adding a reception
 updates it). So several processes (or a restart) stay exactly as correct as without the index.
-The caller clears it when a transaction fails (its changes are applied as the batch goes)."""
+The caller clears it when a transaction fails (it learns the batch before the commit)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from itertools import chain
+from itertools import chain, islice
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, insert, select, update
@@ -140,19 +140,39 @@ class _Open:
         return best, lqi(best, len(self.stations), zone)
 
 
+# A message as a RecentIndex keeps it: (seq, id, arrived, time, pinned, stations), the stations
+# flat: (station id, rssi, radio zone) after one another. Plain tuples: a dict and a dataclass
+# per message cost 953 bytes a device; these 520 (bench/recent_index.py; docs/ARCHITECTURE.md).
+_Kept = tuple[int, int, datetime, datetime, bool, tuple[Any, ...]]
+
+
+def _keep(seq: int, o: _Open) -> _Kept:
+    assert o.id is not None  # written: every message of a committed batch has its id
+    flat = tuple(chain.from_iterable((s, rssi, zone) for s, (rssi, zone) in o.stations.items()))
+    return (seq, o.id, o.arrived, o.time, o.pinned, flat)
+
+
+def _unkeep(kept: _Kept) -> _Open:
+    _seq, message_id, arrived, heard_at, pinned, flat = kept
+    stations = {flat[i]: (flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)}
+    return _Open(message_id, arrived, heard_at, stations, pinned=pinned)
+
+
 @dataclass(slots=True)
 class _Known:
     """A device as a writer last left it: the row's last seen time and sequence number after its
-    write, and every message of the device younger than the horizon by sequence number."""
+    write, and every message of the device younger than the horizon."""
 
     last_seen: datetime | None
     seq: int | None
-    messages: dict[int, _Open]
+    messages: tuple[_Kept, ...]
     touched: datetime
 
 
 class RecentIndex:
-    """One writer's memory of recent messages (see the module docstring for when it is used)."""
+    """One writer's memory of recent messages (see the module docstring for when it is used).
+    `devices` is in the order they were last heard, so what ages out, or has to go when more
+    than `max_devices` were heard within the horizon, is at its front."""
 
     SWEEP_EVERY = 200  # batches
 
@@ -166,12 +186,20 @@ class RecentIndex:
 
     def _sweep(self, since: datetime) -> None:
         self._batches += 1
-        if self._batches % self.SWEEP_EVERY and len(self.devices) < self.max_devices:
+        if self._batches % self.SWEEP_EVERY and len(self.devices) <= self.max_devices:
             return
-        for device_id in [d for d, k in self.devices.items() if k.touched < since]:
+        aged = []
+        for device_id, known in self.devices.items():
+            if known.touched >= since:
+                break
+            aged.append(device_id)
+        # Over the bound with devices heard within the horizon: the least recently heard go too
+        # (a tenth more, not to come back at every batch); heard again, they are read afresh.
+        over = len(self.devices) - len(aged) - self.max_devices
+        if over > 0:
+            aged = list(islice(self.devices, len(aged) + over + self.max_devices // 10))
+        for device_id in aged:
             del self.devices[device_id]
-        if len(self.devices) >= self.max_devices:
-            self.devices.clear()
 
 
 def _hour(t: datetime) -> datetime:
@@ -272,13 +300,12 @@ def store_frames(
     if index is None:
         recent = _recent(session, [d.id for d in devices.values()], since)
     else:
-        recent, unknown = _recent_indexed(session, index, devices, set(groups), since)
+        recent = _recent_indexed(session, index, devices, set(groups), since)
     payloads = _payload_settings(session, {d.device_type_id for d in devices.values()})
     by_id = {d.id: d for d in devices.values()}
     new_rows: list[dict[str, Any]] = []
     new_receptions: list[list[dict[str, Any]]] = []
     new_opened: list[_Open] = []
-    new_keys: list[tuple[int, int]] = []
     added: list[dict[str, Any]] = []  # receptions of already stored messages
     wanted: list[dict[int, HeardFrame] | tuple[float, float]] = []  # per new row: what locates it
     for (device_id, seq), heard in groups.items():
@@ -353,7 +380,6 @@ def store_frames(
             opened.pinned = True
         recent[(device_id, seq)] = opened
         new_opened.append(opened)
-        new_keys.append((device_id, seq))
         if advance:
             dev.seq = seq
         dev.last_seen, dev.changed = now, True
@@ -366,16 +392,16 @@ def store_frames(
     _touch_devices(session, [d for d in devices.values() if d.changed])
     _count_traffic(session, traffic, undelivered, now)
     if index is not None:
-        _remember(index, devices, recent, unknown, list(zip(new_keys, new_opened, strict=True)), now)
+        _remember(index, devices, recent, now)
         index._sweep(since)
     return result
 
 
 def _recent_indexed(
     session: Session, index: RecentIndex, devices: dict[str, _Device], keys: set[tuple[int, int]], since: datetime
-) -> tuple[dict[tuple[int, int], _Open], set[int]]:
+) -> dict[tuple[int, int], _Open]:
     """`_recent` through the index: cached devices whose row is as this writer left it, the
-    database for the others (returned: the index learns them afresh); cached messages this
+    database for the others; cached messages this
     batch touches are checked against their reception count in the database (another process
     may have added receptions)."""
     recent: dict[tuple[int, int], _Open] = {}
@@ -385,11 +411,9 @@ def _recent_indexed(
         if known is None or known.last_seen != dev.last_seen or known.seq != dev.seq:
             unknown.add(dev.id)
             continue
-        old = [seq for seq, opened in known.messages.items() if opened.arrived < since]
-        for seq in old:
-            del known.messages[seq]
-        for seq, opened in known.messages.items():
-            recent[(dev.id, seq)] = opened
+        for kept in known.messages:
+            if kept[2] >= since:  # arrived within the horizon
+                recent[(dev.id, kept[0])] = _unkeep(kept)
     check: dict[int, tuple[int, int]] = {}
     for key in keys:
         cached = recent.get(key)
@@ -401,8 +425,7 @@ def _recent_indexed(
         for message_id, key in check.items():
             count = counts.get(message_id)
             if count is None:
-                del recent[key]  # deleted meanwhile
-                del index.devices[key[0]].messages[key[1]]
+                del recent[key]  # deleted meanwhile (the index forgets it after the batch)
             elif count != len(recent[key].stations):
                 stale.append(message_id)
         if stale:
@@ -415,32 +438,21 @@ def _recent_indexed(
                 by_message[message_id].time = heard_at
     if unknown:
         recent.update(_recent(session, sorted(unknown), since))
-    return recent, unknown
+    return recent
 
 
 def _remember(
-    index: RecentIndex,
-    devices: dict[str, _Device],
-    recent: dict[tuple[int, int], _Open],
-    unknown: set[int],
-    new: list[tuple[tuple[int, int], _Open]],
-    now: datetime,
+    index: RecentIndex, devices: dict[str, _Device], recent: dict[tuple[int, int], _Open], now: datetime
 ) -> None:
-    """After the batch: devices read from the database are learnt with their recent messages;
-    the others get their new state and new messages."""
-    learnt: dict[int, dict[int, _Open]] = {d: {} for d in unknown}
-    if unknown:
-        for (device_id, seq), opened in recent.items():
-            if device_id in learnt:
-                learnt[device_id][seq] = opened
+    """After the batch: each device of the batch as this writer leaves it, with every recent
+    message of it (those of the batch, the index's and the database's), moved to the end of the
+    index (the most recently heard)."""
+    kept: defaultdict[int, list[_Kept]] = defaultdict(list)
+    for (device_id, seq), opened in recent.items():
+        kept[device_id].append(_keep(seq, opened))
     for dev in devices.values():
-        if dev.id in learnt:
-            index.devices[dev.id] = _Known(dev.last_seen, dev.seq, learnt[dev.id], now)
-        else:
-            known = index.devices[dev.id]
-            known.last_seen, known.seq, known.touched = dev.last_seen, dev.seq, now
-    for (device_id, seq), opened in new:
-        index.devices[device_id].messages[seq] = opened
+        index.devices.pop(dev.id, None)
+        index.devices[dev.id] = _Known(dev.last_seen, dev.seq, tuple(kept.get(dev.id, ())), now)
 
 
 def _rows(session: Session, sql: str, ids: list[int]) -> list[Any]:
@@ -567,7 +579,7 @@ def _refresh(session: Session, opened: list[_Open], links: dict[int, Reading]) -
     for o in opened:
         best, quality = o.quality()
         (pinned if o.pinned else rows).append((len(o.stations), best, quality, *fixes.get(o.id, ()), o.id))
-        o.dirty = False  # it may live on in a RecentIndex
+        o.dirty = False
     _write_times(session, opened)
     head = "UPDATE messages SET receptions = {0}, best_rssi = {0}, lqi = {0}"
     location = ", loc_lat = {0}, loc_lng = {0}, loc_radius = {0}, loc_source = {0}"
