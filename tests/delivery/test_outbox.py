@@ -229,17 +229,20 @@ def test_a_delivery_failing_past_the_give_up_age_is_failed(
         assert d.last_attempt_at is not None and d.last_attempt_at - d.created_at >= timedelta(hours=48)
 
 
-def test_a_forbidden_destination_is_a_recorded_failure_not_a_request(
-    client: TestClient, db: Database, tenants: Tenants, radio: Radio, clock: Clock
+def test_a_callback_to_a_literal_forbidden_address_is_refused_on_save(
+    client: TestClient, tenants: Tenants, radio: Radio
 ) -> None:
-    make_callback(client, tenants, radio, url="http://169.254.169.254/latest", bodyTemplate=BODY)
-    send(client, radio.stations[0], frame())
-    clock.now += timedelta(seconds=2)
-    assert rounds(client) == 1
-    with db.read() as s:
-        d = s.scalar(select(Delivery))
-        assert d is not None and d.state == PENDING and d.attempts == 1
-        assert (d.last_error or "").startswith("destination refused")
+    """Link-local (cloud metadata) is refused whatever the allow-list says; more cases, and the
+    send-time refusal of a name, in test_refused_destinations.py."""
+    body = {"channel": "URL", "callbackType": 0, "callbackSubtype": 2, "enabled": True, "httpMethod": "GET"}
+    r = client.post(
+        f"/api/v2/device-types/{radio.device_type_id}/callbacks",
+        json=body | {"url": "http://169.254.169.254/latest"},
+        headers=tenants.a_admin.headers,
+    )
+    assert r.status_code == 400, r.text
+    [error] = r.json()["errors"]
+    assert error["field"] == "url" and "169.254.169.254" in error["message"]
 
 
 @pytest.mark.parametrize(

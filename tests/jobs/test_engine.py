@@ -21,7 +21,7 @@ from sqlalchemy import func, select
 from heron.api.context import AppContext
 from heron.db.base import utcnow
 from heron.db.engine import Database
-from heron.delivery.models import DONE, PENDING, Delivery
+from heron.delivery.models import DONE, FAILED, Delivery
 from heron.delivery.outbox import DeliveryWorker
 from heron.delivery.ssrf import parse_allow_cidrs
 from heron.jobs import engine
@@ -240,8 +240,8 @@ def test_job_callback_posts_the_final_status_with_its_headers(db: Database) -> N
         sent, kept = rows[job_id], rows[refused]
         assert sent.callback_id is None and sent.event == "JOB" and sent.state == DONE
         assert sealed in (sent.variables or "") and "s3cret" not in (sent.variables or "")
-        # A refused destination is a recorded failure, retried by the outbox like any other.
-        assert kept.state == PENDING and kept.attempts == 1
+        # A refused destination is a recorded failure, for good (retried by hand once allowed).
+        assert kept.state == FAILED and kept.attempts == 1
         assert (kept.last_error or "").startswith("destination refused")
 
 

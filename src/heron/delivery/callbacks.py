@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from heron.db.base import utcnow
 from heron.delivery import templates
 from heron.delivery.models import Callback
-from heron.delivery.ssrf import check_url_syntax
+from heron.delivery.ssrf import IPNetwork, check_literal_host, check_url_syntax
 from heron.errors import InvalidInput, NotFound
 from heron.keys import Keyring
 from heron.messages.decoding import grammar_of
@@ -196,8 +196,9 @@ def _apply(keyring: Keyring, cb: Callback, f: CallbackFields) -> dict[str, objec
     return changes
 
 
-def _check(keyring: Keyring, cb: Callback, dt: DeviceType) -> None:
-    """The whole callback, as it would be stored: refused with the field and the reason."""
+def _check(keyring: Keyring, cb: Callback, dt: DeviceType, allow: tuple[IPNetwork, ...] | None = None) -> None:
+    """The whole callback, as it would be stored: refused with the field and the reason. With
+    `allow` (the operator's allow-list), a URL whose host is a refused address is refused too."""
     valid = VALID_SUBTYPES[cb.callback_type]
     if cb.callback_subtype not in valid:
         allowed = ", ".join(f"{SUBTYPE_IDS[s]} ({s})" for s in sorted(s for s in valid if s)) or "none (omit it)"
@@ -211,6 +212,8 @@ def _check(keyring: Keyring, cb: Callback, dt: DeviceType) -> None:
         if not cb.url:
             raise InvalidInput.field("url", f"is required for a {cb.channel} callback")
         check_url_syntax(cb.url, "url")
+        if allow is not None:
+            check_literal_host(cb.url, allow, "url")
         templates.compile_template(cb.url, "url", available, "url")
         method = cb.http_method or "POST"
         if method not in METHODS[cb.channel]:
@@ -278,8 +281,16 @@ def list_callbacks(session: Session, actor: Actor, keyring: Keyring, device_type
 
 
 def create(
-    session: Session, actor: Actor, keyring: Keyring, device_type_id: int, fields: CallbackFields
+    session: Session,
+    actor: Actor,
+    keyring: Keyring,
+    device_type_id: int,
+    fields: CallbackFields,
+    *,
+    allow: tuple[IPNetwork, ...] | None = None,
 ) -> CallbackView:
+    """A new callback. The API passes the operator's allow-list (`allow`): a URL whose literal
+    host is a refused address is refused naming `url` (a name is checked when sending)."""
     dt, path, _ = _load(session, actor, device_type_id, None, "callback:write")
     for attr, wire in (("channel", "channel"), ("callback_type", "callbackType"), ("enabled", "enabled")):
         if not _given(getattr(fields, attr)):
@@ -296,7 +307,7 @@ def create(
         created_by=actor.ref,
     )
     changes = _apply(keyring, cb, fields)
-    _check(keyring, cb, dt)
+    _check(keyring, cb, dt, allow)
     session.add(cb)
     session.flush()
     audit.record(session, actor, "create", cb, "callback", path, changes)
@@ -304,12 +315,21 @@ def create(
 
 
 def update_callback(
-    session: Session, actor: Actor, keyring: Keyring, device_type_id: int, callback_id: int, fields: CallbackFields
+    session: Session,
+    actor: Actor,
+    keyring: Keyring,
+    device_type_id: int,
+    callback_id: int,
+    fields: CallbackFields,
+    *,
+    allow: tuple[IPNetwork, ...] | None = None,
 ) -> CallbackView:
+    """A change; with `allow`, a URL given is checked as on create (a stored URL the allow-list
+    no longer opens does not block other changes: its deliveries fail, listed and alerted)."""
     dt, path, cb = _load(session, actor, device_type_id, callback_id, "callback:write")
     assert cb is not None
     changes = _apply(keyring, cb, fields)
-    _check(keyring, cb, dt)
+    _check(keyring, cb, dt, allow if _given(fields.url) else None)
     cb.updated_at, cb.updated_by = utcnow(), actor.ref
     audit.record(session, actor, "update", cb, "callback", path, changes)
     return _view(keyring, cb, dt)

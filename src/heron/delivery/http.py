@@ -14,7 +14,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 import aiohttp
 import yarl
 
-from heron.delivery.ssrf import ForbiddenDestination, IPAddress, IPNetwork, pick_address
+from heron.delivery.ssrf import ForbiddenDestination, IPAddress, IPNetwork, Unresolved, pick_address
 
 MAX_REDIRECTS = 5
 RESOLVED_FOR = 5.0  # seconds a checked name -> address answer is reused (aiohttp's own cache: 10 s)
@@ -25,6 +25,7 @@ class HttpResult:
     status: int | None  # None when no answer came (refused destination, connection error, timeout)
     error: str | None
     body: bytes = b""
+    refused: bool = False  # the destination is one Heron does not send to: asking again is useless
 
     @property
     def ok(self) -> bool:
@@ -60,7 +61,9 @@ async def send(
         try:
             address = await _checked_address(loop, host, port, allow)
         except ForbiddenDestination as exc:
-            return HttpResult(None, f"destination refused: {exc}")
+            return HttpResult(None, f"destination refused: {exc}", refused=True)
+        except Unresolved as exc:
+            return HttpResult(None, str(exc))
         literal = f"[{address}]" if address.version == 6 else str(address)
         pinned = urlunsplit((parts.scheme, f"{literal}:{port}", parts.path or "/", parts.query, ""))
         request_headers = {**(headers or {}), "Host": parts.netloc.rpartition("@")[2]}
@@ -91,7 +94,8 @@ async def send(
     return HttpResult(None, f"more than {MAX_REDIRECTS} redirects")
 
 
-_resolved: dict[tuple[str, int, tuple[IPNetwork, ...]], tuple[float, IPAddress | ForbiddenDestination]] = {}
+_Answer = IPAddress | ForbiddenDestination | Unresolved
+_resolved: dict[tuple[str, int, tuple[IPNetwork, ...]], tuple[float, _Answer]] = {}
 
 
 async def _checked_address(
@@ -110,12 +114,12 @@ async def _checked_address(
     cached = _resolved.get(key)
     if cached is None or cached[0] < now:
         try:
-            answer: IPAddress | ForbiddenDestination = await loop.run_in_executor(None, pick_address, host, port, allow)
-        except ForbiddenDestination as exc:
+            answer: _Answer = await loop.run_in_executor(None, pick_address, host, port, allow)
+        except (ForbiddenDestination, Unresolved) as exc:
             answer = exc
         if len(_resolved) > 10_000:
             _resolved.clear()
         cached = _resolved[key] = (now + RESOLVED_FOR, answer)
-    if isinstance(cached[1], ForbiddenDestination):
+    if isinstance(cached[1], ForbiddenDestination | Unresolved):
         raise cached[1]
     return cached[1]

@@ -23,6 +23,11 @@ in the transaction that made it owed, and kept until the server has it.
   the original as one more line. Receptions after the window are DATA_ADVANCED's only.
 - **Send**: through the callback's channel (`heron.delivery.channels`: URL, BATCH_URL, EMAIL,
   and the job callbacks), rendered at send time from the message and the callback as it is then.
+- **Refused destinations**: a request the SSRF rules refuse (the URL's name resolves to a
+  refused address) fails its delivery for good at once: FAILED with `destination refused: ...`,
+  alerted, listed in `callbacks-not-delivered`, sent by a retry by hand once the allow-list
+  opens it; it does not count toward the callback's circuit. (A literal refused host is refused
+  when the callback is saved; a name that does not resolve is an ordinary, retried failure.)
 - **Retry**: a failure (timeout, connection error, non-2xx, SMTP error) is tried again after an
   exponential backoff (base x 2^attempt, capped, with jitter) until `give_up` after its
   creation, then the row is FAILED and listed in `callbacks-not-delivered`. `FAILURES_TO_DEAD`
@@ -166,7 +171,7 @@ ATTEMPT_FAILURES = Counter(
 )
 GIVEN_UP = Counter(
     "heron_delivery_given_up_total",
-    "Outbox rows recorded as FAILED, by callback id and reason (give_up, overflow, expired).",
+    "Outbox rows recorded as FAILED, by callback id and reason (give_up, overflow, expired, refused).",
     ["callback", "reason"],
     registry=REGISTRY,
 )
@@ -899,6 +904,7 @@ class DeliveryWorker(BackgroundThread):
         failures: dict[int, int] = defaultdict(int)  # failed requests (batches) per callback
         last_error: dict[int, str] = {}
         failed_ids: dict[int, list[int]] = defaultdict(list)
+        refusals: dict[int, tuple[int, str]] = {}  # refused destinations per callback: (rows, last error)
         successes: set[int] = set()
         # Driver-level rows (id last): the values a batch shares (its time, its result's request)
         # are converted once, not once per row.
@@ -924,10 +930,15 @@ class DeliveryWorker(BackgroundThread):
                     delivered.append((d.attempts + 1, stamp, result.status, error, request, stamp, d.id))
                     continue
                 ATTEMPT_FAILURES.labels(label).inc()
-                gave_up = now - d.created_at >= policy.give_up
+                # A refused destination (an address the SSRF rules refuse) fails for good: asking
+                # again gets the same answer until the allow-list changes, then a retry by hand
+                # sends it. It says nothing of the endpoint's health: the circuit ignores it.
+                gave_up = result.refused or now - d.created_at >= policy.give_up
                 if gave_up:
-                    GIVEN_UP.labels(label, "give_up").inc()
-                if cb_id is not None:
+                    GIVEN_UP.labels(label, "refused" if result.refused else "give_up").inc()
+                if cb_id is not None and result.refused:
+                    refusals[cb_id] = (refusals.get(cb_id, (0, ""))[0] + 1, error or "")
+                elif cb_id is not None:
                     batch_failed.add(cb_id)
                     failed_ids[cb_id].append(d.id)
                     last_error[cb_id] = error or ""
@@ -936,6 +947,11 @@ class DeliveryWorker(BackgroundThread):
             for cb_id in batch_failed:
                 failures[cb_id] += 1
         alerts: dict[int, list[str]] = defaultdict(list)
+        for cb_id, (count, error) in refusals.items():
+            alerts[cb_id].append(
+                f"{count} deliveries failed for good: {error}; they are listed as not delivered and "
+                "can be retried by hand once the destination is allowed (HERON_CALLBACK_ALLOW_CIDRS)"
+            )
         with self.db.write() as session:
             conn = session.connection()
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"

@@ -1,7 +1,8 @@
 """Where Heron may send requests: never to loopback, private, link-local, metadata or other
 special addresses, unless an operator allow-list (`HERON_CALLBACK_ALLOW_CIDRS`) opens a range;
 link-local (cloud metadata lives there) is never opened. The check applies to the address a
-name resolves to at connect time, and again at every redirect."""
+name resolves to at connect time, and again at every redirect; a URL whose host is itself an
+address (or `localhost`) is checked on save too (`check_literal_host`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,12 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ForbiddenDestination(Exception):
-    """The URL resolves to an address Heron will not send to."""
+    """The URL resolves to an address Heron will not send to (a permanent failure: asking again
+    gives the same answer until the allow-list changes)."""
+
+
+class Unresolved(Exception):
+    """The URL's host name did not resolve (DNS down, a name not yet published: tried again)."""
 
 
 def parse_allow_cidrs(text: str | Iterable[str]) -> tuple[IPNetwork, ...]:
@@ -32,6 +38,39 @@ def check_url_syntax(url: str, field: str = "url") -> None:
         raise InvalidInput.field(field, "must be an absolute http:// or https:// URL")
     if len(url) > 2000:
         raise InvalidInput.field(field, "must be at most 2000 characters")
+
+
+def _literal_addresses(host: str) -> list[IPAddress]:
+    """The addresses a host stands for without asking DNS: an IP literal (IPv4 in any form the
+    OS reads, such as `2130706433` or `127.1`), `localhost` and its subdomains (RFC 6761); none
+    for a name (or a template)."""
+    name = host.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return [ipaddress.ip_address("127.0.0.1"), ipaddress.ip_address("::1")]
+    try:
+        return [ipaddress.ip_address(name.split("%")[0])]
+    except ValueError:
+        pass
+    if name and all(c in "0123456789abcdefx." for c in name) and name[0].isdigit():
+        try:
+            return [ipaddress.IPv4Address(socket.inet_aton(name))]
+        except OSError:
+            return []
+    return []
+
+
+def check_literal_host(url: str, allow: tuple[IPNetwork, ...], field: str = "url") -> None:
+    """Validation on save: a URL whose host is a refused address is refused naming the field.
+    A name that needs DNS is checked when a request is sent (its address may change)."""
+    host = urlsplit(url).hostname or ""
+    for address in _literal_addresses(host):
+        if not allowed(address, allow):
+            raise InvalidInput.field(
+                field,
+                f"{host} is {_unmapped(address)}, an address Heron does not send to "
+                "(loopback, private, link-local or special; an operator may open a range with "
+                "HERON_CALLBACK_ALLOW_CIDRS, never link-local)",
+            )
 
 
 def _unmapped(address: IPAddress) -> IPAddress:
@@ -54,7 +93,7 @@ def resolve(host: str, port: int) -> list[IPAddress]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise ForbiddenDestination(f"cannot resolve {host!r}") from exc
+        raise Unresolved(f"cannot resolve {host!r}") from exc
     out: list[IPAddress] = []
     for info in infos:
         addr = ipaddress.ip_address(str(info[4][0]).split("%")[0])

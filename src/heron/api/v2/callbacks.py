@@ -77,7 +77,9 @@ async def list_callbacks(device_type_id: str, actor: CurrentActor, ctx: Ctx) -> 
 @router.post("", status_code=201)
 async def create_callback(device_type_id: str, body: CallbackCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
     with ctx.db.write() as session:
-        view = callbacks.create(session, actor, ctx.keyring, parse_id(device_type_id), body.fields())
+        view = callbacks.create(
+            session, actor, ctx.keyring, parse_id(device_type_id), body.fields(), allow=ctx.deliveries.allow
+        )
         return {"id": str(view.callback.id)}
 
 
@@ -87,7 +89,13 @@ async def update_callback(
 ) -> Response:
     with ctx.db.write() as session:
         callbacks.update_callback(
-            session, actor, ctx.keyring, parse_id(device_type_id), parse_id(callback_id, "callbackId"), body.fields()
+            session,
+            actor,
+            ctx.keyring,
+            parse_id(device_type_id),
+            parse_id(callback_id, "callbackId"),
+            body.fields(),
+            allow=ctx.deliveries.allow,
         )
     return Response(status_code=204)
 

@@ -83,6 +83,7 @@ class Result:
     error: str | None = None
     request: dict[str, object] = field(default_factory=dict)
     body: bytes = b""  # the answer (a BIDIR answer carries the downlink)
+    refused: bool = False  # a destination Heron does not send to: failed for good, not retried
 
     def describe(self) -> str | None:
         """The failure as recorded in `Delivery.last_error`."""

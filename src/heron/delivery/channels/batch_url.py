@@ -69,7 +69,8 @@ class BatchUrlChannel:
             else:
                 key = batch_key([batch[n].delivery.key for n in carried])
                 outcome = await self.http.request(out, key, secret=secret, send_sni=cb.send_sni)
-                outcome = Result(outcome.ok, outcome.status, outcome.error, outcome.request | {"lines": len(lines)})
+                lines_sent = outcome.request | {"lines": len(lines)}
+                outcome = Result(outcome.ok, outcome.status, outcome.error, lines_sent, refused=outcome.refused)
             for n in carried:
                 results[n] = outcome
         return [r if r is not None else Result(False, error="nothing to send") for r in results]

@@ -104,7 +104,8 @@ class Http:
             timeout=self.timeout,
             send_sni=send_sni,
         )
-        return Result(result.ok, result.status, result.error, {"method": out.method, "url": out.url}, result.body)
+        request: dict[str, object] = {"method": out.method, "url": out.url}
+        return Result(result.ok, result.status, result.error, request, result.body, result.refused)
 
 
 class UrlChannel:
