@@ -614,7 +614,7 @@ def _submit(
     session: Session,
     actor: Actor,
     kind: str,
-    rows: list[dict[str, Any]],
+    rows: engine.EncodedRows,
     lock_types: Iterable[int],
     group_path: str,
     params: dict[str, Any],
@@ -634,7 +634,7 @@ def _submit(
         callback_url=callback[0],
         callback_headers=callback[1],
     )
-    audit.record(session, actor, "submit", job, "job", group_path, {"kind": kind, "total": len(rows)})
+    audit.record(session, actor, "submit", job, "job", group_path, {"kind": kind, "total": rows.count})
     return job
 
 
@@ -695,9 +695,11 @@ def prepare_create(
     }
     check_settings(SIGFOX, _create_defaults(params))  # a bad job-wide setting is the caller's 400
 
+    encoded = engine.encode_rows(prepared)
+
     def store(session: Session) -> Job:
         _target(session, actor, device_type_id)  # still the caller's (cheap; the rows were the cost)
-        return _submit(session, actor, CREATE, prepared, [target.id], target.group_path, params)
+        return _submit(session, actor, CREATE, encoded, [target.id], target.group_path, params)
 
     return store
 
@@ -754,7 +756,8 @@ def prepare_on_devices(
     types, filed = _named_devices(session, actor, checked, key, scope)
     if key != "id":  # replace rows name the device as `deviceId`
         checked = [{"id": r.get(key), "targetId": r.get("targetDeviceId")} | r for r in checked]
-    return lambda session: _submit(session, actor, kind, checked, types, filed, {}, scope=scope)
+    encoded = engine.encode_rows(checked)
+    return lambda session: _submit(session, actor, kind, encoded, types, filed, {}, scope=scope)
 
 
 def _submit_all(session: Session, actor: Actor, query: Any, filed: str | None = None) -> Store:
@@ -768,7 +771,8 @@ def _submit_all(session: Session, actor: Actor, query: Any, filed: str | None = 
     rows = [{"id": ident} for ident, _dt, _path in found]
     paths = {path for _ident, _dt, path in found}
     types, where = {dt for _i, dt, _p in found}, filed or _common_path(paths or scope)
-    return lambda session: _submit(session, actor, RESTART, rows, types, where, {})
+    encoded = engine.encode_rows(rows)
+    return lambda session: _submit(session, actor, RESTART, encoded, types, where, {})
 
 
 def _devices_query() -> Any:
@@ -810,9 +814,11 @@ def prepare_transfer(
     types, _filed = _named_devices(session, actor, checked)
     params = {"deviceTypeId": target.id, "keepHistory": keep_history}
 
+    encoded = engine.encode_rows(checked)
+
     def store(session: Session) -> Job:
         _target(session, actor, device_type_id)
-        return _submit(session, actor, TRANSFER, checked, types | {target.id}, target.group_path, params)
+        return _submit(session, actor, TRANSFER, encoded, types | {target.id}, target.group_path, params)
 
     return store
 

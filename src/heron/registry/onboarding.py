@@ -392,6 +392,7 @@ def prepare_submit(
     prepared = prepare_rows(rows, app_key=mode, seal=_sealer(keyring), settings=kind != DEACTIVATE)
     params = _params(call, actor, keyring, key_change=key_change)
     headers = encrypt_headers(keyring, callback.headers) if callback else None
+    encoded = engine.encode_rows(prepared)
 
     def store(session: Session) -> Job:
         if key_change:
@@ -401,7 +402,7 @@ def prepare_submit(
             kind=kind,
             created_by=actor.ref,
             group_path=app.group_path,
-            rows=prepared,
+            rows=encoded,
             lock_keys=[lock_key(app.device_type_id)],
             params=params,
             refuse_if_busy=True,

@@ -30,7 +30,7 @@ class CallbackIn(ApiModel):
 
 
 class OnboardingBody(ApiModel):
-    data: list[Any] = Field(max_length=onboarding.MAX_ROWS)
+    data: Annotated[list[Any], offload.rows_as_given(onboarding.MAX_ROWS)] = Field(max_length=onboarding.MAX_ROWS)
     callback: CallbackIn | None = None
 
 

@@ -25,7 +25,7 @@ from heron.tenancy.validation import parse_id
 # Bodies of up to 100,000 rows: read, decoded and submitted off the event loop (api/offload.py).
 router = APIRouter(prefix=PREFIX + "/devices/bulk", tags=["devices"], route_class=offload.OffloadedBody)
 
-Rows = Annotated[list[Any], Field(max_length=bulk_jobs.MAX_ROWS)]
+Rows = Annotated[list[Any], Field(max_length=bulk_jobs.MAX_ROWS), offload.rows_as_given(bulk_jobs.MAX_ROWS)]
 
 
 class Certificate(ApiModel):
