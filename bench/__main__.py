@@ -8,7 +8,7 @@ import time
 
 BENCHES = ["bench.group_tree", "bench.http_auth", "bench.device_queries"]
 BENCHES += ["bench.senet_onboarding", "bench.bulk_create", "bench.ingest"]
-BENCHES += ["bench.delivery", "bench.geolocation", "bench.coverage"]
+BENCHES += ["bench.delivery", "bench.geolocation", "bench.coverage", "bench.heavy_request"]
 
 
 def main() -> None:
