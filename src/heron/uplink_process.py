@@ -156,8 +156,8 @@ async def _connection(writer: UplinkWriter, reader: asyncio.StreamReader, out: a
             task = asyncio.create_task(answer(request_id, frames, recheck))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass  # the API process went away; what it sent is stored all the same
+    except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+        pass  # the API process went away, or this writer stops; what it sent is stored all the same
     finally:
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -188,12 +188,20 @@ class RemoteUplinks:
         request_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         waiting[request_id] = future
-        out.write(_framed((request_id, list(frames), recheck)))
+        try:
+            out.write(_framed((request_id, list(frames), recheck)))
+        except (RuntimeError, OSError) as exc:  # uvloop raises on a transport closed under us
+            waiting.pop(request_id, None)
+            raise WriterUnavailable(f"the connection to the uplink writer broke: {exc}") from exc
         ok, error = await future
         if not ok:
             raise error
 
     async def _connection(self) -> tuple[asyncio.StreamWriter, dict[int, asyncio.Future[Any]]]:
+        if self._conn is not None and self._conn[0].is_closing():
+            # Closed (the writer died, say, and was restarted) before its reader saw the end:
+            # connect again rather than fail this request. The reader fails what waits on it.
+            self._conn = None
         if self._conn is not None:
             return self._conn
         if self._connecting is None:
