@@ -35,6 +35,9 @@ SIGFOX_IGNORED = frozenset(
 
 # `offset` above this is refused with 400 (a larger one overflows the databases' 64-bit OFFSET: 500).
 MAX_OFFSET = 2**31 - 1
+# An integer compared with an `integer` column: PostgreSQL's is 32 bits, and a larger value in a
+# query is a 500 there (SQLite's 64-bit one fails further out).
+MAX_INT = 2**31 - 1
 
 
 def reject_nul(value: Any) -> Any:

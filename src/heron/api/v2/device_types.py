@@ -10,7 +10,7 @@ from pydantic import Field
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
+from heron.api.schemas import MAX_INT, MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.registry import device_types
 from heron.registry.device_types import DeviceTypeFields
@@ -76,7 +76,7 @@ async def list_device_types(
     group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
     deep: bool = False,
     contract_id: Annotated[str | None, Query(alias="contractId", max_length=20)] = None,
-    payload_type: Annotated[int | None, Query(alias="payloadType")] = None,
+    payload_type: Annotated[int | None, Query(alias="payloadType", ge=0, le=MAX_INT)] = None,
     network: Literal["SIGFOX", "LORAWAN"] | None = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
