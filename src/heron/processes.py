@@ -168,7 +168,10 @@ class Supervisor:
             ran = now - sup.started_at
             sup.deaths_in_a_row = 1 if ran >= STABLE_RUN_SECONDS else sup.deaths_in_a_row + 1
             delay = min(self.backoff * 2 ** (sup.deaths_in_a_row - 1), self.backoff_max)
-            log.error(
+            # Asked to stop (SIGTERM, SIGINT: typically the whole server stopping) is no crash.
+            asked = code == 0 or -code in (signal.SIGTERM, signal.SIGINT)
+            log.log(
+                logging.WARNING if asked else logging.ERROR,
                 "child.died",
                 extra={
                     "child": sup.name,
