@@ -28,7 +28,8 @@ def fill(index: RecentIndex, devices: int, seed: int = 7) -> None:
             heard: dict[int, tuple[float | None, str]] = {s: (round(rng.uniform(-140, -90), 2), "RC1") for s in picked}
             heard_at = now - timedelta(microseconds=rng.randrange(1_000_000))  # the station's time
             recent[(dev.id, dev.seq or 0)] = _Open(rng.randrange(1 << 40), now, heard_at, heard)
-        _remember(index, batch, recent, now)  # as after a batch
+        # Devices the index did not know, learnt with their new message, as after a batch.
+        _remember(index, batch, recent, {d.id for d in batch.values()}, [], now)
 
 
 def measure(devices: int) -> float:

@@ -34,7 +34,7 @@ message of the device changes them, in the same transaction); otherwise, and for
 does not know, the database is read as before. A cached message's stations are used only
 while its `receptions` count in the database is the one cached (any writer adding a reception
 updates it). So several processes (or a restart) stay exactly as correct as without the index.
-The caller clears it when a transaction fails (it learns the batch before the commit)."""
+The caller clears it when a transaction fails (its changes are applied as the batch goes)."""
 
 from __future__ import annotations
 
@@ -140,32 +140,14 @@ class _Open:
         return best, lqi(best, len(self.stations), zone)
 
 
-# A message as a RecentIndex keeps it: (seq, id, arrived, time, pinned, stations), the stations
-# flat: (station id, rssi, radio zone) after one another. Plain tuples: a dict and a dataclass
-# per message cost 953 bytes a device; these 520 (bench/recent_index.py; docs/ARCHITECTURE.md).
-_Kept = tuple[int, int, datetime, datetime, bool, tuple[Any, ...]]
-
-
-def _keep(seq: int, o: _Open) -> _Kept:
-    assert o.id is not None  # written: every message of a committed batch has its id
-    flat = tuple(chain.from_iterable((s, rssi, zone) for s, (rssi, zone) in o.stations.items()))
-    return (seq, o.id, o.arrived, o.time, o.pinned, flat)
-
-
-def _unkeep(kept: _Kept) -> _Open:
-    _seq, message_id, arrived, heard_at, pinned, flat = kept
-    stations = {flat[i]: (flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)}
-    return _Open(message_id, arrived, heard_at, stations, pinned=pinned)
-
-
 @dataclass(slots=True)
 class _Known:
     """A device as a writer last left it: the row's last seen time and sequence number after its
-    write, and every message of the device younger than the horizon."""
+    write, and every message of the device younger than the horizon by sequence number."""
 
     last_seen: datetime | None
     seq: int | None
-    messages: tuple[_Kept, ...]
+    messages: dict[int, _Open]
     touched: datetime
 
 
@@ -300,12 +282,13 @@ def store_frames(
     if index is None:
         recent = _recent(session, [d.id for d in devices.values()], since)
     else:
-        recent = _recent_indexed(session, index, devices, set(groups), since)
+        recent, unknown = _recent_indexed(session, index, devices, set(groups), since)
     payloads = _payload_settings(session, {d.device_type_id for d in devices.values()})
     by_id = {d.id: d for d in devices.values()}
     new_rows: list[dict[str, Any]] = []
     new_receptions: list[list[dict[str, Any]]] = []
     new_opened: list[_Open] = []
+    new_keys: list[tuple[int, int]] = []
     added: list[dict[str, Any]] = []  # receptions of already stored messages
     wanted: list[dict[int, HeardFrame] | tuple[float, float]] = []  # per new row: what locates it
     for (device_id, seq), heard in groups.items():
@@ -380,6 +363,7 @@ def store_frames(
             opened.pinned = True
         recent[(device_id, seq)] = opened
         new_opened.append(opened)
+        new_keys.append((device_id, seq))
         if advance:
             dev.seq = seq
         dev.last_seen, dev.changed = now, True
@@ -392,16 +376,16 @@ def store_frames(
     _touch_devices(session, [d for d in devices.values() if d.changed])
     _count_traffic(session, traffic, undelivered, now)
     if index is not None:
-        _remember(index, devices, recent, now)
+        _remember(index, devices, recent, unknown, list(zip(new_keys, new_opened, strict=True)), now)
         index._sweep(since)
     return result
 
 
 def _recent_indexed(
     session: Session, index: RecentIndex, devices: dict[str, _Device], keys: set[tuple[int, int]], since: datetime
-) -> dict[tuple[int, int], _Open]:
+) -> tuple[dict[tuple[int, int], _Open], set[int]]:
     """`_recent` through the index: cached devices whose row is as this writer left it, the
-    database for the others; cached messages this
+    database for the others (returned: the index learns them afresh); cached messages this
     batch touches are checked against their reception count in the database (another process
     may have added receptions)."""
     recent: dict[tuple[int, int], _Open] = {}
@@ -411,9 +395,11 @@ def _recent_indexed(
         if known is None or known.last_seen != dev.last_seen or known.seq != dev.seq:
             unknown.add(dev.id)
             continue
-        for kept in known.messages:
-            if kept[2] >= since:  # arrived within the horizon
-                recent[(dev.id, kept[0])] = _unkeep(kept)
+        old = [seq for seq, opened in known.messages.items() if opened.arrived < since]
+        for seq in old:
+            del known.messages[seq]
+        for seq, opened in known.messages.items():
+            recent[(dev.id, seq)] = opened
     check: dict[int, tuple[int, int]] = {}
     for key in keys:
         cached = recent.get(key)
@@ -425,7 +411,8 @@ def _recent_indexed(
         for message_id, key in check.items():
             count = counts.get(message_id)
             if count is None:
-                del recent[key]  # deleted meanwhile (the index forgets it after the batch)
+                del recent[key]  # deleted meanwhile
+                del index.devices[key[0]].messages[key[1]]
             elif count != len(recent[key].stations):
                 stale.append(message_id)
         if stale:
@@ -438,21 +425,33 @@ def _recent_indexed(
                 by_message[message_id].time = heard_at
     if unknown:
         recent.update(_recent(session, sorted(unknown), since))
-    return recent
+    return recent, unknown
 
 
 def _remember(
-    index: RecentIndex, devices: dict[str, _Device], recent: dict[tuple[int, int], _Open], now: datetime
+    index: RecentIndex,
+    devices: dict[str, _Device],
+    recent: dict[tuple[int, int], _Open],
+    unknown: set[int],
+    new: list[tuple[tuple[int, int], _Open]],
+    now: datetime,
 ) -> None:
-    """After the batch: each device of the batch as this writer leaves it, with every recent
-    message of it (those of the batch, the index's and the database's), moved to the end of the
-    index (the most recently heard)."""
-    kept: defaultdict[int, list[_Kept]] = defaultdict(list)
-    for (device_id, seq), opened in recent.items():
-        kept[device_id].append(_keep(seq, opened))
-    for dev in devices.values():
-        index.devices.pop(dev.id, None)
-        index.devices[dev.id] = _Known(dev.last_seen, dev.seq, tuple(kept.get(dev.id, ())), now)
+    """After the batch: devices read from the database are learnt with their recent messages;
+    the others get their new state and new messages."""
+    learnt: dict[int, dict[int, _Open]] = {d: {} for d in unknown}
+    if unknown:
+        for (device_id, seq), opened in recent.items():
+            if device_id in learnt:
+                learnt[device_id][seq] = opened
+    for dev in devices.values():  # each moves to the end: the index is in the order last heard
+        if dev.id in learnt:
+            index.devices.pop(dev.id, None)
+            index.devices[dev.id] = _Known(dev.last_seen, dev.seq, learnt[dev.id], now)
+        else:
+            known = index.devices[dev.id] = index.devices.pop(dev.id)
+            known.last_seen, known.seq, known.touched = dev.last_seen, dev.seq, now
+    for (device_id, seq), opened in new:
+        index.devices[device_id].messages[seq] = opened
 
 
 def _rows(session: Session, sql: str, ids: list[int]) -> list[Any]:
@@ -579,7 +578,7 @@ def _refresh(session: Session, opened: list[_Open], links: dict[int, Reading]) -
     for o in opened:
         best, quality = o.quality()
         (pinned if o.pinned else rows).append((len(o.stations), best, quality, *fixes.get(o.id, ()), o.id))
-        o.dirty = False
+        o.dirty = False  # it may live on in a RecentIndex
     _write_times(session, opened)
     head = "UPDATE messages SET receptions = {0}, best_rssi = {0}, lqi = {0}"
     location = ", loc_lat = {0}, loc_lng = {0}, loc_radius = {0}, loc_source = {0}"
