@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     # ones, up to the horizon, attach to it as late receptions (DATA_ADVANCED).
     dedup_window_seconds: float = Field(default=1.0, gt=0, le=30)
     dedup_horizon_seconds: float = Field(default=30.0, gt=0, le=600)
+    # The uplink writer remembers the devices it stored within the horizon so dedup needs no
+    # query (about 1 kB each, docs/ARCHITECTURE.md "Message pipeline"); beyond this many, the
+    # least recently heard are forgotten and read from the database again when they are heard.
+    uplink_recent_devices: int = Field(default=1_000_000, ge=0)
 
     # Callback delivery: failed requests are retried with exponential backoff (base x 2^n, capped)
     # until they are this old, then recorded as not delivered.

@@ -82,6 +82,7 @@ class UplinkWriter:
         dedup_window: timedelta,
         horizon: timedelta,
         clock: Callable[[], datetime] = utcnow,
+        recent_devices: int = 1_000_000,
     ) -> None:
         self.db, self.dedup_window, self.horizon, self.clock = db, dedup_window, horizon, clock
         self._queue: queue.Queue[_Pending] = queue.Queue()
@@ -89,7 +90,7 @@ class UplinkWriter:
         self._thread: threading.Thread | None = None
         # What this writer stored lately, so dedup mostly needs no query (checked against the
         # database before use: see heron.messages.store). Used by the writer thread only.
-        self.index = RecentIndex()
+        self.index = RecentIndex(max_devices=recent_devices)
         self._index_lock = threading.Lock()
 
     def start(self) -> None:

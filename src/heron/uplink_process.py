@@ -94,6 +94,7 @@ def run(settings: Settings, path: Path, *, parent_fd: int | None = None) -> None
         prepared.db,
         dedup_window=timedelta(seconds=settings.dedup_window_seconds),
         horizon=timedelta(seconds=settings.dedup_horizon_seconds),
+        recent_devices=settings.uplink_recent_devices,
     )
     writer.start()
     try:

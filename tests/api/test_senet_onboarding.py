@@ -653,6 +653,13 @@ def test_bad_call_parameters_are_400_naming_the_parameter_and_change_nothing(app
         ("activate", f"appEui={APP_EUI}", None, "body"),
         ("activate", f"appEui={APP_EUI}", {"data": [], "bogus": 1}, "bogus"),
         ("activate", f"appEui={APP_EUI}", body | {"callback": {"url": "ftp://x"}}, "callback.url"),
+        ("activate", f"appEui={APP_EUI}", body | {"callback": {"url": "http://10.0.0.5/s"}}, "callback.url"),
+        (
+            "activate",
+            f"appEui={APP_EUI}",
+            body | {"callback": {"url": "http://[::ffff:169.254.169.254]/"}},
+            "callback.url",
+        ),
         (
             "activate",
             f"appEui={APP_EUI}",

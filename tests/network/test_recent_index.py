@@ -7,6 +7,7 @@ always safe. No database here: the index alone."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from bench.recent_index import measure
 
@@ -55,3 +56,15 @@ def test_devices_not_heard_within_the_horizon_are_forgotten_at_the_sweep() -> No
     [(seq, message)] = known.messages.items()
     assert (seq, message.id, message.arrived, message.time) == (120, 1200, known.last_seen, known.last_seen)
     assert message.stations == {1: (-120.0, "RC1"), 2: (None, "RC1")}
+
+
+def test_the_writer_remembers_at_most_the_configured_number_of_devices(tmp_path: Path) -> None:
+    from heron.api.app import _uplinks
+    from heron.bootstrap import prepare
+    from heron.config import Settings
+    from heron.pipeline import UplinkWriter
+
+    settings = Settings(data_dir=tmp_path, uplink_recent_devices=1_234)
+    writer = _uplinks(settings, prepare(settings, announce_password=False))
+    assert isinstance(writer, UplinkWriter)
+    assert writer.index.max_devices == 1_234

@@ -109,6 +109,7 @@ def _uplinks(settings: Settings, prepared: Prepared) -> Uplinks:
         prepared.db,
         dedup_window=timedelta(seconds=settings.dedup_window_seconds),
         horizon=timedelta(seconds=settings.dedup_horizon_seconds),
+        recent_devices=settings.uplink_recent_devices,
     )
 
 

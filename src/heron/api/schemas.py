@@ -72,6 +72,9 @@ class ApiModel(BaseModel):
     )
     ignored_fields: ClassVar[frozenset[str]] = SIGFOX_IGNORED
     null_is_absent: ClassVar[bool] = True
+    # Fields of rows taken as given (`offload.rows_as_given`): each row is checked later in a
+    # worker thread; walking 100,000 of them here held the event loop 13-40 ms.
+    rows_checked_later: ClassVar[frozenset[str]] = frozenset()
 
     @model_validator(mode="before")
     @classmethod
@@ -83,7 +86,9 @@ class ApiModel(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _no_nul(cls, value: Any) -> Any:
+    def _no_nul(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name in cls.rows_checked_later:
+            return value
         return reject_nul(value)
 
 

@@ -15,6 +15,7 @@ from heron.api import offload
 from heron.api.context import AppContext, Ctx, CurrentActor, base_url
 from heron.api.schemas import ApiModel
 from heron.api.senet import PREFIX
+from heron.delivery.ssrf import check_literal_host
 from heron.registry import onboarding
 from heron.tenancy.access import Actor
 
@@ -30,6 +31,8 @@ class CallbackIn(ApiModel):
 
 
 class OnboardingBody(ApiModel):
+    rows_checked_later = frozenset({"data"})
+
     data: Annotated[list[Any], offload.rows_as_given(onboarding.MAX_ROWS)] = Field(max_length=onboarding.MAX_ROWS)
     callback: CallbackIn | None = None
 
@@ -71,6 +74,8 @@ async def _submit(
 ) -> dict[str, str]:
     callback = None
     if body.callback is not None:
+        # A literal refused address is refused now; a name is checked when the status is sent.
+        check_literal_host(body.callback.url, ctx.deliveries.allow, "callback.url")
         callback = onboarding.Callback(body.callback.url, body.callback.headers or {})
 
     def submit() -> str:

@@ -28,11 +28,15 @@ router = APIRouter(prefix=PREFIX + "/devices/bulk", tags=["devices"], route_clas
 Rows = Annotated[list[Any], Field(max_length=bulk_jobs.MAX_ROWS), offload.rows_as_given(bulk_jobs.MAX_ROWS)]
 
 
+class _RowsBody(ApiModel):
+    rows_checked_later = frozenset({"data"})
+
+
 class Certificate(ApiModel):
     key: str | None = Field(default=None, max_length=64)
 
 
-class BulkCreate(ApiModel):
+class BulkCreate(_RowsBody):
     device_type_id: str = Field(max_length=20)
     prefix: str | None = Field(default=None, max_length=40, description="device names: prefix + name (or increment)")
     product_certificate: Certificate | None = None
@@ -40,32 +44,32 @@ class BulkCreate(ApiModel):
     data: Rows = Field(description="[{id*, pac*, name, lat, lng, automaticRenewal, activable}]")
 
 
-class BulkEdit(ApiModel):
+class BulkEdit(_RowsBody):
     data: Rows = Field(
         description="[{id*, name, activable, automaticRenewal, lat, lng, productCertificate, prototype}]"
     )
 
 
-class BulkTransfer(ApiModel):
+class BulkTransfer(_RowsBody):
     device_type_id: str = Field(max_length=20)
     data: Rows = Field(description="[{id*, keepHistory=false, activable=true}]")
 
 
-class BulkReplace(ApiModel):
+class BulkReplace(_RowsBody):
     data: Rows = Field(description="[{deviceId*, targetDeviceId*}]")
 
 
-class BulkUnsubscribe(ApiModel):
+class BulkUnsubscribe(_RowsBody):
     data: Rows = Field(description="[{id*, unsubscriptionTime (epoch ms)}]")
 
 
-class DeviceActionJob(ApiModel):
+class DeviceActionJob(_RowsBody):
     """Sigfox `deviceActionJob`: the device ids."""
 
     data: Rows = Field(description='device ids: ["007B480F", ...]')
 
 
-class BulkDelete(ApiModel):
+class BulkDelete(_RowsBody):
     data: Rows = Field(description='device ids: ["007B480F", ...] (Heron: the Delete series)')
 
 

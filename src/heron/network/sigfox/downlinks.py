@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, Unpack
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -65,7 +65,7 @@ SWEEP_EVERY = timedelta(seconds=5)  # the catch-up sweep for messages opened by 
 _OPEN = text("downlinks.state IN ('DECIDING', 'PENDING', 'SENT')")
 
 
-_Q = TypeVar("_Q", bound=Select[Unpack[tuple[Any, ...]]])
+_Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
 
 
 def serves(station_path: Any, device_path: Any) -> ColumnElement[bool]:
@@ -275,6 +275,7 @@ class DownlinkDecider(BackgroundThread):
                 Delivery.state == PENDING,
                 Delivery.attempts == 0,
                 Delivery.next_at > d.downlink.decide_at,
+                Delivery.leased_by.is_(None),  # not one a delivery worker is sending right now
             )
         )
         if d.delivery is not None:  # the call starts this delivery: a sendDuplicate callback's copies are owed
