@@ -389,7 +389,8 @@ def test_a_child_dying_at_once_is_restarted_with_a_doubling_backoff_up_to_its_ca
     caplog.set_level(logging.WARNING, logger="heron.processes")
     supervisor.start()
     try:
-        wait_until(lambda: len(_deaths(caplog)) >= 5, "five deaths")
+        # Each death is a Python start (seconds on a loaded machine): a deadline to match.
+        wait_until(lambda: len(_deaths(caplog)) >= 5, "five deaths", deadline=120.0)
     finally:
         supervisor.stop()
     delays = [record.restart_in_seconds for record in _deaths(caplog)][:5]  # type: ignore[attr-defined]

@@ -30,6 +30,7 @@ from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
+from heron import json_steps
 from heron.background import BackgroundThread
 from heron.db.base import utcnow
 from heron.db.engine import Database
@@ -133,7 +134,7 @@ class EncodedRows:
 
 
 def encode_rows(rows: list[dict[str, Any]]) -> EncodedRows:
-    return EncodedRows(len(rows), json.dumps(rows, separators=(",", ":")))
+    return EncodedRows(len(rows), json_steps.dumps_rows(rows))  # in steps: see heron.json_steps
 
 
 def submit(
@@ -368,7 +369,7 @@ class JobRunner(BackgroundThread):
             job = session.get(Job, job_id)
             assert job is not None
             kind = KINDS.get(job.kind)
-            rows: list[dict[str, Any]] = json.loads(
+            rows: list[dict[str, Any]] = json_steps.loads(
                 session.scalar(select(JobInput.rows).where(JobInput.job_id == job_id)) or "[]"
             )
             ctx = JobContext(job.id, job.req_id, job.created_by, job.group_path, json.loads(job.params), self.keyring)
