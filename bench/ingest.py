@@ -167,8 +167,8 @@ def _receiver_main(port: int) -> None:
                     await reader.readexactly(length)
                 count += 1
                 writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass  # a closed connection, or the receiver stopping (cancelled quietly, no traceback)
         finally:
             writer.close()
 
