@@ -9,29 +9,24 @@ import json
 import os
 import subprocess
 import sys
-import threading
-import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 from sqlalchemy import func, select
 from typer.testing import CliRunner
 
-from heron.api.app import create_app
 from heron.api.context import AppContext
 from heron.cli import app
 from heron.config import Settings
 from heron.db.engine import Database
 from heron.messages.models import Message, Reception
 from heron.network.sigfox.models import BaseStation
-from heron.registry import contracts, device_types
 from heron.registry.models import Device
 from heron.simulate import SEQ_MODULO, device_ids
-from heron.tenancy.access import SYSTEM
 from tests.conftest import Tenants
+from tests.support.served import sigfox_device_type, uvicorn_in_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -41,33 +36,13 @@ FIRST_SEQ = 4090  # so that every device's numbers wrap during the run
 
 @pytest.fixture
 def server(settings: Settings, ctx: AppContext) -> Iterator[str]:
-    """The app on the test database, served by uvicorn on a free loopback port in a thread."""
-    config = uvicorn.Config(create_app(settings, ctx), host="127.0.0.1", port=0, log_config=None, access_log=False)
-    served = uvicorn.Server(config)
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not served.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = served.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    served.should_exit = True
-    thread.join(timeout=30)
+    with uvicorn_in_thread(settings, ctx) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture
 def device_type(db: Database, tenants: Tenants) -> str:
-    with db.write() as s:
-        contract = contracts.create(s, SYSTEM, group_id=tenants.customer_a, name="Plan", max_tokens=100)
-        dt = device_types.create(
-            s,
-            SYSTEM,
-            group_id=tenants.customer_a,
-            network="SIGFOX",
-            fields=device_types.DeviceTypeFields(name="Simulated", contract_id=contract.contract.id),
-        )
-        return str(dt.device_type.id)
+    return sigfox_device_type(db, tenants.customer_a, "Simulated", max_tokens=100)
 
 
 def simulate(*args: str) -> subprocess.CompletedProcess[str]:

@@ -16,9 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
-from heron.api.app import create_app
 from heron.api.context import AppContext
 from heron.config import Settings
 from heron.db.engine import Database
@@ -26,6 +24,7 @@ from heron.registry import bulk_jobs, contracts, device_types, devices, series_i
 from heron.registry.devices import DeviceFields
 from heron.tenancy.access import SYSTEM
 from tests.conftest import Tenants
+from tests.support.served import sigfox_device_type, uvicorn_in_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -36,33 +35,13 @@ DEADLINE = 120.0  # seconds; generous for a loaded machine, only ever reached on
 
 @pytest.fixture
 def server(settings: Settings, ctx: AppContext) -> Iterator[tuple[str, int]]:
-    """The app on the test database, served by uvicorn on a free loopback port in a thread."""
-    config = uvicorn.Config(create_app(settings, ctx), host="127.0.0.1", port=0, log_config=None, access_log=False)
-    served = uvicorn.Server(config)
-    thread = threading.Thread(target=served.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not served.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = served.servers[0].sockets[0].getsockname()[1]
-    yield "127.0.0.1", port
-    served.should_exit = True
-    thread.join(timeout=30)
+    with uvicorn_in_thread(settings, ctx) as port:
+        yield "127.0.0.1", port
 
 
 @pytest.fixture
 def device_type(db: Database, tenants: Tenants) -> str:
-    with db.write() as s:
-        contract = contracts.create(s, SYSTEM, group_id=tenants.customer_a, name="Plan", max_tokens=10)
-        dt = device_types.create(
-            s,
-            SYSTEM,
-            group_id=tenants.customer_a,
-            network="SIGFOX",
-            fields=device_types.DeviceTypeFields(name="Bulk", contract_id=contract.contract.id),
-        )
-        return str(dt.device_type.id)
+    return sigfox_device_type(db, tenants.customer_a, "Bulk", max_tokens=10)
 
 
 class Watched:
