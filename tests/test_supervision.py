@@ -40,11 +40,12 @@ from heron.network.sigfox import stations
 from heron.network.sigfox.models import BaseStation
 from heron.pipeline import UplinkWriter
 from heron.processes import ChildProcess, Supervised, Supervisor
-from heron.registry import contracts, device_types, devices
+from heron.registry import devices
 from heron.registry.models import Device
 from heron.tenancy.access import SYSTEM
 from heron.uplink_process import RemoteUplinks, listen
 from tests.conftest import TEST_KEK, Tenants
+from tests.support.served import sigfox_type
 
 HERON = Path(sys.executable).with_name("heron")
 DEADLINE = 30.0  # seconds: generous, for a slow, loaded machine
@@ -184,14 +185,7 @@ def make_radio(db: Database, tenants: Tenants, *, devices_count: int = 4, statio
     idents = [f"{0x5100 + i:X}" for i in range(devices_count)]
     auths = []
     with db.write() as s:
-        plan = contracts.create(s, SYSTEM, group_id=tenants.customer_a, name="Plan", max_tokens=1000)
-        dt = device_types.create(
-            s,
-            SYSTEM,
-            group_id=tenants.customer_a,
-            network="SIGFOX",
-            fields=device_types.DeviceTypeFields(name="Meters", contract_id=plan.contract.id),
-        )
+        dt = sigfox_type(s, tenants.customer_a, "Meters", max_tokens=1000)
         for ident in idents:
             devices.create_sigfox(
                 s,

@@ -20,11 +20,11 @@ import pytest
 from heron.api.context import AppContext
 from heron.config import Settings
 from heron.db.engine import Database
-from heron.registry import bulk_jobs, contracts, device_types, devices, series_input
+from heron.registry import bulk_jobs, devices, series_input
 from heron.registry.devices import DeviceFields
 from heron.tenancy.access import SYSTEM
 from tests.conftest import Tenants
-from tests.support.served import sigfox_device_type, uvicorn_in_thread
+from tests.support.served import sigfox_device_type, sigfox_type, uvicorn_in_thread
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -163,14 +163,7 @@ def test_station_ingest_is_answered_while_a_100000_row_bulk_create_is_prepared(
     assert r.status_code == 201, r.text
     station = base64.b64encode(f"{r.json()['id']}:{r.json()['secret']}".encode()).decode()
     with db.write() as s:
-        contract = contracts.create(s, SYSTEM, group_id=tenants.customer_a, name="Plan", max_tokens=10)
-        dt = device_types.create(
-            s,
-            SYSTEM,
-            group_id=tenants.customer_a,
-            network="SIGFOX",
-            fields=device_types.DeviceTypeFields(name="Meters", contract_id=contract.contract.id),
-        )
+        dt = sigfox_type(s, tenants.customer_a, "Meters", max_tokens=10)
         devices.create_sigfox(
             s,
             SYSTEM,

@@ -19,11 +19,12 @@ from heron.keys import Keyring
 from heron.messages.models import Message
 from heron.network.sigfox import stations
 from heron.network.sigfox.models import UndeliveredFrames
-from heron.registry import contracts, device_types, devices
+from heron.registry import devices
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import User
 from tests.conftest import TEST_KEK, Tenants, make_credential
 from tests.network.test_ingest import Clock, Radio, Station, frame, radio, send
+from tests.support.served import sigfox_type
 
 __all__ = ["radio"]
 
@@ -58,14 +59,7 @@ def _station(db: Database, group_id: int, ident: str) -> Station:
 def b_type(db: Database, tenants: Tenants, radio: Radio) -> int:
     """Customer B's device type with device B0B1 (holding a token)."""
     with db.write() as s:
-        contract = contracts.create(s, SYSTEM, group_id=tenants.customer_b, name="Plan B", max_tokens=10)
-        dt = device_types.create(
-            s,
-            SYSTEM,
-            group_id=tenants.customer_b,
-            network="SIGFOX",
-            fields=device_types.DeviceTypeFields(name="B meters", contract_id=contract.contract.id),
-        )
+        dt = sigfox_type(s, tenants.customer_b, "B meters", max_tokens=10)
         devices.create_sigfox(
             s,
             SYSTEM,

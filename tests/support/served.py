@@ -1,5 +1,6 @@
 """A real HTTP server for tests that need one event loop as in production (TestClient runs each
-request in a thread of its own), and the Sigfox device type such tests register devices into."""
+request in a thread of its own), and the Sigfox device type (on a contract of its own) that
+tests register their devices into."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from sqlalchemy.orm import Session
 
 from heron.api.app import create_app
 from heron.api.context import AppContext
 from heron.config import Settings
 from heron.db.engine import Database
 from heron.registry import contracts, device_types
+from heron.registry.device_types import DeviceTypeView
 from heron.tenancy.access import SYSTEM
 
 
@@ -37,15 +40,19 @@ def uvicorn_in_thread(settings: Settings, ctx: AppContext) -> Iterator[int]:
         thread.join(timeout=30)
 
 
+def sigfox_type(s: Session, group_id: int, name: str, max_tokens: int) -> DeviceTypeView:
+    """In session `s`: a Sigfox device type of `group_id` on a contract of its own ("Plan")."""
+    contract = contracts.create(s, SYSTEM, group_id=group_id, name="Plan", max_tokens=max_tokens)
+    return device_types.create(
+        s,
+        SYSTEM,
+        group_id=group_id,
+        network="SIGFOX",
+        fields=device_types.DeviceTypeFields(name=name, contract_id=contract.contract.id),
+    )
+
+
 def sigfox_device_type(db: Database, group_id: int, name: str, max_tokens: int) -> str:
-    """A Sigfox device type of `group_id` on a contract of its own: its id."""
+    """`sigfox_type` in a transaction of its own: its id."""
     with db.write() as s:
-        contract = contracts.create(s, SYSTEM, group_id=group_id, name="Plan", max_tokens=max_tokens)
-        dt = device_types.create(
-            s,
-            SYSTEM,
-            group_id=group_id,
-            network="SIGFOX",
-            fields=device_types.DeviceTypeFields(name=name, contract_id=contract.contract.id),
-        )
-        return str(dt.device_type.id)
+        return str(sigfox_type(s, group_id, name, max_tokens).device_type.id)
