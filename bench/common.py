@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
-from heron import simulate
-from heron.background import fast_event_loop
+from heron.network.sigfox import simulator as simulate
+from heron.runtime.background import fast_event_loop
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -197,7 +197,7 @@ def create_stations(session: Any, operator_group_id: int, count: int) -> list[tu
 
 # -- the load generator, in a process of its own ------------------------------------------------------
 def run_load(plan: simulate.Plan, timeout: float) -> dict[str, Any]:
-    """Run a `heron.simulate` plan in a separate process (`python -m bench.common load`, the plan
+    """Run a `heron.network.sigfox.simulator` plan in a separate process (`python -m bench.common load`, the plan
     on stdin, its stats as JSON on stdout), so it does not share the benchmark's interpreter."""
     import json
     from dataclasses import asdict

@@ -1,4 +1,4 @@
-"""Callback delivery on SQLite, through the real `heron serve` (ingest by `heron.simulate` in a
+"""Callback delivery on SQLite, through the real `heron serve` (ingest by `heron.network.sigfox.simulator` in a
 process of its own, uvloop) to a receiver on the same machine (`bench.receiver`: raw uvloop
 streams, its own process, logging each request's arrival, webhook-id and body lines):
 
@@ -44,16 +44,16 @@ from bench.common import (
     temp_dir,
     token_holding_rows,
 )
-from heron import simulate
-from heron.api.app import build_context
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.base import utcnow
 from heron.delivery import callbacks
 from heron.delivery.models import DONE, PENDING, Delivery
 from heron.messages.models import Message
+from heron.network.sigfox import simulator as simulate
 from heron.registry import bulk, contracts, device_types
 from heron.registry.models import Device
+from heron.runtime.context import build_context
 from heron.tenancy import groups
 from heron.tenancy.access import SYSTEM
 
@@ -198,7 +198,7 @@ def _load(
     clients: int = 8,
     first_seq: int | None = None,
 ) -> dict[str, Any]:
-    """`heron.simulate.run` in a separate process (`bench.common.run_load`). DATA frames only,
+    """`heron.network.sigfox.simulator.run` in a separate process (`bench.common.run_load`). DATA frames only,
     no downlink asked: one URL delivery per frame."""
     plan = simulate.Plan(
         url=url,

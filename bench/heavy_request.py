@@ -2,7 +2,7 @@
 
 `heron serve` on SQLite with one API process; 1,000,000 devices (made set-based: one template
 row copied by one INSERT ... SELECT over a counter), 3 stations. The ingest load is
-`heron.simulate` in a process of its own at a steady rate (one frame a post, far below the
+`heron.network.sigfox.simulator` in a process of its own at a steady rate (one frame a post, far below the
 ceiling, so its latency is the server's answer time, not a queue): first alone, then while the
 bench process keeps heavy requests running in the same API process, back to back, for the whole
 window: 100,000-row `POST /api/v2/devices/bulk` calls, CSV exports of the 1,000,000 devices,
@@ -26,10 +26,10 @@ import httpx
 from sqlalchemy import Table, text
 
 from bench.common import create_stations, heron_server, run_load, target, temp_dir, token_holding_rows
-from heron import simulate
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.base import utcnow
+from heron.network.sigfox import simulator as simulate
 from heron.registry import bulk, contracts, device_types
 from heron.registry.models import Device
 from heron.tenancy import api_users, groups
@@ -172,7 +172,8 @@ def main() -> None:
     creds, secret, dt_id = _setup(settings)
     print(f"set-up: {EXPORTED:,} devices (set-based), {STATIONS} stations in {time.perf_counter() - t0:.1f} s")
     print(
-        f"SQLite, heron serve with one API process (job runner off); ingest: heron.simulate in its own process, "
+        f"SQLite, heron serve with one API process (job runner off); ingest: "
+        f"heron.network.sigfox.simulator in its own process, "
         f"{RATE:.0f} posts/s (one frame each) for {SECONDS:.0f} s per run; heavy: {BULK_ROWS:,}-row "
         f"POST /devices/bulk requests, CSV exports of {EXPORTED:,} devices, then both, back to back in threads; "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"

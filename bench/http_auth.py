@@ -10,9 +10,9 @@ import sys
 import time
 
 from bench.common import heron_server, target, temp_dir
-from heron.api.app import build_context
 from heron.bootstrap import prepare
 from heron.config import Settings
+from heron.runtime.context import build_context
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
 

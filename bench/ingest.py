@@ -1,7 +1,7 @@
 """Sustained station ingest on SQLite, through the real `POST /ingest/sigfox` of `heron serve`:
 3 stations x 17 keep-alive clients (51 connections) post 20 receptions per request; every frame
 is one (device, seq) heard by all 3 stations, so its 3 receptions come with 3 credentials in 3
-requests. The load is `heron.simulate.run` in a separate process (uvloop), so its CPU is its
+requests. The load is `heron.network.sigfox.simulator.run` in a separate process (uvloop), so its CPU is its
 own. Frames/s counts the messages committed (200 means committed), checked against receptions.
 Printed beside the floor: the same kind of frames stored in-process by `store_frames`, in
 group-commit-sized transactions, with no HTTP, JSON or asyncio in the way.
@@ -26,8 +26,6 @@ from typing import Any
 from sqlalchemy import func, select
 
 from bench.common import create_stations, free_port, heron_server, run_load, target, temp_dir, token_holding_rows
-from heron import simulate
-from heron.api.app import build_context
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.base import utcnow
@@ -35,10 +33,13 @@ from heron.delivery import callbacks
 from heron.delivery.models import DONE, PENDING, Delivery
 from heron.delivery.outbox import enqueue_messages
 from heron.messages.models import Message, Reception
-from heron.messages.store import HeardFrame, RecentIndex, store_frames
+from heron.network.sigfox import simulator as simulate
+from heron.network.sigfox.radio import NETWORK as SIGFOX
 from heron.registry import bulk, contracts, device_types
+from heron.runtime.context import build_context
 from heron.tenancy import groups
 from heron.tenancy.access import SYSTEM
+from heron.uplink.store import HeardFrame, RecentIndex, store_frames
 
 SECONDS = float(os.environ.get("HERON_BENCH_SECONDS", "60"))
 WORKERS = int(os.environ.get("HERON_BENCH_WORKERS", "1"))
@@ -226,7 +227,9 @@ def _floor(settings: Settings, station_ids: list[int], frames: int = 30_000) -> 
     start = time.perf_counter()
     for batch in batches:
         with ctx.db.write() as session:
-            stored = store_frames(session, batch, utcnow(), dedup_window=window, horizon=horizon, index=index)
+            stored = store_frames(
+                session, batch, utcnow(), network=SIGFOX, dedup_window=window, horizon=horizon, index=index
+            )
             enqueue_messages(session, stored.new, dedup_window=window, horizon=horizon)
     elapsed = time.perf_counter() - start
     ctx.db.dispose()
@@ -273,7 +276,8 @@ def main() -> None:
         f"SQLite, heron serve: {WORKERS} API process(es), the uplink writer and the worker (deliveries) in "
         f"processes of their own; {STATIONS} stations x {CLIENTS_PER_STATION} clients = "
         f"{STATIONS * CLIENTS_PER_STATION} connections, {BATCH} receptions per request, every frame heard "
-        f"by {STATIONS} stations, {DEVICES:,} devices, {SECONDS:.0f} s; load generator: heron.simulate in "
+        f"by {STATIONS} stations, {DEVICES:,} devices, {SECONDS:.0f} s; load generator: "
+        f"heron.network.sigfox.simulator in "
         f"its own process (uvloop) on the same {os.cpu_count()}-core machine"
     )
     receiver = _Receiver(hook_port)

@@ -1,4 +1,4 @@
-"""Bytes per active device of the uplink writer's `RecentIndex` (heron.messages.store): the
+"""Bytes per active device of the uplink writer's `RecentIndex` (heron.uplink.store): the
 structure the writer keeps of every device heard within the dedup horizon. Fills an index the way
 `store_frames` does (a new message per device, heard by 1 to 3 stations, in batches of 5,000) and
 measures it with tracemalloc. `python -m bench recent_index` (HERON_BENCH_DEVICES, default 100,000)."""
@@ -11,7 +11,7 @@ import tracemalloc
 from datetime import timedelta
 
 from heron.db.base import utcnow
-from heron.messages.store import RecentIndex, _Device, _Open, _remember
+from heron.uplink.store import RecentIndex, _Device, _Open, _remember
 
 BATCH = 5_000
 

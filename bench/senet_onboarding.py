@@ -14,11 +14,11 @@ import httpx
 from sqlalchemy import select
 
 from bench.common import drop_floor_rows, heron_server, insert_floor, target, temp_dir
-from heron.api.app import build_context
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.registry import contracts, device_types, registration_tokens
 from heron.registry.models import Device
+from heron.runtime.context import build_context
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
 

@@ -19,12 +19,12 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
-from heron.api.app import build_context, create_app
-from heron.api.context import AppContext
+from heron.api.app import create_app
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db import migrate
 from heron.db.engine import Database
+from heron.runtime.context import AppContext, build_context
 from heron.tenancy import api_users, groups, users
 from heron.tenancy.access import SYSTEM, Actor
 from heron.tenancy.models import User

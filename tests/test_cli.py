@@ -16,9 +16,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from heron.api.context import AppContext
 from heron.config import Settings
 from heron.db.engine import Database
+from heron.runtime.context import AppContext
 from heron.tenancy.models import ApiUser, AuditEvent, Group, User
 from tests.conftest import TEST_KEK, Tenants
 

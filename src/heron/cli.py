@@ -14,11 +14,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from heron.background import fast_event_loop
 from heron.bootstrap import prepare
 from heron.config import get_settings
 from heron.errors import HeronError, InvalidInput
 from heron.observability import configure_logging
+from heron.runtime.background import fast_event_loop
 from heron.tenancy import api_users, groups, users
 from heron.tenancy.access import SYSTEM
 
@@ -66,8 +66,9 @@ def serve(
 
     import uvicorn
 
-    from heron import uplink_process, worker
-    from heron.processes import Supervised, Supervisor, remove_status
+    from heron.runtime import worker
+    from heron.runtime.processes import Supervised, Supervisor, remove_status
+    from heron.uplink import process as uplink_process
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -116,7 +117,7 @@ def worker(
 ) -> None:
     """Send callbacks and decide downlinks, without the HTTP API (`heron serve` starts one; a
     scaled-out deployment runs as many as it likes)."""
-    from heron import worker as background_worker
+    from heron.runtime import worker as background_worker
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -130,7 +131,7 @@ def uplink_writer(
 ) -> None:
     """Store the stations' receptions for the API processes (`heron serve` starts one, and
     points its API processes at it with HERON_UPLINK_SOCKET)."""
-    from heron import uplink_process
+    from heron.uplink import process as uplink_process
 
     settings = get_settings()
     configure_logging(settings.log_level)
@@ -484,7 +485,7 @@ def simulate_sigfox(
 
     import httpx
 
-    from heron import simulate as sim
+    from heron.network.sigfox import simulator as sim
 
     try:
         first = int(first_device.removeprefix("0x"), 16)

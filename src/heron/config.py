@@ -78,9 +78,9 @@ class Settings(BaseSettings):
     delivery_give_up_hours: float = Field(default=48.0, ge=24)
     run_deliveries: bool = True
     # `heron serve` runs the deliveries and downlink decisions in a worker process of its own
-    # (heron.worker), at a lower CPU priority than the API; false: in the API processes' threads.
+    # (heron.runtime.worker), at a lower CPU priority than the API; false: in the API processes' threads.
     delivery_process: bool = True
-    # `heron serve` runs the uplink writer in a process of its own (heron.uplink_process) and
+    # `heron serve` runs the uplink writer in a process of its own (heron.uplink.process) and
     # sets `uplink_socket` for its API processes, which store through it; false: each API
     # process writes in a thread of its own.
     uplink_process: bool = True
@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     child_restart_backoff_seconds: float = Field(default=0.5, gt=0, le=60)
     child_restart_backoff_max_seconds: float = Field(default=5.0, gt=0, le=300)
     # Set by `heron serve` for its API processes: the file where it keeps its children's state
-    # (heron.processes.Supervisor), read by /api/ready and /metrics.
+    # (heron.runtime.processes.Supervisor), read by /api/ready and /metrics.
     children_status_file: Path | None = None
     # A callback's pending deliveries beyond this many (the oldest) are recorded as failed
     # ("outbox overflow") and alerted, as are pending ones older than the give-up age.

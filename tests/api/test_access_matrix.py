@@ -34,8 +34,8 @@ from heron.jobs import engine
 from heron.keys import Keyring
 from heron.messages.models import Message
 from heron.network.sigfox import bridge, coverage, stations
-from heron.network.sigfox.models import BaseStation, UndeliveredFrames
 from heron.registry import bulk_jobs, contracts, device_profiles, device_types, devices, onboarding, registration_tokens
+from heron.stations.models import BaseStation, UndeliveredFrames
 from heron.tenancy import api_users, groups
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import AuditEvent, Group
@@ -571,7 +571,7 @@ MATRIX: list[Row] = [
     Row("GET", BS, expect(200, 200, 200), owners=_owned_by_group),
     Row("GET", BS, expect(200, 200, 404), "groupIds={customer_a}&deep=true", owners=_owned_by_group),
     # Stations are the operator's (NETWORK_OPERATOR): a customer's ADMIN reads its group's, no more
-    # (tests/network/test_station_tenancy.py has the operator's side).
+    # (tests/network/sigfox/test_station_tenancy.py has the operator's side).
     Row("POST", BS, expect(403, 403, 400), body=_create_in_a(BS)),
     Row("GET", BS + "/{station_id}", expect(200, 200, 404)),
     Row("PUT", BS + "/{station_id}", expect(403, 403, 404), body=lambda w: {"name": "Renamed", "altitude": 120}),

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from tests.conftest import Tenants
 from tests.delivery.test_not_delivered import _failing, clock, settings
 from tests.delivery.test_outbox import Receiver, receiver
-from tests.network.test_ingest import Clock, Radio, radio
+from tests.network.sigfox.test_ingest import Clock, Radio, radio
 
 __all__ = ["clock", "radio", "receiver", "settings"]  # fixtures imported for this module's tests
 

@@ -19,8 +19,8 @@ from heron.events.models import UplinkCount
 from heron.registry.models import Contract
 from tests.api.test_bad_input import assert_invalid, assert_message
 from tests.conftest import Tenants
-from tests.network.test_downlinks import collect, decide, set_mode
-from tests.network.test_ingest import Clock, Radio, frame, radio, send
+from tests.downlink.test_downlinks import collect, decide, set_mode
+from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
 __all__ = ["radio"]  # fixture imported for this module's tests
 

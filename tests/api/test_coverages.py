@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from heron.api.context import AppContext
 from heron.db.base import utcnow
+from heron.runtime.context import AppContext
 from tests.api.test_bad_input import assert_invalid, assert_message, unchanged
 from tests.conftest import Credential, Tenants
 

@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from heron.db.engine import Database
 from tests.api.test_bad_input import assert_message, unchanged
 from tests.conftest import Tenants
-from tests.network.test_ingest import Clock, Radio, clock, frame, messages_of, radio, send
+from tests.network.sigfox.test_ingest import Clock, Radio, clock, frame, messages_of, radio, send
 
 __all__ = ["clock", "radio"]  # fixtures imported for this module's tests
 

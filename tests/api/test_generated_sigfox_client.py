@@ -33,9 +33,9 @@ from heron.config import Settings
 from heron.db.engine import Database
 from tests.conftest import Tenants, make_credential
 from tests.delivery.test_outbox import Receiver, receiver
-from tests.network.test_ingest import Station
+from tests.network.sigfox.test_ingest import Station
+from tests.network.sigfox.test_simulator import server
 from tests.support.sigfox_openapi import spec_path
-from tests.test_simulate import server
 
 __all__ = ["receiver", "server"]  # fixtures imported for this module's tests
 

@@ -17,7 +17,7 @@ from heron.keys import Keyring
 from heron.registry import contracts, device_types, devices
 from heron.tenancy.access import SYSTEM
 from tests.conftest import TEST_KEK, Tenants
-from tests.network.test_ingest import Clock, Station, clock, frame, messages_of, send
+from tests.network.sigfox.test_ingest import Clock, Station, clock, frame, messages_of, send
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 __all__ = ["clock"]  # the fixture, used here

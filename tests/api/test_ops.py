@@ -21,10 +21,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
 from heron.api.app import create_app
-from heron.api.context import AppContext
 from heron.api.ratelimit import RateLimiter
 from heron.db.engine import Database
 from heron.observability import REGISTRY, JsonFormatter
+from heron.runtime.context import AppContext
 from heron.tenancy.auth import Authenticator
 from tests.conftest import Tenants
 

@@ -17,11 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
-from heron.api.context import AppContext
 from heron.config import Settings
 from heron.db.engine import Database
 from heron.registry import bulk_jobs, devices, series_input
 from heron.registry.devices import DeviceFields
+from heron.runtime.context import AppContext
 from heron.tenancy.access import SYSTEM
 from tests.conftest import Tenants
 from tests.support.served import sigfox_device_type, sigfox_type, uvicorn_in_thread

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, make_url, text
 
-from heron.api.context import AppContext
 from heron.db import migrate
 from heron.db.engine import Database
+from heron.runtime.context import AppContext
 from heron.tenancy import groups
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.auth import Authenticator

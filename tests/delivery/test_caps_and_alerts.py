@@ -21,7 +21,7 @@ from heron.tenancy.access import SYSTEM
 from tests.conftest import TEST_KEK, Tenants
 from tests.delivery.test_channels import Inbox, clock, deliveries, inbox, sample, settings
 from tests.delivery.test_outbox import BODY, Receiver, make_callback, receiver, rounds
-from tests.network.test_ingest import Clock, Radio, frame, radio, send
+from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
 __all__ = ["clock", "inbox", "radio", "receiver", "settings"]  # the fixtures, imported for these tests
 

@@ -30,7 +30,7 @@ from heron.keys import Keyring
 from tests.conftest import TEST_KEK, Tenants
 from tests.delivery.test_outbox import Receiver, make_callback, receiver, rounds
 from tests.jobs.kinds import KIND
-from tests.network.test_ingest import Clock, Radio, frame, radio, send
+from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
 __all__ = ["Inbox", "clock", "inbox", "radio", "receiver"]  # fixtures and helpers for test_caps_and_alerts
 

@@ -31,7 +31,7 @@ from heron.delivery.ssrf import parse_allow_cidrs
 from heron.keys import Keyring
 from tests.conftest import TEST_KEK, Tenants
 from tests.delivery.test_outbox import BODY, make_callback
-from tests.network.test_ingest import Radio, frame, radio, send
+from tests.network.sigfox.test_ingest import Radio, frame, radio, send
 
 __all__ = ["radio"]  # the fixture, imported for this module's tests
 

@@ -22,7 +22,7 @@ from heron.config import Settings
 from heron.db.engine import Database
 from heron.delivery.models import DONE, FAILED, PENDING, Callback, Delivery
 from tests.conftest import Tenants
-from tests.network.test_ingest import Clock, Radio, frame, radio, send
+from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
 __all__ = ["radio"]  # the fixture, imported for this module's tests
 

@@ -17,7 +17,7 @@ from heron.db.engine import Database
 from heron.delivery.models import DONE, Callback, Delivery
 from tests.conftest import Tenants
 from tests.delivery.test_outbox import BODY, Receiver, clock, make_callback, receiver, rounds
-from tests.network.test_ingest import Clock, Radio, frame, radio, send
+from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
 __all__ = ["clock", "radio", "receiver"]  # fixtures, imported for this module's tests
 

@@ -19,7 +19,7 @@ from tests.conftest import Tenants
 from tests.delivery.test_caps_and_alerts import alert_to
 from tests.delivery.test_channels import Inbox, clock, deliveries, inbox, sample, settings
 from tests.delivery.test_outbox import BODY, Receiver, make_callback, receiver, rounds
-from tests.network.test_ingest import Clock, Radio, frame, radio, send
+from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
 __all__ = ["clock", "inbox", "radio", "receiver", "settings"]  # the fixtures, imported for these tests
 

@@ -38,20 +38,20 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from heron.api.app import build_context, create_app
-from heron.api.context import AppContext
+from heron.api.app import create_app
 from heron.bootstrap import prepare
 from heron.db.engine import Database
 from heron.delivery.models import Delivery
 from heron.keys import Keyring
 from heron.registry import contracts, device_types, devices
+from heron.runtime.context import AppContext, build_context
 from heron.tenancy.access import SYSTEM
 from tests.conftest import TEST_KEK, Tenants, fresh_database, make_settings, make_tenants
 from tests.delivery.test_channels import Inbox
 from tests.delivery.test_outbox import Receiver, rounds
+from tests.downlink.test_downlinks import collect, decide
 from tests.events.test_events import upkeep
-from tests.network.test_downlinks import collect, decide
-from tests.network.test_ingest import Clock, Station, frame, send
+from tests.network.sigfox.test_ingest import Clock, Station, frame, send
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

@@ -19,8 +19,8 @@ from heron.delivery.models import DONE, PENDING, Delivery
 from tests.conftest import Tenants
 from tests.delivery.test_channels import Inbox, inbox, outbox_settings
 from tests.delivery.test_outbox import Receiver, make_callback, receiver, rounds
-from tests.network.test_downlinks import clock
-from tests.network.test_ingest import Clock, Radio, frame, radio, send
+from tests.downlink.test_downlinks import clock
+from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
 __all__ = ["clock", "inbox", "radio", "receiver"]  # fixtures imported for this module's tests
 

@@ -12,17 +12,16 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select, update
 
-from heron.api.app import build_context
-from heron.api.context import AppContext
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.engine import Database
 from heron.delivery.models import Delivery
 from heron.events.models import Event
 from heron.registry.models import Contract, Device, DeviceType
+from heron.runtime.context import AppContext, build_context
 from tests.conftest import Tenants
 from tests.delivery.test_outbox import Receiver, make_callback, receiver, rounds
-from tests.network.test_ingest import Clock, Radio, frame, radio, send
+from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
 __all__ = ["radio", "receiver"]  # fixtures, imported for this module's tests
 

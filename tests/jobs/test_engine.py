@@ -18,7 +18,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from heron.api.context import AppContext
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.delivery.models import DONE, FAILED, Delivery
@@ -29,6 +28,7 @@ from heron.jobs.engine import JobBusy, JobRunner
 from heron.jobs.models import Job, JobLock, JobMessage
 from heron.jobs.notify import encrypt_headers, finishing_hook
 from heron.keys import Keyring
+from heron.runtime.context import AppContext
 from heron.tenancy.models import AuditEvent
 from tests.jobs.kinds import KIND
 

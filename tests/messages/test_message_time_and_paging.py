@@ -19,7 +19,7 @@ from heron.config import Settings
 from heron.db.base import utcnow
 from tests.conftest import Tenants
 from tests.delivery.test_outbox import Receiver, make_callback, receiver, rounds
-from tests.network.test_ingest import Clock, Radio, frame, radio, send
+from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
 __all__ = ["radio", "receiver"]  # fixtures imported for this module's tests
 

@@ -14,7 +14,7 @@ from heron.messages.models import Message, Reception
 from heron.messages.retention import purge_messages
 from heron.registry.models import Contract
 from tests.conftest import Tenants
-from tests.network.test_ingest import Clock, Radio, clock, frame, radio, send
+from tests.network.sigfox.test_ingest import Clock, Radio, clock, frame, radio, send
 
 __all__ = ["clock", "radio"]
 

@@ -14,7 +14,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from heron.api.context import AppContext
 from heron.db.engine import Database
 from heron.errors import NotFound
 from heron.jobs import queries
@@ -23,6 +22,7 @@ from heron.jobs.models import Job
 from heron.registry import bulk_jobs, devices
 from heron.registry.bulk import insert_devices, new_row
 from heron.registry.models import Contract, ContractAllocation, Device, DeviceType
+from heron.runtime.context import AppContext
 from heron.tenancy.access import Actor, Role
 from tests.api.test_bad_input import assert_invalid, assert_message, unchanged
 from tests.api.test_device_export import run_cli

@@ -16,11 +16,11 @@ from sqlalchemy import select
 
 from heron.db.base import utcnow
 from heron.db.engine import Database
-from heron.network.sigfox.models import UndeliveredFrames
 from heron.registry import maintenance
+from heron.stations.models import UndeliveredFrames
 from tests.api.test_bad_input import assert_invalid, assert_message, unchanged
 from tests.conftest import Tenants
-from tests.network.test_ingest import Clock, Radio, clock, frame, messages_of, radio, send
+from tests.network.sigfox.test_ingest import Clock, Radio, clock, frame, messages_of, radio, send
 from tests.registry.conftest import API, Api, contract_body, device_type_body
 from tests.registry.test_bulk_jobs import errors_by_entity, tokens_in_use, wait_done
 

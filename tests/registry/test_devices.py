@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from heron.api.context import AppContext
 from heron.config import Settings
 from heron.db.engine import Database
 from heron.db.models import Base
@@ -19,6 +18,7 @@ from heron.errors import Conflict
 from heron.keys import Keyring, rotate_all
 from heron.registry import devices, registration_tokens
 from heron.registry.models import Contract, ContractAllocation, Device
+from heron.runtime.context import AppContext
 from heron.tenancy.access import SYSTEM
 from heron.tenancy.models import AuditEvent
 from tests.api.test_bad_input import assert_invalid, assert_message, unchanged

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from heron.registry.downlink_template import TemplateError, check, render, width
+from heron.downlink.templates import TemplateError, check, render, width
 
 
 def test_literal_hex_renders_to_its_bytes_in_either_case() -> None:

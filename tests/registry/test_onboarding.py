@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from heron.api.context import AppContext
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.errors import Forbidden
@@ -21,6 +20,7 @@ from heron.jobs.engine import JobRunner
 from heron.jobs.models import Job, JobInput
 from heron.registry import contracts, device_types, onboarding, registration_tokens
 from heron.registry.models import Contract, Device, RegistrationToken
+from heron.runtime.context import AppContext
 from heron.tenancy.access import SYSTEM, Actor, Role
 from heron.tenancy.models import ApiUser, Group
 from tests.conftest import Tenants

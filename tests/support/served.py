@@ -13,11 +13,11 @@ import uvicorn
 from sqlalchemy.orm import Session
 
 from heron.api.app import create_app
-from heron.api.context import AppContext
 from heron.config import Settings
 from heron.db.engine import Database
 from heron.registry import contracts, device_types
 from heron.registry.device_types import DeviceTypeView
+from heron.runtime.context import AppContext
 from heron.tenancy.access import SYSTEM
 
 

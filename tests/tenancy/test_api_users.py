@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import event, select
 
-from heron.api.app import build_context, create_app
-from heron.api.context import AppContext
+from heron.api.app import create_app
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.engine import Database
+from heron.runtime.context import AppContext, build_context
 from heron.tenancy.models import ApiUser, ApiUserProfile, AuditEvent
 from tests.conftest import Tenants
 

@@ -12,9 +12,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from heron.api.app import create_app
-from heron.api.context import AppContext
 from heron.api.ratelimit import RateLimiter
 from heron.db.engine import Database
+from heron.runtime.context import AppContext
 from heron.tenancy.models import User, WebSession
 from tests.conftest import ADMIN_EMAIL, ADMIN_PASSWORD, Tenants
 

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 
 from fastapi import FastAPI
 
 from heron import __version__
-from heron.api import bridge, errors, ingest, ingest_udp, ops, station_downlinks
-from heron.api.context import AppContext
+from heron.api import errors, ops
 from heron.api.middleware import EdgeMiddleware
 from heron.api.senet import devices as senet_devices
 from heron.api.v2 import (
@@ -38,79 +35,15 @@ from heron.api.v2 import (
 )
 from heron.api.v2 import bridge as sigfox_bridge
 from heron.api.v2.render import NativeJSON
-from heron.bootstrap import Prepared, prepare
+from heron.bootstrap import prepare
 from heron.config import Settings, get_settings
-from heron.delivery.channels.email import SmtpConfig
-from heron.delivery.outbox import DeliveryWorker, Policy
-from heron.delivery.ssrf import parse_allow_cidrs
-from heron.jobs.engine import JobRunner
-from heron.jobs.notify import finishing_hook
-from heron.network.sigfox.downlinks import DownlinkDecider
+from heron.network.sigfox import bridge_http as bridge
+from heron.network.sigfox import ingest_http as ingest
+from heron.network.sigfox import ingest_udp
+from heron.network.sigfox import station_http as station_downlinks
 from heron.observability import configure_logging
-from heron.pipeline import Uplinks, UplinkWriter
-from heron.registry import maintenance
-from heron.tenancy.auth import Authenticator
-from heron.uplink_process import RemoteUplinks
+from heron.runtime.context import AppContext, build_context, tune_collector
 from heron.web import auth as web_auth
-
-
-def build_context(settings: Settings, prepared: Prepared) -> AppContext:
-    allow = parse_allow_cidrs(settings.callback_allow_cidrs)
-    deliveries = DeliveryWorker(
-        prepared.db,
-        prepared.keyring,
-        allow=allow,
-        policy=Policy(
-            backoff_base=timedelta(seconds=settings.delivery_backoff_base_seconds),
-            backoff_max=timedelta(seconds=settings.delivery_backoff_max_seconds),
-            give_up=timedelta(hours=settings.delivery_give_up_hours),
-            max_pending_per_callback=settings.outbox_max_pending_per_callback,
-        ),
-        smtp=SmtpConfig.from_settings(settings),
-    )
-    runner = JobRunner(
-        prepared.db,
-        keyring=prepared.keyring,
-        stale_after=settings.job_stale_seconds,
-        retention=timedelta(days=settings.job_retention_days),
-        finishing=[finishing_hook()],
-        on_finished=[lambda _job_id: deliveries.wake()],
-        periodic=maintenance.periodic_tasks(
-            settings.maintenance_interval_seconds,
-            timedelta(days=settings.deleted_device_retention_days),
-            timedelta(seconds=settings.station_offline_seconds),
-        ),
-    )
-    downlink_decider = DownlinkDecider(
-        prepared.db,
-        prepared.keyring,
-        dedup_window=timedelta(seconds=settings.dedup_window_seconds),
-        allow=allow,
-        answer_timeout=settings.downlink_answer_timeout_seconds,
-    )
-    return AppContext(
-        settings=settings,
-        db=prepared.db,
-        keyring=prepared.keyring,
-        session_secret=prepared.session_secret,
-        authenticator=Authenticator(prepared.db, settings.api_user_last_used_flush_seconds),
-        jobs=runner,
-        uplinks=_uplinks(settings, prepared),
-        downlinks=downlink_decider,
-        deliveries=deliveries,
-    )
-
-
-def _uplinks(settings: Settings, prepared: Prepared) -> Uplinks:
-    """Through the uplink writer process when `heron serve` started one, else a thread here."""
-    if settings.uplink_socket is not None:
-        return RemoteUplinks(settings.uplink_socket)
-    return UplinkWriter(
-        prepared.db,
-        dedup_window=timedelta(seconds=settings.dedup_window_seconds),
-        horizon=timedelta(seconds=settings.dedup_horizon_seconds),
-        recent_devices=settings.uplink_recent_devices,
-    )
 
 
 def create_app(settings: Settings | None = None, context: AppContext | None = None) -> FastAPI:
@@ -215,14 +148,3 @@ def worker_app() -> FastAPI:
     app = create_app(settings)
     tune_collector()
     return app
-
-
-def tune_collector() -> None:
-    """Garbage-collector settings for a server process. A request or job batch allocates tens of
-    thousands of short-lived, acyclic dicts and tuples (10,000 parsed rows); with the default
-    700-allocation threshold the collector ran dozens of times per batch, rescanning everything
-    alive. Objects built at startup (modules, the app, SQLAlchemy's mappers) are frozen out of
-    its scans; young garbage is collected every 20,000 allocations."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)

@@ -4,38 +4,16 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
-from heron.api.ratelimit import RateLimiter
-from heron.config import Settings
-from heron.db.engine import Database
-from heron.delivery.outbox import DeliveryWorker
 from heron.errors import NotAuthenticated
-from heron.jobs.engine import JobRunner
-from heron.keys import Keyring
-from heron.network.sigfox.downlinks import DownlinkDecider
-from heron.pipeline import Uplinks
+from heron.runtime.context import AppContext
 from heron.tenancy.access import Actor
-from heron.tenancy.auth import Authenticator, load_session, unsign_token
+from heron.tenancy.auth import load_session, unsign_token
 
 SESSION_COOKIE = "heron_session"
-
-
-@dataclass
-class AppContext:
-    settings: Settings
-    db: Database
-    keyring: Keyring
-    session_secret: bytes
-    authenticator: Authenticator
-    jobs: JobRunner
-    uplinks: Uplinks
-    deliveries: DeliveryWorker
-    downlinks: DownlinkDecider
-    rate_limiter: RateLimiter = field(default_factory=RateLimiter)
 
 
 async def get_ctx(request: Request) -> AppContext:

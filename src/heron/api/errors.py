@@ -13,9 +13,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.routing import Match
 
-from heron.api.context import AppContext, authenticate
+from heron.api.context import authenticate
 from heron.api.v2.render import native_json
 from heron.errors import HeronError, InvalidInput, NotAuthenticated, RateLimited
+from heron.runtime.context import AppContext
 
 log = logging.getLogger("heron.api")
 
@@ -88,7 +89,7 @@ def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
 
 def validation_body(errors: list[dict[str, str]]) -> dict[str, Any]:
     """The 400 body of a request that failed validation: the first error in `message`, all in
-    `errors` (also the UDP ingest's replies, heron.api.ingest_udp)."""
+    `errors` (also the UDP ingest's replies, heron.network.sigfox.ingest_udp)."""
     first = errors[0] if errors else {"field": "body", "message": "invalid input"}
     return {"message": f"{first['field']}: {first['message']}", "errors": errors}
 

@@ -17,7 +17,7 @@ from heron.api.context import Ctx
 from heron.api.errors import json_body
 from heron.db import migrate
 from heron.observability import REGISTRY
-from heron.processes import read_status
+from heron.runtime.processes import read_status
 
 router = APIRouter(tags=["operations"])
 
@@ -39,7 +39,7 @@ async def ready(ctx: Ctx) -> Response:
     if current != head:
         body |= {"status": "unavailable", "migrations": f"at {current}, head {head}"}
     path = ctx.settings.children_status_file
-    if path is not None:  # served by `heron serve`: its children too (heron.processes.Supervisor)
+    if path is not None:  # served by `heron serve`: its children too (heron.runtime.processes.Supervisor)
         children = read_status(path)
         if children is None:
             body |= {"status": "unavailable", "supervisor": "down"}

@@ -7,7 +7,8 @@ from urllib.parse import urlencode
 
 from fastapi import Request
 
-from heron.api.context import AppContext, base_url
+from heron.api.context import base_url
+from heron.runtime.context import AppContext
 
 
 def page(

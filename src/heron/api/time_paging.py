@@ -30,10 +30,11 @@ from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
 
-from heron.api.context import AppContext, base_url
+from heron.api.context import base_url
 from heron.api.schemas import MAX_OFFSET
 from heron.db.keyset import TimePage, TimeWindow
-from heron.registry._common import MAX_EPOCH_MS
+from heron.runtime.context import AppContext
+from heron.tenancy.owned import MAX_EPOCH_MS
 
 EpochMs = Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]
 RequiredEpochMs = Annotated[int, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from heron.background import BackgroundThread
+from heron.runtime.background import BackgroundThread
 
 log = logging.getLogger(__name__)
 

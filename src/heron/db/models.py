@@ -2,7 +2,7 @@
 
 from heron.db.base import Base
 from heron.delivery import models as delivery_models
-from heron.downlinks import models as downlinks_models
+from heron.downlink import models as downlinks_models
 from heron.events import models as events_models
 from heron.jobs import models as jobs_models
 from heron.messages import models as messages_models

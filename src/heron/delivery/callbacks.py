@@ -23,10 +23,10 @@ from heron.keys import Keyring
 from heron.messages.decoding import grammar_of
 from heron.messages.grammar import parse_grammar
 from heron.registry import device_types
-from heron.registry._common import KEEP
 from heron.registry.models import DeviceType
 from heron.tenancy import audit
 from heron.tenancy.access import Actor
+from heron.tenancy.owned import KEEP
 
 TYPES = {0: "DATA", 1: "SERVICE", 2: "ERROR"}
 SUBTYPES = {0: "STATUS", 2: "UPLINK", 3: "BIDIR", 4: "ACKNOWLEDGE", 5: "REPEATER", 6: "DATA_ADVANCED"}

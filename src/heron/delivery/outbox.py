@@ -74,7 +74,6 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Table, and_, exists, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from heron.background import BackgroundThread, run_async
 from heron.db.base import utcnow
 from heron.db.bulk_insert import insert_rows
 from heron.db.engine import Database
@@ -90,12 +89,13 @@ from heron.jobs.engine import _gone_from_this_host
 from heron.keys import Keyring
 from heron.messages.decoding import decode, grammar_of
 from heron.messages.models import Message, Reception
-from heron.messages.store import StoredMessage
-from heron.network.sigfox.lqi import LQI_NAMES
-from heron.network.sigfox.models import BaseStation
 from heron.observability import REGISTRY
+from heron.radio import LQI_NAMES
 from heron.registry.models import Device, DeviceType
+from heron.runtime.background import BackgroundThread, run_async
+from heron.stations.models import BaseStation
 from heron.unique import unique_hex
+from heron.uplink.store import StoredMessage
 
 __all__ = [
     "DeliveryWorker",

@@ -43,12 +43,12 @@ from heron.delivery.models import PENDING, Callback, Delivery
 from heron.delivery.outbox import new_key
 from heron.events.models import DeviceLoss, Event, StationOutage, UplinkCount
 from heron.jobs.engine import Periodic
-from heron.messages.store import StoredMessage
-from heron.network.sigfox.models import BaseStation
 from heron.registry import devices
 from heron.registry.bulk import DELETED, TOKEN_OK
 from heron.registry.models import Contract, Device, DeviceType
+from heron.stations.models import BaseStation
 from heron.tenancy.access import Actor
+from heron.uplink.store import StoredMessage
 
 COMMUNICATION_LOST = "COMMUNICATION_LOST"
 COMMUNICATION_RESTORED = "COMMUNICATION_RESTORED"

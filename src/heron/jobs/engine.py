@@ -31,12 +31,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer
 
 from heron import json_steps
-from heron.background import BackgroundThread
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.errors import HeronError
 from heron.jobs.models import Job, JobInput, JobLock, JobMessage
 from heron.keys import Keyring
+from heron.runtime.background import BackgroundThread
 
 log = logging.getLogger("heron.jobs")
 

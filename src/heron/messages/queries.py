@@ -20,10 +20,10 @@ from heron.db.engine import Database
 from heron.db.keyset import TimePage, TimeWindow, newest_first_page
 from heron.delivery.models import Callback, Delivery
 from heron.messages.models import Message, Reception
-from heron.network.sigfox.lqi import LQI_NAMES
-from heron.network.sigfox.models import BaseStation
+from heron.radio import LQI_NAMES
 from heron.registry import device_types, devices
 from heron.registry.models import Device
+from heron.stations.models import BaseStation
 from heron.tenancy.access import Actor
 
 MAX_LIMIT = 100

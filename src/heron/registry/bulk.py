@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 
 from heron.db.bulk_insert import insert_rows
 from heron.errors import InvalidInput
-from heron.registry._common import check_name
 from heron.registry.models import Contract, ContractAllocation, Device
+from heron.tenancy.owned import check_name
 
 SIGFOX, LORAWAN = "SIGFOX", "LORAWAN"
 REGISTERED, ACTIVE, DEACTIVATED, DELETED = "REGISTERED", "ACTIVE", "DEACTIVATED", "DELETED"

@@ -33,7 +33,6 @@ from heron.jobs.models import Job
 from heron.keys import Keyring
 from heron.registry import contracts as contracts_service
 from heron.registry import device_types as device_types_service
-from heron.registry._common import MAX_EPOCH_MS, check_name
 from heron.registry.bulk import (
     DELETED,
     SIGFOX,
@@ -58,6 +57,7 @@ from heron.registry.models import Contract, Device, DeviceType
 from heron.tenancy import audit
 from heron.tenancy.access import Actor, in_any_subtree
 from heron.tenancy.models import Group
+from heron.tenancy.owned import MAX_EPOCH_MS, check_name
 
 CREATE, EDIT, TRANSFER = "devices.create", "devices.edit", "devices.transfer"
 REPLACE, UNSUBSCRIBE, DELETE = "devices.replace", "devices.unsubscribe", "devices.delete"
@@ -554,18 +554,21 @@ def _suspension(suspended: bool) -> Any:
     return handler
 
 
-for _name_, _handler in (
-    (CREATE, _create),
-    (EDIT, _edit),
-    (TRANSFER, _transfer),
-    (REPLACE, _replace),
-    (UNSUBSCRIBE, _unsubscribe),
-    (DELETE, _delete),
-    (RESTART, _restart),
-    (SUSPEND, _suspension(True)),
-    (RESUME, _suspension(False)),
-):
-    engine.register_kind(JobKind(_name_, _handler, (SUCCESS, ERRORS), ERRORS, batch_size=5000))
+# The native bulk job kinds (registered by heron.runtime.job_kinds).
+JOB_KINDS = [
+    JobKind(name, handler, (SUCCESS, ERRORS), ERRORS, batch_size=5000)
+    for name, handler in (
+        (CREATE, _create),
+        (EDIT, _edit),
+        (TRANSFER, _transfer),
+        (REPLACE, _replace),
+        (UNSUBSCRIBE, _unsubscribe),
+        (DELETE, _delete),
+        (RESTART, _restart),
+        (SUSPEND, _suspension(True)),
+        (RESUME, _suspension(False)),
+    )
+]
 
 
 # -- submission -----------------------------------------------------------------------------------

@@ -21,13 +21,13 @@ from sqlalchemy.orm import Session, aliased
 
 from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
-from heron.registry._common import KEEP, check_name, from_ms, in_groups, owning_group
 from heron.registry.models import Contract, ContractAllocation, DeviceType, DeviceTypeContract
 from heron.tenancy import audit
 from heron.tenancy import groups as groups_service
 from heron.tenancy.access import Actor, in_subtree
 from heron.tenancy.groups import register_content_check
 from heron.tenancy.models import Group
+from heron.tenancy.owned import KEEP, check_name, from_ms, in_groups, owning_group
 from heron.tenancy.validation import check_timezone
 
 MAX_FRAMES = 1_000_000  # per day; Sigfox contracts stop at 140 up / 4 down, LoRaWAN ones may not

@@ -15,12 +15,12 @@ from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
-from heron.registry._common import check_name, in_groups, owning_group
 from heron.registry.models import DeviceProfile, DeviceType
 from heron.tenancy import audit
 from heron.tenancy.access import Actor
 from heron.tenancy.groups import register_content_check
 from heron.tenancy.models import Group
+from heron.tenancy.owned import check_name, in_groups, owning_group
 
 register_content_check(
     "device profiles", lambda gid: select(DeviceProfile.id).where(DeviceProfile.group_id == gid).limit(1)

@@ -45,11 +45,11 @@ from sqlalchemy.sql.functions import FunctionElement
 
 from heron.db.engine import Database
 from heron.errors import InvalidInput
-from heron.registry._common import from_ms, in_groups
 from heron.registry.devices import LIFECYCLES, DeviceView
 from heron.registry.models import Contract, Device, DeviceType
 from heron.tenancy.access import Actor, in_any_subtree
 from heron.tenancy.models import Group
+from heron.tenancy.owned import from_ms, in_groups
 
 # Sigfox v2 enums (api.md): comState is stored as is; token.state is 0 while a token is held, else 1.
 COM_STATES = {"NO": 0, "OK": 1, "WARN": 2, "KO": 3, "NA": 4, "NOT_SEEN": 5}

@@ -14,11 +14,11 @@ from sqlalchemy import update as sql_update
 from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
+from heron.downlink import templates as downlink_template
 from heron.errors import Conflict, InvalidInput, NotFound
 from heron.messages.grammar import parse_grammar
 from heron.registry import contracts as contracts_service
-from heron.registry import device_profiles, downlink_template
-from heron.registry._common import KEEP, check_name, in_groups, owning_group
+from heron.registry import device_profiles
 from heron.registry.eui import Eui64
 from heron.registry.models import (
     Contract,
@@ -32,6 +32,7 @@ from heron.tenancy import audit
 from heron.tenancy.access import Actor
 from heron.tenancy.groups import register_content_check
 from heron.tenancy.models import Group
+from heron.tenancy.owned import KEEP, check_name, in_groups, owning_group
 
 register_content_check("device types", lambda gid: select(DeviceType.id).where(DeviceType.group_id == gid).limit(1))
 
@@ -295,7 +296,7 @@ def delete(session: Session, actor: Actor, device_type_id: int) -> None:
 def disengage(session: Session, actor: Actor, device_type_id: int) -> int:
     """`PUT /device-types/{id}/disengage`: the next frame of every device of the type is taken
     whatever its sequence number, as `POST /devices/{id}/disengage` does for one device: the
-    store compares a frame with the device's last number, and there is none (messages/store.py).
+    store compares a frame with the device's last number, and there is none (uplink/store.py).
     One UPDATE; the count of devices that had a number is returned (and audited)."""
     view = get(session, actor, device_type_id, "device_type:write")
     result = session.execute(

@@ -28,7 +28,6 @@ from heron.db.base import utcnow
 from heron.errors import Conflict, InvalidInput, NotFound
 from heron.keys import Keyring, register_encrypted_column
 from heron.registry import bulk, device_profiles
-from heron.registry._common import KEEP, from_ms
 from heron.registry.bulk import (
     ACTIVE,
     DEACTIVATED,
@@ -52,6 +51,7 @@ from heron.tenancy import audit
 from heron.tenancy.access import Actor
 from heron.tenancy.groups import register_content_check
 from heron.tenancy.models import Group
+from heron.tenancy.owned import KEEP, from_ms
 
 LIFECYCLES = (REGISTERED, ACTIVE, DEACTIVATED, DELETED)
 ENCRYPTED = {
@@ -359,7 +359,7 @@ def unsubscribe(session: Session, actor: Actor, ref: str, unsubscription_ms: int
 def disengage(session: Session, actor: Actor, ref: str) -> None:
     """`POST /devices/{id}/disengage`: the next frame is taken whatever its sequence number
     (no lost frames counted, no repeat refused): the store compares with the device's last
-    number, and there is none (messages/store.py)."""
+    number, and there is none (uplink/store.py)."""
     view = get(session, actor, ref, "device:write")
     view.device.sequence_number = None
     audit.record(session, actor, "disengage", view.device, "device", view.group.path, {"id": view.device.identifier})

@@ -977,8 +977,11 @@ _STATS = {
 }
 _HANDLERS = {REGISTER: _register, ACTIVATE: _activate, DEACTIVATE: _deactivate, UPDATE: _update}
 BATCH_SIZE = 5000
-for _kind, _handler in _HANDLERS.items():
-    engine.register_kind(JobKind(_kind, _handler, _STATS[_kind], batch_size=BATCH_SIZE, summary=_summary(_kind)))
+# The Senet onboarding job kinds (registered by heron.runtime.job_kinds).
+JOB_KINDS = [
+    JobKind(kind, handler, _STATS[kind], batch_size=BATCH_SIZE, summary=_summary(kind))
+    for kind, handler in _HANDLERS.items()
+]
 
 
 # -- activateOne: one device, inside the request ---------------------------------------------------------

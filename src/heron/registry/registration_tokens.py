@@ -21,11 +21,11 @@ from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
 from heron.errors import Forbidden, InvalidInput
-from heron.registry._common import owning_group
 from heron.registry.models import RegistrationToken
 from heron.tenancy import audit
 from heron.tenancy.access import Actor
 from heron.tenancy.models import Group
+from heron.tenancy.owned import owning_group
 
 VALIDITY = timedelta(minutes=10)
 _CODE = re.compile(r"[0-9]{6}")

@@ -12,11 +12,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from pydantic import Field
 
 from heron.api import offload
-from heron.api.context import AppContext, Ctx, CurrentActor, base_url
+from heron.api.context import Ctx, CurrentActor, base_url
 from heron.api.schemas import ApiModel
 from heron.api.senet import PREFIX
 from heron.delivery.ssrf import check_literal_host
 from heron.registry import onboarding
+from heron.runtime.context import AppContext
 from heron.tenancy.access import Actor
 
 # Up to 100,000 rows a call: bodies decoded and tasks submitted off the event loop (api/offload.py).

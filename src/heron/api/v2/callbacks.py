@@ -14,7 +14,7 @@ from heron.api.v2 import PREFIX, wire
 from heron.delivery import callbacks
 from heron.delivery.callbacks import CallbackFields
 from heron.errors import InvalidInput
-from heron.registry._common import KEEP
+from heron.tenancy.owned import KEEP
 from heron.tenancy.validation import parse_id
 
 router = APIRouter(prefix=PREFIX + "/device-types/{device_type_id}/callbacks", tags=["callbacks"])

@@ -20,7 +20,7 @@ from heron.api.v2 import PREFIX, wire
 from heron.api.v2 import devices as device_routes
 from heron.errors import InvalidInput
 from heron.registry import contracts, device_queries
-from heron.registry._common import KEEP, MAX_EPOCH_MS
+from heron.tenancy.owned import KEEP, MAX_EPOCH_MS
 from heron.tenancy.validation import parse_id
 
 router = APIRouter(prefix=PREFIX + "/contracts", tags=["contracts"])

@@ -13,12 +13,13 @@ from pydantic import Field
 from sqlalchemy.orm import Session
 
 from heron.api import offload
-from heron.api.context import AppContext, Ctx, CurrentActor
+from heron.api.context import Ctx, CurrentActor
 from heron.api.schemas import ApiModel, NoNul
 from heron.api.v2 import PREFIX
 from heron.errors import InvalidInput
 from heron.jobs import engine
 from heron.registry import bulk_jobs, series_input
+from heron.runtime.context import AppContext
 from heron.tenancy.access import Actor
 from heron.tenancy.validation import parse_id
 

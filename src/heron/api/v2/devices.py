@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import Field
 
 from heron.api import cursor, offload
-from heron.api.context import AppContext, Ctx, CurrentActor, base_url
+from heron.api.context import Ctx, CurrentActor, base_url
 from heron.api.paging import keyset_page
 from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
@@ -18,6 +18,7 @@ from heron.api.v2.render import native_json
 from heron.errors import InvalidInput
 from heron.registry import device_queries, devices
 from heron.registry.devices import DeviceFields
+from heron.runtime.context import AppContext
 from heron.tenancy.validation import parse_id
 
 router = APIRouter(prefix=PREFIX + "/devices", tags=["devices"])

@@ -12,10 +12,10 @@ from heron.api.paging import page
 from heron.api.schemas import MAX_OFFSET
 from heron.api.v2 import PREFIX
 from heron.db.base import to_ms
-from heron.downlinks.models import Downlink
+from heron.downlink.models import Downlink
 from heron.messages.models import Message
-from heron.network.sigfox.models import BaseStation
 from heron.registry import devices
+from heron.stations.models import BaseStation
 
 router = APIRouter(prefix=PREFIX, tags=["downlinks"])
 

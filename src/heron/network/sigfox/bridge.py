@@ -1,7 +1,7 @@
 """The Sigfox cloud bridge: a customer of the Sigfox/UnaBiz cloud points its device type's
 callbacks at `POST /bridge/sigfox/{deviceTypeId}/{secret}` and Heron takes what the Sigfox
 backend sends as if its own stations had heard it, for the devices of that device type only (the
-uplink writer counts any other id as an unknown one: heron.messages.store). Receptions are filed under one virtual base
+uplink writer counts any other id as an unknown one: heron.uplink.store). Receptions are filed under one virtual base
 station per bridge (in the device type's group); the Sigfox station id rides along in the
 message's reception (`rssi`/`snr` of the reporting station). Body shapes (Sigfox variables, as
 JSON; `time` in epoch seconds; numbers may arrive as strings):
@@ -31,18 +31,19 @@ from sqlalchemy.orm import Session
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.db.fastpath import FastQuery
-from heron.downlinks.models import PENDING, SENT, Downlink
+from heron.downlink.models import PENDING, SENT, Downlink
 from heron.errors import Conflict, InvalidInput, NotFound
 from heron.messages.models import Message
-from heron.messages.store import HeardFrame
 from heron.network.sigfox import downlinks
-from heron.network.sigfox.models import BaseStation, SigfoxBridge
+from heron.network.sigfox.models import SigfoxBridge
 from heron.registry import device_types
 from heron.registry.bulk import SIGFOX
 from heron.registry.identifiers import SigfoxId
 from heron.registry.models import Device
+from heron.stations.models import BaseStation
 from heron.tenancy import audit
 from heron.tenancy.access import Actor
+from heron.uplink.store import HeardFrame
 
 BIDIR_WAIT = timedelta(seconds=8)  # Sigfox waits for a BIDIR answer a little longer than this
 _HEX = re.compile(r"(?:[0-9A-Fa-f]{2}){0,12}")
@@ -76,6 +77,7 @@ def enable(session: Session, actor: Actor, device_type_id: int) -> tuple[BridgeV
             identifier=identifier,
             name=f"Sigfox cloud bridge ({view.device_type.name})"[:100],
             group_id=view.group.id,
+            device_type_id=device_type_id,
             radio_zone="RC1",
             enabled=True,
             state="NEW",

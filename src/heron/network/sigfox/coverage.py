@@ -25,7 +25,7 @@ from heron.errors import InvalidInput
 from heron.jobs import engine
 from heron.jobs.engine import JobContext, JobKind, RowOutcome
 from heron.jobs.models import Job
-from heron.network.sigfox.models import BaseStation
+from heron.stations.models import BaseStation
 from heron.tenancy import audit, groups
 from heron.tenancy.access import Actor, in_subtree
 from heron.tenancy.models import Group
@@ -275,7 +275,8 @@ def _run_bulk(session: Session, ctx: JobContext, batch: list[tuple[int, dict[str
     return out
 
 
-engine.register_kind(JobKind(BULK, _run_bulk, (COVERED, NOT_COVERED), batch_size=1000))
+# The bulk coverage job kind (registered by heron.runtime.job_kinds).
+JOB_KINDS = [JobKind(BULK, _run_bulk, (COVERED, NOT_COVERED), batch_size=1000)]
 
 
 def submit_bulk(

@@ -3,8 +3,8 @@ it, by the public table (docs/ARCHITECTURE.md, "Link quality"). SNR is not used.
 
 from __future__ import annotations
 
-LIMIT, AVERAGE, GOOD, EXCELLENT, NA = 0, 1, 2, 3, 4  # the api.md `lqi` enum
-LQI_NAMES = {LIMIT: "LIMIT", AVERAGE: "AVERAGE", GOOD: "GOOD", EXCELLENT: "EXCELLENT", NA: "NA"}
+from heron.radio import AVERAGE, EXCELLENT, GOOD, LIMIT, NA
+
 RADIO_ZONES = ("RC1", "RC2", "RC3", "RC4", "RC5", "RC6", "RC7")
 
 # (upper bound of LIMIT, upper bound of AVERAGE/GOOD split) per zone family, in dBm.

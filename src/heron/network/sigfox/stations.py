@@ -11,6 +11,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
@@ -20,12 +21,12 @@ from heron.db.engine import Database
 from heron.db.fastpath import FastQuery
 from heron.errors import Conflict, InvalidInput, NotFound
 from heron.network.sigfox.lqi import RADIO_ZONES
-from heron.network.sigfox.models import BaseStation, StationTraffic
-from heron.registry._common import check_name, in_groups, owning_group
 from heron.registry.identifiers import SigfoxId
+from heron.stations.models import BaseStation, StationTraffic
 from heron.tenancy import audit
 from heron.tenancy.access import Actor
 from heron.tenancy.models import Group
+from heron.tenancy.owned import check_name, in_groups, owning_group
 
 SECRET_BYTES = 32
 ANTENNA_HEIGHT_M = (1.0, 500.0)
@@ -249,3 +250,15 @@ def authenticate(db: Database, identifier: str, secret: str) -> int | None:
     if not hmac.compare_digest(_hash(secret), secret_hash) or not enabled:
         return None
     return int(station_id)
+
+
+class StationRecheck(NamedTuple):
+    """A station credential the ingest let in on its cache's word, checked again by the uplink
+    writer before it stores the request's frames (heron.uplink.writer.Recheck)."""
+
+    identifier: str
+    secret: str
+    station_id: int
+
+    def still_valid(self, db: Database) -> bool:
+        return authenticate(db, self.identifier, self.secret) == self.station_id
