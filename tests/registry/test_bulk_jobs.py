@@ -315,6 +315,24 @@ def test_new_edit_transfer_replace_and_delete_series_from_files(
     assert tokens_in_use(db, cid) == (98, 98)
 
 
+def test_an_exported_name_holding_separators_and_quotes_round_trips_through_an_edit_series(
+    admin_a: Api, client: TestClient, db: Database, tenants: Tenants
+) -> None:
+    """The export writes CSV with quoted names; the edit series reads it back as it was written."""
+    _cid, dt = setup(admin_a, tenants)
+    r = series(admin_a, client, "new", f"id;pac\nA000;{PAC}\n".encode(), deviceTypeId=dt)
+    assert wait_done(admin_a, r.json()["jobId"])["status"]["success"] == 1
+    name = 'Meter; "north", 1'
+    assert admin_a.put("/devices/A000", {"name": name}).status_code == 204
+    exported = client.get(f"{API}/devices/export?columns=id,name,lat", headers=admin_a.cred.headers)
+    assert exported.status_code == 200, exported.text
+    assert admin_a.put("/devices/A000", {"name": "renamed meanwhile"}).status_code == 204
+    r = series(admin_a, client, "edit", exported.content)
+    assert r.status_code == 200, r.text
+    assert wait_done(admin_a, r.json()["jobId"])["status"]["success"] == 1
+    assert admin_a.get("/devices/A000").json()["name"] == name
+
+
 def test_series_refuses_unusable_files_whole(admin_a: Api, client: TestClient, db: Database, tenants: Tenants) -> None:
     _cid, dt = setup(admin_a, tenants)
     with unchanged(db):

@@ -77,3 +77,16 @@ def test_a_series_over_the_row_limit_is_refused_at_its_first_row_too_many() -> N
         series_input.id_list("id\n" + rows + "FFFFFFF\n" + "not parsed\n" * 1000)
     error = refused.value.errors[0]
     assert error.field == "file" and f"line {series_input.MAX_ROWS + 2} " in error.message
+
+
+def test_the_separator_is_the_first_lines_and_quoted_fields_keep_theirs() -> None:
+    """A device export's header decides the separator; a quoted name keeps its `;` and `"`."""
+    text = 'id,name,lat\r\n1A,"Meter; ""north"", 1",1.5\r\n1B,"",\r\n'
+    assert series_input.edits(text) == [
+        {"line": 2, "id": "1A", "name": 'Meter; "north", 1', "lat": 1.5},
+        {"line": 3, "id": "1B"},
+    ]
+    assert series_input.edits("1A\n1B;Meter, north\n") == [
+        {"line": 1, "id": "1A"},
+        {"line": 2, "id": "1B", "name": "Meter, north"},
+    ]
