@@ -15,7 +15,6 @@ device", exactly like a missing one.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -835,8 +834,3 @@ def get_job(session: Session, actor: Actor, job_id: str, kinds: Iterable[str] | 
     if job is None or (kinds is not None and job.kind not in kinds) or not queries.may_read(actor, job):
         raise NotFound("job not found")
     return job
-
-
-def params_of(job: Job) -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(job.params)
-    return loaded

@@ -61,13 +61,6 @@ class Actor:
                 out |= role.actions
         return out
 
-    def profiles_on(self, path: str) -> frozenset[str]:
-        out: frozenset[str] = frozenset()
-        for role in self.roles:
-            if path.startswith(role.path):
-                out |= role.profiles
-        return out
-
     def require(self, action: str, path: str, what: str = "object") -> None:
         """Raise NotFound when the caller cannot see `path` at all (so foreign objects are
         indistinguishable from missing ones), Forbidden when it sees it but lacks `action`."""

@@ -39,10 +39,6 @@ def from_ms(value: int, field: str) -> datetime:
     return datetime.fromtimestamp(value / 1000, UTC)
 
 
-def is_ancestor_or_self(ancestor_path: str, path: str) -> bool:
-    return path.startswith(ancestor_path)
-
-
 class _Keep:
     """Marks a field an update leaves as it is (None means "unset")."""
 
