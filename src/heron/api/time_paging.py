@@ -9,26 +9,29 @@ next millisecond and `offset` the rows of that millisecond already shown: only p
 Sigfox document declares, so a client that turns `next` back into its operation's parameters
 (as generated clients do) can follow it.
 
-A time-window list route takes `q: TimeList` and answers `answer(request, ctx, data, page)` for
-the `TimePage` its service made from `window(q)`:
+A time-window list route takes `q: TimeList` and answers with `listed`, which reads the
+`TimePage` its service makes from the window asked for:
 
     @router.get("/devices/{device_id}/things")
     async def things(request: Request, device_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList):
-        with ctx.db.read() as session:
-            page = service.things(session, actor, device_id, window(q))
-            return answer(request, ctx, [wire(r) for r in page.rows], page)
+        return listed(request, ctx, q, lambda s, w: service.things(s, actor, device_id, w), wire)
 
 and the service pages with `heron.db.keyset.newest_first_page(session, select(...).where(scope),
-Thing.time, Thing.id, window, position=lambda row: (row[0].time, row[0].id))`."""
+Thing.time, Thing.id, window, position=lambda row: (row[0].time, row[0].id))`.
+
+The outbox's lists (callbacks not delivered) page by `offset` alone, 0 by default: they take
+`q: OffsetTimeList` and pass `**q.span()` to their service."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypedDict
 from urllib.parse import urlencode
 
 from fastapi import Depends, Query, Request
+from sqlalchemy.orm import Session
 
 from heron.api.context import base_url
 from heron.api.schemas import MAX_OFFSET
@@ -40,10 +43,20 @@ EpochMs = Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch 
 RequiredEpochMs = Annotated[int, Query(ge=0, le=MAX_EPOCH_MS, description="epoch milliseconds")]
 Limit = Annotated[int, Query(ge=1, le=100)]
 Offset = Annotated[int | None, Query(ge=0, le=MAX_OFFSET, description="the number of items to skip")]
+Skip = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 def at(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+class Span(TypedDict):
+    """A time window paged by offset, as the keyword arguments of the services that list one."""
+
+    since: datetime | None
+    before: datetime | None
+    limit: int
+    offset: int
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,10 @@ class TimeListQuery:
     before: int | None
     limit: int
     offset: int | None
+
+    def span(self) -> Span:
+        """The window as keyword arguments of an offset-paged service (offset 0 when not asked)."""
+        return {"since": at(self.since), "before": at(self.before), "limit": self.limit, "offset": self.offset or 0}
 
 
 def _query(
@@ -66,9 +83,29 @@ def _query(
 TimeList = Annotated[TimeListQuery, Depends(_query)]
 
 
+def _span_query(since: EpochMs = None, before: EpochMs = None, limit: Limit = 100, offset: Skip = 0) -> TimeListQuery:
+    return TimeListQuery(since, before, limit, offset)
+
+
+OffsetTimeList = Annotated[TimeListQuery, Depends(_span_query)]
+
+
 def window(q: TimeListQuery) -> TimeWindow:
     """The window a request asks for."""
     return TimeWindow(at(q.since), at(q.before), offset=q.offset, limit=q.limit)
+
+
+def listed(
+    request: Request,
+    ctx: AppContext,
+    q: TimeListQuery,
+    fetch: Callable[[Session, TimeWindow], TimePage],
+    shape: Callable[[Any], Any],
+) -> dict[str, Any]:
+    """Read the page `fetch` finds in the window `q` asks for and answer it, each row `shape`d."""
+    with ctx.db.read() as session:
+        page = fetch(session, window(q))
+        return answer(request, ctx, [shape(r) for r in page.rows], page)
 
 
 def answer(request: Request, ctx: AppContext, data: list[Any], page: TimePage) -> dict[str, Any]:

@@ -10,8 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from heron.api.context import Ctx, CurrentActor, base_url
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET
-from heron.api.time_paging import EpochMs, at
+from heron.api.time_paging import EpochMs, OffsetTimeList, TimeListQuery, at
 from heron.api.v2 import PREFIX
 from heron.delivery import queries
 from heron.delivery.queries import Undelivered
@@ -20,20 +19,17 @@ from heron.tenancy.validation import parse_id
 
 router = APIRouter(prefix=PREFIX, tags=["callbacks"])
 
-Limit = Annotated[int, Query(ge=1, le=100)]
-Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
-
 
 def _page(
     request: Request,
     ctx: Ctx,
     found: tuple[list[Undelivered], bool],
-    limit: int,
-    offset: int,
+    q: TimeListQuery,
     shape: Callable[[Undelivered], dict[str, Any]] = queries.wire,
 ) -> dict[str, Any]:
     rows, has_more = found
-    return page(request, ctx, [shape(u) for u in rows], has_more=has_more, limit=limit, offset=offset)
+    span = q.span()
+    return page(request, ctx, [shape(u) for u in rows], has_more=has_more, limit=span["limit"], offset=span["offset"])
 
 
 @router.get("/devices/{device_id}/callbacks-not-delivered")
@@ -42,16 +38,11 @@ async def device_not_delivered(
     device_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    since: EpochMs = None,
-    before: EpochMs = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
+    q: OffsetTimeList,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
-        found = queries.for_device(
-            session, actor, device_id, since=at(since), before=at(before), limit=limit, offset=offset
-        )
-        return _page(request, ctx, found, limit, offset)
+        found = queries.for_device(session, actor, device_id, **q.span())
+        return _page(request, ctx, found, q)
 
 
 @router.get("/device-types/{device_type_id}/callbacks-not-delivered")
@@ -60,16 +51,11 @@ async def device_type_not_delivered(
     device_type_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    since: EpochMs = None,
-    before: EpochMs = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
+    q: OffsetTimeList,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
-        found = queries.for_device_type(
-            session, actor, parse_id(device_type_id), since=at(since), before=at(before), limit=limit, offset=offset
-        )
-        return _page(request, ctx, found, limit, offset)
+        found = queries.for_device_type(session, actor, parse_id(device_type_id), **q.span())
+        return _page(request, ctx, found, q)
 
 
 @router.get("/device-types/{device_type_id}/callbacks/{callback_id}/callbacks-not-delivered")
@@ -79,10 +65,7 @@ async def callback_not_delivered(
     callback_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    since: EpochMs = None,
-    before: EpochMs = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
+    q: OffsetTimeList,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
         found = queries.for_device_type(
@@ -90,12 +73,9 @@ async def callback_not_delivered(
             actor,
             parse_id(device_type_id),
             callback_id=parse_id(callback_id, "callbackId"),
-            since=at(since),
-            before=at(before),
-            limit=limit,
-            offset=offset,
+            **q.span(),
         )
-        return _page(request, ctx, found, limit, offset)
+        return _page(request, ctx, found, q)
 
 
 @router.get("/groups/{group_id}/callbacks-not-delivered")
@@ -104,17 +84,12 @@ async def group_not_delivered(
     group_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    since: EpochMs = None,
-    before: EpochMs = None,
-    limit: Limit = 100,
-    offset: Offset = 0,
+    q: OffsetTimeList,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
-        found = queries.for_group(
-            session, actor, parse_id(group_id), since=at(since), before=at(before), limit=limit, offset=offset
-        )
+        found = queries.for_group(session, actor, parse_id(group_id), **q.span())
         api = base_url(request, ctx) + PREFIX
-        return _page(request, ctx, found, limit, offset, lambda u: queries.wire_group(u, api))
+        return _page(request, ctx, found, q, lambda u: queries.wire_group(u, api))
 
 
 @router.post("/device-types/{device_type_id}/callbacks-not-delivered/retry")

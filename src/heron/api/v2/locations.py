@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from heron.api.context import Ctx, CurrentActor
-from heron.api.time_paging import TimeList, answer, window
+from heron.api.time_paging import TimeList, listed
 from heron.api.v2 import PREFIX, wire
 from heron.messages import locations
 
@@ -24,6 +24,6 @@ async def device_locations(
     q: TimeList,
     oob: Annotated[bool, Query(description="include out-of-band (service) messages")] = False,
 ) -> dict[str, Any]:
-    with ctx.db.read() as session:
-        page = locations.device_locations(session, actor, device_id, window(q), oob=oob)
-        return answer(request, ctx, [wire.device_location(r) for r in page.rows], page)
+    return listed(
+        request, ctx, q, lambda s, w: locations.device_locations(s, actor, device_id, w, oob=oob), wire.device_location
+    )

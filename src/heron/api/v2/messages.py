@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from heron.api.context import Ctx, CurrentActor
-from heron.api.time_paging import EpochMs, TimeList, answer, at, window
+from heron.api.time_paging import EpochMs, TimeList, at, listed
 from heron.api.v2 import PREFIX, wire
 from heron.db.base import utcnow
 from heron.messages import queries
@@ -24,18 +24,15 @@ router = APIRouter(prefix=PREFIX, tags=["messages"])
 async def device_messages(
     request: Request, device_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList
 ) -> dict[str, Any]:
-    with ctx.db.read() as session:
-        page = queries.device_messages(session, actor, device_id, window(q))
-        return answer(request, ctx, [wire.message(v) for v in page.rows], page)
+    return listed(request, ctx, q, lambda s, w: queries.device_messages(s, actor, device_id, w), wire.message)
 
 
 @router.get("/device-types/{device_type_id}/messages")
 async def device_type_messages(
     request: Request, device_type_id: str, actor: CurrentActor, ctx: Ctx, q: TimeList
 ) -> dict[str, Any]:
-    with ctx.db.read() as session:
-        page = queries.device_type_messages(session, actor, parse_id(device_type_id), window(q))
-        return answer(request, ctx, [wire.message(v) for v in page.rows], page)
+    type_id = parse_id(device_type_id)
+    return listed(request, ctx, q, lambda s, w: queries.device_type_messages(s, actor, type_id, w), wire.message)
 
 
 def _csv(body: Iterator[bytes], name: str) -> StreamingResponse:
