@@ -10,13 +10,13 @@ import time
 import httpx
 from sqlalchemy import select
 
-from bench.common import drop_floor_rows, heron_server, insert_floor, target, temp_dir
+from bench.common import drop_floor_rows, heron_server, insert_floor, meters_customer, target, temp_dir
 from heron.bootstrap import prepare
 from heron.config import Settings
-from heron.registry import contracts, device_types, devices
+from heron.registry import devices
 from heron.registry.models import Device
 from heron.runtime.context import build_context
-from heron.tenancy import api_users, groups
+from heron.tenancy import api_users
 from heron.tenancy.access import SYSTEM
 
 ROWS = 10_000
@@ -47,21 +47,11 @@ def main() -> None:
     settings = Settings(data_dir=data_dir, admin_password="bench-password-123")  # type: ignore[arg-type]
     ctx = build_context(settings, prepare(settings, announce_password=False))
     with ctx.db.write() as session:
-        root = groups.get_root(session)
-        assert root is not None
-        customer = groups.create(session, SYSTEM, parent_id=root.id, name="Customer")
-        contract = contracts.create(session, SYSTEM, group_id=customer.id, name="Plan", max_tokens=20_000)
-        dt = device_types.create(
-            session,
-            SYSTEM,
-            group_id=customer.id,
-            network="SIGFOX",
-            fields=device_types.DeviceTypeFields(name="Meters", contract_id=contract.contract.id),
-        )
+        customer = meters_customer(session, max_tokens=20_000, operator=False)
         _view, secret = api_users.create(
-            session, SYSTEM, group_id=customer.id, name="bench", timezone="UTC", profile_ids=["ADMIN"]
+            session, SYSTEM, group_id=customer.group_id, name="bench", timezone="UTC", profile_ids=["ADMIN"]
         )
-        dt_id, contract_id, group_id = dt.device_type.id, contract.contract.id, customer.id
+        dt_id, contract_id, group_id = customer.device_type_id, customer.contract_id, customer.group_id
     db_file = settings.resolved_database_url.removeprefix("sqlite:///")
     ctx.db.dispose()
     body, bad = _series()

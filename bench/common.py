@@ -12,6 +12,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,39 @@ def token_holding_rows(
         | {"lifecycle": bulk.ACTIVE, "token_state": bulk.TOKEN_OK, "contract_id": contract_id, "pac": "x" * 70}
         for ident in identifiers
     ]
+
+
+# -- a customer with meters ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Customer:
+    operator_id: int  # the customer group's parent: an "Operator" group, or the root
+    group_id: int
+    contract_id: int
+    device_type_id: int
+
+
+def meters_customer(
+    session: Any, *, max_tokens: int, operator: bool = True, network: str = "SIGFOX", **fields: Any
+) -> Customer:
+    """A "Customer" group (under an "Operator" group, or the root), its contract "Plan" of
+    `max_tokens` and its device type "Meters" on that contract (with `fields` beside)."""
+    from heron.registry import contracts, device_types
+    from heron.tenancy import groups
+    from heron.tenancy.access import SYSTEM
+
+    root = groups.get_root(session)
+    assert root is not None
+    parent = groups.create(session, SYSTEM, parent_id=root.id, name="Operator").id if operator else root.id
+    group = groups.create(session, SYSTEM, parent_id=parent, name="Customer")
+    contract = contracts.create(session, SYSTEM, group_id=group.id, name="Plan", max_tokens=max_tokens)
+    dt = device_types.create(
+        session,
+        SYSTEM,
+        group_id=group.id,
+        network=network,
+        fields=device_types.DeviceTypeFields(name="Meters", contract_id=contract.contract.id, **fields),
+    )
+    return Customer(parent, group.id, contract.contract.id, dt.device_type.id)
 
 
 # -- stations ------------------------------------------------------------------------------------------

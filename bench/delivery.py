@@ -38,6 +38,7 @@ from bench.common import (
     create_stations,
     free_port,
     heron_server,
+    meters_customer,
     percentile,
     run_load,
     target,
@@ -51,10 +52,9 @@ from heron.delivery import callbacks
 from heron.delivery.models import DONE, PENDING, Delivery
 from heron.messages.models import Message
 from heron.network.sigfox import simulator as simulate
-from heron.registry import bulk, contracts, device_types
+from heron.registry import bulk
 from heron.registry.models import Device
 from heron.runtime.context import build_context
-from heron.tenancy import groups
 from heron.tenancy.access import SYSTEM
 
 DOWN_SECONDS = float(os.environ.get("HERON_BENCH_DOWN_SECONDS", "600"))
@@ -141,21 +141,10 @@ def _setup(
     now = utcnow()
     identifiers = [i for first, count in ranges for i in simulate.device_ids(first, count)]
     with _ctx(settings) as ctx, ctx.db.write() as session:
-        root = groups.get_root(session)
-        assert root is not None
-        operator = groups.create(session, SYSTEM, parent_id=root.id, name="Operator")
-        customer = groups.create(session, SYSTEM, parent_id=operator.id, name="Customer")
-        contract = contracts.create(session, SYSTEM, group_id=customer.id, name="Plan", max_tokens=len(identifiers))
-        dt = device_types.create(
-            session,
-            SYSTEM,
-            group_id=customer.id,
-            network="SIGFOX",
-            fields=device_types.DeviceTypeFields(name="Meters", contract_id=contract.contract.id),
-        )
-        callbacks.create(session, SYSTEM, ctx.keyring, dt.device_type.id, callback)
-        creds = [c for c, _ in create_stations(session, operator.id, STATIONS)]
-        rows = token_holding_rows(identifiers, dt.device_type.id, customer.id, contract.contract.id, now)
+        customer = meters_customer(session, max_tokens=len(identifiers))
+        callbacks.create(session, SYSTEM, ctx.keyring, customer.device_type_id, callback)
+        creds = [c for c, _ in create_stations(session, customer.operator_id, STATIONS)]
+        rows = token_holding_rows(identifiers, customer.device_type_id, customer.group_id, customer.contract_id, now)
         for i in range(0, len(rows), 10_000):
             bulk.insert_devices(session, rows[i : i + 10_000])
     return creds

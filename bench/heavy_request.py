@@ -25,14 +25,14 @@ from typing import Any
 import httpx
 from sqlalchemy import Table, text
 
-from bench.common import create_stations, heron_server, run_load, target, temp_dir, token_holding_rows
+from bench.common import create_stations, heron_server, meters_customer, run_load, target, temp_dir, token_holding_rows
 from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.base import utcnow
 from heron.network.sigfox import simulator as simulate
-from heron.registry import bulk, contracts, device_types
+from heron.registry import bulk
 from heron.registry.models import Device
-from heron.tenancy import api_users, groups
+from heron.tenancy import api_users
 from heron.tenancy.access import SYSTEM
 
 SECONDS = min(float(os.environ.get("HERON_BENCH_SECONDS", "10")), 10.0)
@@ -49,27 +49,14 @@ def _setup(settings: Settings) -> tuple[list[simulate.StationCredential], str, i
     prepared = prepare(settings, announce_password=False)
     now = utcnow()
     with prepared.db.write() as session:
-        root = groups.get_root(session)
-        assert root is not None
-        operator = groups.create(session, SYSTEM, parent_id=root.id, name="Operator")
-        customer = groups.create(session, SYSTEM, parent_id=operator.id, name="Customer")
-        contract = contracts.create(
-            session, SYSTEM, group_id=customer.id, name="Plan", max_tokens=EXPORTED + INGEST_DEVICES
-        )
-        dt = device_types.create(
-            session,
-            SYSTEM,
-            group_id=customer.id,
-            network="SIGFOX",
-            fields=device_types.DeviceTypeFields(name="Meters", contract_id=contract.contract.id),
-        )
-        creds = [c for c, _ in create_stations(session, operator.id, STATIONS)]
+        customer = meters_customer(session, max_tokens=EXPORTED + INGEST_DEVICES)
+        creds = [c for c, _ in create_stations(session, customer.operator_id, STATIONS)]
         ids = simulate.device_ids(INGEST_FIRST, INGEST_DEVICES)
-        bulk.insert_devices(session, token_holding_rows(ids, dt.device_type.id, customer.id, contract.contract.id, now))
+        dt_id = customer.device_type_id
+        bulk.insert_devices(session, token_holding_rows(ids, dt_id, customer.group_id, customer.contract_id, now))
         _view, secret = api_users.create(
-            session, SYSTEM, group_id=customer.id, name="bench", timezone="UTC", profile_ids=["ADMIN"]
+            session, SYSTEM, group_id=customer.group_id, name="bench", timezone="UTC", profile_ids=["ADMIN"]
         )
-        dt_id = dt.device_type.id
     _fill(prepared.db.engine, ids[0], EXPORTED - INGEST_DEVICES)
     prepared.db.dispose()
     return creds, secret, dt_id

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from bench.common import drop_floor_rows, heron_server, insert_floor, target, temp_dir
+from bench.common import drop_floor_rows, heron_server, insert_floor, meters_customer, target, temp_dir
 from heron.bootstrap import prepare
 from heron.config import Settings
-from heron.registry import contracts, device_types, registration_tokens
+from heron.registry import registration_tokens
 from heron.registry.models import Device
 from heron.runtime.context import build_context
-from heron.tenancy import api_users, groups
+from heron.tenancy import api_users
 from heron.tenancy.access import SYSTEM
 
 ROWS = 10_000
@@ -85,22 +85,12 @@ def main() -> None:
     prepared = prepare(settings, announce_password=False)
     ctx = build_context(settings, prepared)
     with ctx.db.write() as session:
-        root = groups.get_root(session)
-        assert root is not None
-        customer = groups.create(session, SYSTEM, parent_id=root.id, name="Customer")
-        contract = contracts.create(session, SYSTEM, group_id=customer.id, name="Plan", max_tokens=20_000)
-        dt = device_types.create(
-            session,
-            SYSTEM,
-            group_id=customer.id,
-            network="LORAWAN",
-            fields=device_types.DeviceTypeFields(name="Meters", app_eui=APP_EUI, contract_id=contract.contract.id),
-        )
+        customer = meters_customer(session, max_tokens=20_000, operator=False, network="LORAWAN", app_eui=APP_EUI)
         _view, secret = api_users.create(
-            session, SYSTEM, group_id=customer.id, name="bench", timezone="UTC", profile_ids=["ADMIN"]
+            session, SYSTEM, group_id=customer.group_id, name="bench", timezone="UTC", profile_ids=["ADMIN"]
         )
-        token = registration_tokens.create(session, SYSTEM, group_id=customer.id, issued_to="bench").code
-        dt_id, contract_id, group_id = dt.device_type.id, contract.contract.id, customer.id
+        token = registration_tokens.create(session, SYSTEM, group_id=customer.group_id, issued_to="bench").code
+        dt_id, contract_id, group_id = customer.device_type_id, customer.contract_id, customer.group_id
     db_file = settings.resolved_database_url.removeprefix("sqlite:///")
     rows, bad = _rows()
     headers = {"authorization": secret}
