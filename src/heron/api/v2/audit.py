@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,12 +10,13 @@ from fastapi import APIRouter, Query, Request
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
 from heron.api.schemas import MAX_OFFSET, NoNul
+from heron.api.time_paging import at
 from heron.api.v2 import PREFIX
 from heron.db.base import to_ms
 from heron.tenancy import audit
+from heron.tenancy.owned import MAX_EPOCH_MS
 
 router = APIRouter(prefix=PREFIX + "/audit-events", tags=["audit"])
-MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last time Python can represent
 
 
 def _details(recorded: str) -> dict[str, Any]:
@@ -27,10 +27,6 @@ def _details(recorded: str) -> dict[str, Any]:
     if unset:
         details = {k: v for k, v in details.items() if v is not None} | {"unset": unset}
     return details
-
-
-def _ms(value: int | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value / 1000, UTC)
 
 
 @router.get("")
@@ -51,8 +47,8 @@ async def list_audit_events(
             actor,
             object_type=object_type,
             object_id=object_id,
-            since=_ms(since),
-            before=_ms(before),
+            since=at(since),
+            before=at(before),
             limit=limit,
             offset=offset,
         )
