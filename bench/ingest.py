@@ -30,8 +30,8 @@ from heron.bootstrap import prepare
 from heron.config import Settings
 from heron.db.base import utcnow
 from heron.delivery import callbacks
+from heron.delivery.enqueue import enqueue_messages
 from heron.delivery.models import DONE, PENDING, Delivery
-from heron.delivery.outbox import enqueue_messages
 from heron.messages.models import Message, Reception
 from heron.network.sigfox import simulator as simulate
 from heron.network.sigfox.radio import NETWORK as SIGFOX

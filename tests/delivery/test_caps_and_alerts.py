@@ -13,7 +13,7 @@ from sqlalchemy import select, update
 
 from heron.db.engine import Database
 from heron.delivery.models import DONE, FAILED, Callback
-from heron.delivery.outbox import DeliveryWorker
+from heron.delivery.worker import DeliveryWorker
 from heron.keys import Keyring
 from heron.registry import device_types, devices
 from heron.registry.models import DeviceType

@@ -28,7 +28,7 @@ from heron.jobs import engine
 from heron.jobs.notify import encrypt_headers
 from heron.keys import Keyring
 from tests.conftest import TEST_KEK, Tenants
-from tests.delivery.test_outbox import Receiver, make_callback, receiver, rounds
+from tests.delivery.test_outbox import Receiver, clock, make_callback, receiver, rounds
 from tests.jobs.kinds import KIND
 from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
@@ -86,14 +86,6 @@ def outbox_settings(settings: Settings, inbox: Inbox, **extra: object) -> Settin
 @pytest.fixture
 def settings(settings: Settings, inbox: Inbox) -> Settings:
     return outbox_settings(settings, inbox)
-
-
-@pytest.fixture
-def clock(client: TestClient) -> Clock:
-    ctx = client.app.state.ctx  # type: ignore[attr-defined]
-    fake = Clock()
-    ctx.uplinks.clock = ctx.deliveries.clock = fake
-    return fake
 
 
 def deliveries(db: Database) -> list[Delivery]:

@@ -26,8 +26,9 @@ from heron.config import Settings
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.delivery.models import DONE, PENDING, Delivery
-from heron.delivery.outbox import DeliveryWorker, Policy
+from heron.delivery.policy import Policy
 from heron.delivery.ssrf import parse_allow_cidrs
+from heron.delivery.worker import DeliveryWorker
 from heron.keys import Keyring
 from tests.conftest import TEST_KEK, Tenants
 from tests.delivery.test_outbox import BODY, make_callback
@@ -102,7 +103,7 @@ def _rows(db: Database) -> list[Delivery]:
 _WORKER = """
 import sys, time
 from heron.db.engine import Database
-from heron.delivery.outbox import DeliveryWorker
+from heron.delivery.worker import DeliveryWorker
 from heron.delivery.ssrf import parse_allow_cidrs
 from heron.keys import Keyring
 worker = DeliveryWorker(Database(sys.argv[1]), Keyring.parse(sys.argv[2]), allow=parse_allow_cidrs("127.0.0.0/8"))

@@ -14,23 +14,15 @@ from heron.config import Settings
 from heron.db.engine import Database
 from heron.delivery.models import DONE, Callback, Delivery
 from tests.conftest import Tenants
-from tests.delivery.test_outbox import BODY, Receiver, make_callback, receiver, rounds
+from tests.delivery.test_outbox import BODY, Receiver, clock, make_callback, receiver, rounds
 from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
 
-__all__ = ["radio", "receiver"]  # fixtures imported for this module's tests
+__all__ = ["clock", "radio", "receiver"]  # fixtures imported for this module's tests
 
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"callback_allow_cidrs": "127.0.0.0/8", "run_deliveries": False})
-
-
-@pytest.fixture
-def clock(client: TestClient) -> Clock:
-    ctx = client.app.state.ctx  # type: ignore[attr-defined]
-    fake = Clock()
-    ctx.uplinks.clock = ctx.deliveries.clock = fake
-    return fake
 
 
 def _failing(client: TestClient, tenants: Tenants, radio: Radio, receiver: Receiver, clock: Clock) -> str:

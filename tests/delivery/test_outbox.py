@@ -120,6 +120,26 @@ def make_callback(client: TestClient, tenants: Tenants, radio: Radio, **fields: 
     return str(r.json()["id"])
 
 
+def failing_callback(
+    client: TestClient, tenants: Tenants, radio: Radio, receiver: Receiver, clock: Clock, *, status: int, frames: int
+) -> str:
+    """A URL callback whose receiver answers `status`, owed `frames` messages (seq 1, 2, ...,
+    sent 2 s apart by the first station)."""
+    cb_id = make_callback(client, tenants, radio, url=receiver.url + "/hook", bodyTemplate=BODY)
+    receiver.status = status
+    for seq in range(1, frames + 1):
+        send(client, radio.stations[0], frame(seq=seq))
+        clock.now += timedelta(seconds=2)
+    return cb_id
+
+
+def is_dead(db: Database, cb_id: str) -> bool:
+    with db.read() as s:
+        cb = s.get(Callback, int(cb_id))
+        assert cb is not None
+        return cb.dead
+
+
 def test_a_data_callback_fires_when_the_dedup_window_closes_with_every_reception(
     client: TestClient, tenants: Tenants, radio: Radio, receiver: Receiver, clock: Clock
 ) -> None:
@@ -177,19 +197,13 @@ def test_requests_are_signed_when_the_callback_has_a_signing_secret(
 def test_receiver_down_then_back_delivers_every_message_once_in_order(
     client: TestClient, db: Database, tenants: Tenants, radio: Radio, receiver: Receiver, clock: Clock
 ) -> None:
-    cb_id = make_callback(client, tenants, radio, url=receiver.url + "/hook", bodyTemplate=BODY)
-    receiver.status = 503
-    for seq in range(1, 6):
-        send(client, radio.stations[0], frame(seq=seq))
-        clock.now += timedelta(seconds=2)
+    cb_id = failing_callback(client, tenants, radio, receiver, clock, status=503, frames=5)
     # Down: only the oldest is tried (order per callback and device), with growing pauses,
     # until the callback is dead; then a probe per minute.
     for _ in range(12):
         rounds(client)
         clock.now += timedelta(minutes=31)
-    with db.read() as s:
-        cb = s.get(Callback, int(cb_id))
-        assert cb is not None and cb.dead
+    assert is_dead(db, cb_id)
     assert {json.loads(r["body"])["seq"] for r in receiver.requests} == {1}
     listed = client.get(f"/api/v2/device-types/{radio.device_type_id}/callbacks", headers=tenants.a_admin.headers)
     assert listed.json()["data"][0]["dead"] is True

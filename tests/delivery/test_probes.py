@@ -14,10 +14,10 @@ from sqlalchemy import select
 
 from heron.config import Settings
 from heron.db.engine import Database
-from heron.delivery.models import DONE, Callback, Delivery
+from heron.delivery.models import DONE, Delivery
 from tests.conftest import Tenants
-from tests.delivery.test_outbox import BODY, Receiver, clock, make_callback, receiver, rounds
-from tests.network.sigfox.test_ingest import Clock, Radio, frame, radio, send
+from tests.delivery.test_outbox import Receiver, clock, failing_callback, is_dead, receiver, rounds
+from tests.network.sigfox.test_ingest import Clock, Radio, radio
 
 __all__ = ["clock", "radio", "receiver"]  # fixtures, imported for this module's tests
 
@@ -36,38 +36,27 @@ def settings(settings: Settings) -> Settings:
     )
 
 
-def _dead(db: Database, cb_id: str) -> bool:
-    with db.read() as s:
-        cb = s.get(Callback, int(cb_id))
-        assert cb is not None
-        return cb.dead
-
-
 def test_a_dead_callback_drains_within_its_backoff_once_its_endpoint_recovers(
     client: TestClient, db: Database, tenants: Tenants, radio: Radio, receiver: Receiver, clock: Clock
 ) -> None:
-    cb_id = make_callback(client, tenants, radio, url=receiver.url + "/hook", bodyTemplate=BODY)
-    receiver.status = 500
-    for seq in range(1, 5):
-        send(client, radio.stations[0], frame(seq=seq))
-        clock.now += timedelta(seconds=2)
+    cb_id = failing_callback(client, tenants, radio, receiver, clock, status=500, frames=4)
     # The outage: retried at the backoff's pace until the callback is dead.
     for _ in range(50):
         rounds(client)
-        if _dead(db, cb_id):
+        if is_dead(db, cb_id):
             break
         clock.now += timedelta(seconds=BACKOFF_MAX * 1.1)
-    assert _dead(db, cb_id)
+    assert is_dead(db, cb_id)
     # Dead, the pace stays the backoff's: another failed probe one capped backoff later.
     tried = len(receiver.requests)
     clock.now += timedelta(seconds=BACKOFF_MAX * 1.1)  # the cap, with its jitter
     assert rounds(client) == 1 and len(receiver.requests) == tried + 1
-    assert _dead(db, cb_id)
+    assert is_dead(db, cb_id)
     # The endpoint recovers: within one capped backoff the probe goes, the backlog follows.
     receiver.status = 200
     clock.now += timedelta(seconds=BACKOFF_MAX * 1.1)
     assert rounds(client) == 1  # the probe
-    assert not _dead(db, cb_id)
+    assert not is_dead(db, cb_id)
     # The backlog, released at once: one per round (a device's order), no time passing.
     assert [rounds(client) for _ in range(4)] == [1, 1, 1, 0]
     delivered = [json.loads(r["body"])["seq"] for r in receiver.requests[-4:]]

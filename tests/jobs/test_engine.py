@@ -21,8 +21,8 @@ from sqlalchemy import func, select
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.delivery.models import DONE, FAILED, Delivery
-from heron.delivery.outbox import DeliveryWorker
 from heron.delivery.ssrf import parse_allow_cidrs
+from heron.delivery.worker import DeliveryWorker
 from heron.jobs import engine
 from heron.jobs.engine import JobBusy, JobRunner
 from heron.jobs.models import Job, JobLock, JobMessage

@@ -86,3 +86,8 @@ def upsert_insert(session: Session, model_or_table: Any) -> postgresql.Insert | 
     if _is_pg(session):
         return postgresql.insert(model_or_table)
     return sqlite.insert(model_or_table)
+
+
+def rowcount(result: Any) -> int:
+    """The rows a statement changed, as the driver counted them (0 when it does not say)."""
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -26,7 +26,7 @@ from heron.tenancy.models import Group
 from heron.unique import unique_hex
 
 MAX_RESEND = 100_000
-# Kinds of message each callback type and subtype is owed for (outbox._OWED, by frame type).
+# Kinds of message each callback type and subtype is owed for (enqueue._OWED, by frame type).
 _FRAMES_FOR = {("DATA", "UPLINK"): "DATA", ("DATA", "BIDIR"): "DATA", ("SERVICE", "DATA_ADVANCED"): "DATA"}
 _FRAMES_FOR |= {("SERVICE", "STATUS"): "KEEPALIVE", ("SERVICE", "REPEATER"): "REPEATER"}
 

@@ -35,12 +35,14 @@ from sqlalchemy.orm import Session, aliased
 from heron.db.base import utcnow
 from heron.db.engine import Database
 from heron.delivery import callbacks as callbacks_service
-from heron.delivery import outbox
 from heron.delivery.channels import Result
-from heron.delivery.channels.url import Http
+from heron.delivery.channels.url import Http, Outgoing, render
+from heron.delivery.enqueue import new_key, owe_duplicates
 from heron.delivery.http import new_session
 from heron.delivery.models import DONE, PENDING, Callback, Delivery
+from heron.delivery.policy import Policy
 from heron.delivery.ssrf import IPNetwork
+from heron.delivery.variables import message_variables
 from heron.downlink import templates as downlink_template
 from heron.downlink.models import ACKNOWLEDGED, DECIDING, FAILED, NONE, OPEN, SENT, Downlink
 from heron.downlink.models import PENDING as DL_PENDING
@@ -72,7 +74,7 @@ class _Decision:
     best_rssi: float | None
     callback: Callback | None = None
     delivery: Delivery | None = None
-    outgoing: outbox.Outgoing | None = None
+    outgoing: Outgoing | None = None
 
 
 class DownlinkDecider(BackgroundThread):
@@ -96,7 +98,7 @@ class DownlinkDecider(BackgroundThread):
     ) -> None:
         self.db, self.keyring, self.dedup_window, self.allow = db, keyring, dedup_window, allow
         self.answer_timeout, self.clock, self.poll = answer_timeout, clock, poll
-        self.policy = outbox.Policy()
+        self.policy = Policy()
         self.networks = {n.name: n for n in networks}
         # The catch-up sweep's reach: past the longest receive delay, no downlink can be made.
         self.reach = max((n.downlink_delay for n in networks), default=timedelta(0))
@@ -265,7 +267,7 @@ class DownlinkDecider(BackgroundThread):
             )
         )
         if d.delivery is not None:  # the call starts this delivery: a sendDuplicate callback's copies are owed
-            outbox.owe_duplicates(session, [d.delivery], {hook.id: hook}, now)
+            owe_duplicates(session, [d.delivery], {hook.id: hook}, now)
         receptions = list(
             session.execute(
                 select(Reception, BaseStation)
@@ -274,9 +276,9 @@ class DownlinkDecider(BackgroundThread):
                 .order_by(Reception.id)
             ).tuples()
         )
-        values = outbox.message_variables(d.message, d.device, receptions, hook.payload_config)
+        values = message_variables(d.message, d.device, receptions, hook.payload_config)
         try:
-            d.outgoing = outbox.render(self.keyring, hook, d.device_type, values)
+            d.outgoing = render(self.keyring, hook, d.device_type, values)
         except Exception as exc:
             d.downlink.fail(f"cannot render the downlink callback: {exc}")
 
@@ -284,7 +286,7 @@ class DownlinkDecider(BackgroundThread):
         """The downlink callback's request, as the URL channel sends every callback's."""
         assert d.outgoing is not None and d.callback is not None
         http = Http(client, self.keyring, self.allow, self.answer_timeout)
-        key = d.delivery.key if d.delivery is not None else outbox.new_key()
+        key = d.delivery.key if d.delivery is not None else new_key()
         secret = callbacks_service.stored_signing_secret(self.keyring, d.callback)
         return await http.request(d.outgoing, key, secret=secret, send_sni=d.callback.send_sni)
 

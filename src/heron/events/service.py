@@ -39,8 +39,8 @@ from sqlalchemy.orm import Session
 
 from heron.db.keyset import TimePage, TimeWindow, newest_first_page
 from heron.db.upsert import add_counts
+from heron.delivery.enqueue import new_key
 from heron.delivery.models import PENDING, Callback, Delivery
-from heron.delivery.outbox import new_key
 from heron.events.models import DeviceLoss, Event, StationOutage, UplinkCount
 from heron.jobs.engine import Periodic
 from heron.registry import devices
@@ -238,7 +238,7 @@ def watch_keep_alive(session: Session, now: datetime, limit: int = BATCH) -> int
 
 
 def _enqueue_errors(session: Session, lost: Sequence[Any], now: datetime) -> int:
-    """The ERROR callback deliveries of lost devices, as `outbox.enqueue_event` writes them, with
+    """The ERROR callback deliveries of lost devices, as `enqueue.enqueue_event` writes them, with
     one query and one insert for the whole batch instead of two statements per device."""
     type_ids = sorted({r.device_type_id for r in lost})
     hooks: dict[int, list[int]] = {}

@@ -1,5 +1,5 @@
 """The optional job callback: when a job ends, its status is owed to the URL given with the job.
-It goes through the durable outbox (heron.delivery.outbox) like every other callback: the hook
+It goes through the durable outbox (heron.delivery) like every other callback: the hook
 writes a `deliveries` row (no callback, `job_id` set, event `JOB`) carrying the URL, the job's
 headers as they are stored (the keyring ciphertext, never in clear) and the status body; the
 delivery worker sends it through the guarded HTTP request with the outbox's retries."""
@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 from heron.db.base import utcnow
 from heron.delivery.channels import JOB
 from heron.delivery.channels.url import JOB_HEADERS_PURPOSE
+from heron.delivery.enqueue import new_key
 from heron.delivery.models import PENDING, Delivery
-from heron.delivery.outbox import new_key
 from heron.jobs.engine import JobReport, report
 from heron.jobs.models import Job
 from heron.keys import Keyring

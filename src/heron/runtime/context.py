@@ -13,8 +13,9 @@ from heron.bootstrap import Prepared
 from heron.config import Settings
 from heron.db.engine import Database
 from heron.delivery.channels.email import SmtpConfig
-from heron.delivery.outbox import DeliveryWorker, Policy
+from heron.delivery.policy import Policy
 from heron.delivery.ssrf import parse_allow_cidrs
+from heron.delivery.worker import DeliveryWorker
 from heron.downlink.decider import DownlinkDecider
 from heron.jobs.engine import JobRunner
 from heron.jobs.notify import finishing_hook

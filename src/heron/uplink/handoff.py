@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from heron.delivery.outbox import enqueue_messages
+from heron.delivery.enqueue import enqueue_messages
 from heron.downlink.decider import open_downlinks
 from heron.events import service as events
 from heron.radio import Network

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Select, and_, select
 from sqlalchemy.orm import Session, aliased
 
-from heron.delivery import outbox
+from heron.delivery.enqueue import enqueue_event
 from heron.downlink.models import ACKNOWLEDGED, OPEN, SENT, Downlink
 from heron.downlink.models import PENDING as DL_PENDING
 from heron.events import service as events
@@ -71,7 +71,7 @@ def report(session: Session, station_id: int, downlink_id: int, emitted: bool, n
     dl.state, dl.acknowledged_at = ACKNOWLEDGED, now
     events.count_downlink(session, dl.device_id, now)  # the device's consumption
     device = session.get(Device, dl.device_id)
-    outbox.enqueue_event(
+    enqueue_event(
         session,
         device_type_id=dl.device_type_id,
         device_id=dl.device_id,
