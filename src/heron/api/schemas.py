@@ -3,8 +3,9 @@ Sigfox v2 fields Heron does not implement accepted and ignored."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
+from fastapi import Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
@@ -90,6 +91,13 @@ class ApiModel(BaseModel):
         if info.field_name in cls.rows_checked_later:
             return value
         return reject_nul(value)
+
+
+# The query parameters every native list route takes (Sigfox API v2's names and bounds).
+NameFilter = Annotated[str | None, Query(max_length=100), NoNul]
+GroupIdsFilter = Annotated[list[str] | None, Query(alias="groupIds")]
+Limit = Annotated[int, Query(ge=1, le=100)]
+Offset = Annotated[int, Query(ge=0, le=MAX_OFFSET)]
 
 
 def id_list(values: list[str] | None) -> list[str]:

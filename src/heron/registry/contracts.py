@@ -249,18 +249,7 @@ def list_contracts(
     conds: list[ColumnElement[bool]] = [actor.visible_filter(Group.path, "contract:write")]
     if group_ids:
         conds.append(in_groups(session, actor, group_ids, deep, Contract.group_id))
-    if name:
-        conds.append(Contract.name_ci.contains(name.lower(), autoescape=True))
-    rows = list(
-        session.execute(
-            select(Contract, Group)
-            .join(Group, Group.id == Contract.group_id)
-            .where(*conds)
-            .order_by(Contract.id)
-            .limit(limit + 1)
-            .offset(offset)
-        )
-    )
+    rows = _contracts_where(session, conds, name, limit, offset)
     return [ContractView(c, g) for c, g in rows[:limit]], len(rows) > limit
 
 
@@ -416,18 +405,7 @@ def list_infos(
         )
         owned = in_subtree(Group.path, parent.path) if deep else Group.id == parent.id
         conds.append(or_(and_(owned), allocated))
-    if name:
-        conds.append(Contract.name_ci.contains(name.lower(), autoescape=True))
-    rows = list(
-        session.execute(
-            select(Contract, Group)
-            .join(Group, Group.id == Contract.group_id)
-            .where(*conds)
-            .order_by(Contract.id)
-            .limit(limit + 1)
-            .offset(offset)
-        )
-    )
+    rows = _contracts_where(session, conds, name, limit, offset)
     page = rows[:limit]
     allocs = allocations_of(session, [c.id for c, _ in page])
     return [_as_seen(actor, ContractView(c, g), allocs[c.id]) for c, g in page], len(rows) > limit
@@ -437,3 +415,21 @@ def min_contracts(session: Session, contract_ids: list[int]) -> dict[int, Contra
     if not contract_ids:
         return {}
     return {c.id: c for c in session.scalars(select(Contract).where(Contract.id.in_(contract_ids)))}
+
+
+def _contracts_where(
+    session: Session, conds: list[ColumnElement[bool]], name: str | None, limit: int, offset: int
+) -> list[tuple[Contract, Group]]:
+    """A page of contracts (one more row than `limit`: whether there are more) with their groups."""
+    if name:
+        conds = [*conds, Contract.name_ci.contains(name.lower(), autoescape=True)]
+    return list(
+        session.execute(
+            select(Contract, Group)
+            .join(Group, Group.id == Contract.group_id)
+            .where(*conds)
+            .order_by(Contract.id)
+            .limit(limit + 1)
+            .offset(offset)
+        ).tuples()
+    )

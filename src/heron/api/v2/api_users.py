@@ -9,7 +9,7 @@ from pydantic import Field
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
+from heron.api.schemas import ApiModel, GroupIdsFilter, Limit, NoNul, Offset, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.db.base import to_ms
 from heron.tenancy import api_users
@@ -63,10 +63,10 @@ async def list_api_users(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
-    group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
+    group_ids: GroupIdsFilter = None,
     profile_id: Annotated[str | None, Query(alias="profileId", max_length=32), NoNul] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
     fields: str | None = None,
     authorizations: bool | None = None,
 ) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, NoNul
+from heron.api.schemas import Limit, NoNul, Offset
 from heron.api.time_paging import at
 from heron.api.v2 import PREFIX
 from heron.db.base import to_ms
@@ -38,8 +38,8 @@ async def list_audit_events(
     object_id: Annotated[str | None, Query(alias="objectId", max_length=64), NoNul] = None,
     since: Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch ms")] = None,
     before: Annotated[int | None, Query(ge=0, le=MAX_EPOCH_MS, description="epoch ms")] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
         rows = audit.list_events(

@@ -3,14 +3,14 @@ traffic. The secret is shown at creation and at renewal only."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import Field
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, id_list
+from heron.api.schemas import ApiModel, GroupIdsFilter, Limit, NameFilter, Offset, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.network.sigfox import stations
 from heron.network.sigfox.stations import StationFields
@@ -57,12 +57,12 @@ async def list_stations(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
-    name: Annotated[str | None, Query(max_length=100), NoNul] = None,
-    group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
+    name: NameFilter = None,
+    group_ids: GroupIdsFilter = None,
     deep: bool = False,
     state: Literal["NEW", "ONLINE", "OFFLINE"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     gids = [parse_id(g, "groupIds", "query") for g in id_list(group_ids)]
     with ctx.db.read() as session:

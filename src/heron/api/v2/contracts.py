@@ -15,7 +15,16 @@ from pydantic import Field
 from heron.api import cursor
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, SIGFOX_IGNORED, ApiModel, NoNul, UpdateModel, id_list
+from heron.api.schemas import (
+    SIGFOX_IGNORED,
+    ApiModel,
+    GroupIdsFilter,
+    Limit,
+    NameFilter,
+    Offset,
+    UpdateModel,
+    id_list,
+)
 from heron.api.v2 import PREFIX, wire
 from heron.api.v2 import devices as device_routes
 from heron.errors import InvalidInput
@@ -104,11 +113,11 @@ async def list_contracts(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
-    name: Annotated[str | None, Query(max_length=100), NoNul] = None,
-    group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
+    name: NameFilter = None,
+    group_ids: GroupIdsFilter = None,
     deep: bool = False,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     gids = [parse_id(g, "groupIds", "query") for g in id_list(group_ids)]
     with ctx.db.read() as session:
@@ -197,11 +206,11 @@ async def list_contract_infos(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
-    name: Annotated[str | None, Query(max_length=100), NoNul] = None,
+    name: NameFilter = None,
     group_id: Annotated[str | None, Query(alias="groupId", max_length=20)] = None,
     deep: bool = False,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     gid = parse_id(group_id, "groupId", "query") if group_id is not None else None
     with ctx.db.read() as session:
@@ -225,7 +234,7 @@ async def list_contract_devices(
     actor: CurrentActor,
     ctx: Ctx,
     device_type_id: Annotated[str | None, Query(alias="deviceTypeId", max_length=20)] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
+    limit: Limit = 100,
     with_total: Annotated[bool, Query(alias="withTotal")] = False,
     page_id: Annotated[str | None, Query(alias="pageId", max_length=cursor.MAX_TOKEN)] = None,
 ) -> Response:

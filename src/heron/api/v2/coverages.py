@@ -23,6 +23,8 @@ from heron.db.base import to_ms
 from heron.jobs import engine
 from heron.network.sigfox import coverage
 from heron.registry import bulk_jobs
+from heron.runtime.context import AppContext
+from heron.tenancy.access import Actor
 from heron.tenancy.validation import parse_id
 
 router = APIRouter(prefix=PREFIX + "/coverages", tags=["coverages"])
@@ -135,13 +137,8 @@ async def operator_redundancy(
     margin (OUTDOOR 0 dB, INDOOR 20 dB, UNDERGROUND 30 dB); `operatorId`: that operator group's
     stations only."""
     coverage.check_position(lat, lng)
-    penalty = coverage.situation_margin(device_situation)
-    cls = coverage.device_class(device_class_id)
-    oid = _optional_id(operator_id, "operatorId")
-    model = coverage.model_of(ctx.settings)
-    with ctx.db.read() as session:
-        path = coverage.operator_path(session, actor, oid)
-        field = coverage.load_field(session, model, operator=path, lats=_arr([lat]), lngs=_arr([lng]))
+    penalty, cls = coverage.situation_margin(device_situation), coverage.device_class(device_class_id)
+    field = _field(actor, ctx, operator_id, [lat], [lng])
     return {"redundancy": coverage.redundancy(field, lat, lng, cls, penalty)}
 
 
@@ -160,16 +157,19 @@ async def coverage_grid(
     class's best outdoor margin (dB, 0 = none), `redundancy` the stations in reach (0-3) for
     `deviceClassId` in `deviceSituation`, as /operators/redundancy counts them."""
     g = coverage.grid_of(bbox, step, ctx.settings.coverage_grid_max_points)
-    penalty = coverage.situation_margin(device_situation)
-    cls = coverage.device_class(device_class_id)
+    penalty, cls = coverage.situation_margin(device_situation), coverage.device_class(device_class_id)
+    field = _field(actor, ctx, operator_id, [g.min_lat, g.max_lat], [g.min_lng, g.max_lng])
+    pairs = len(field) * g.rows * g.cols
+    return await _compute(pairs, _grid_response, field, g, cls, penalty, device_situation)
+
+
+def _field(actor: Actor, ctx: AppContext, operator_id: str | None, lats: list[float], lngs: list[float]) -> LinkField:
+    """The stations (all, or `operatorId`'s) in reach of the box around these points."""
     oid = _optional_id(operator_id, "operatorId")
     model = coverage.model_of(ctx.settings)
     with ctx.db.read() as session:
         path = coverage.operator_path(session, actor, oid)
-        corners_lat, corners_lng = _arr([g.min_lat, g.max_lat]), _arr([g.min_lng, g.max_lng])
-        field = coverage.load_field(session, model, operator=path, lats=corners_lat, lngs=corners_lng)
-    pairs = len(field) * g.rows * g.cols
-    return await _compute(pairs, _grid_response, field, g, cls, penalty, device_situation)
+        return coverage.load_field(session, model, operator=path, lats=_arr(lats), lngs=_arr(lngs))
 
 
 def _grid_response(field: LinkField, g: Grid, cls: int, penalty: float, situation: str) -> Response:

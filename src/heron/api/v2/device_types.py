@@ -10,7 +10,16 @@ from pydantic import Field
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_INT, MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
+from heron.api.schemas import (
+    MAX_INT,
+    ApiModel,
+    GroupIdsFilter,
+    Limit,
+    NameFilter,
+    Offset,
+    UpdateModel,
+    id_list,
+)
 from heron.api.v2 import PREFIX, wire
 from heron.registry import device_types
 from heron.registry.device_types import DeviceTypeFields
@@ -72,14 +81,14 @@ async def list_device_types(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
-    name: Annotated[str | None, Query(max_length=100), NoNul] = None,
-    group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
+    name: NameFilter = None,
+    group_ids: GroupIdsFilter = None,
     deep: bool = False,
     contract_id: Annotated[str | None, Query(alias="contractId", max_length=20)] = None,
     payload_type: Annotated[int | None, Query(alias="payloadType", ge=0, le=MAX_INT)] = None,
     network: Literal["SIGFOX", "LORAWAN"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     gids = [parse_id(g, "groupIds", "query") for g in id_list(group_ids)]
     cid = parse_id(contract_id, "contractId", "query") if contract_id is not None else None

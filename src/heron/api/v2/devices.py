@@ -12,7 +12,7 @@ from pydantic import Field
 from heron.api import cursor, offload
 from heron.api.context import Ctx, CurrentActor, base_url
 from heron.api.paging import keyset_page
-from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
+from heron.api.schemas import ApiModel, GroupIdsFilter, Limit, NoNul, Offset, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.api.v2.render import native_json
 from heron.errors import InvalidInput
@@ -83,7 +83,7 @@ class _Filters:
     def __init__(
         self,
         id: Annotated[str | None, Query(max_length=16), NoNul] = None,
-        group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
+        group_ids: GroupIdsFilter = None,
         deep: bool = False,
         device_type_id: Annotated[str | None, Query(alias="deviceTypeId", max_length=20)] = None,
         contract_id: Annotated[str | None, Query(alias="contractId", max_length=20)] = None,
@@ -162,8 +162,8 @@ async def list_devices(
     actor: CurrentActor,
     ctx: Ctx,
     filters: Filters,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
     with_total: Annotated[bool, Query(alias="withTotal")] = False,
     page_id: Annotated[str | None, Query(alias="pageId", max_length=cursor.MAX_TOKEN)] = None,
 ) -> Response:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from sqlalchemy import select
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET
+from heron.api.schemas import Limit, Offset
 from heron.api.v2 import PREFIX
 from heron.db.base import to_ms
 from heron.downlink.models import Downlink
@@ -26,8 +26,8 @@ async def device_downlinks(
     device_id: str,
     actor: CurrentActor,
     ctx: Ctx,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
         view = devices.get_traffic(session, actor, device_id)

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
+from heron.api.schemas import ApiModel, Limit, NameFilter, Offset, UpdateModel, id_list
 from heron.api.v2 import PREFIX, wire
 from heron.api.v2.render import native_json
 from heron.tenancy import groups
@@ -43,10 +43,10 @@ async def list_groups(
     ctx: Ctx,
     parent_ids: Annotated[list[str] | None, Query(alias="parentIds")] = None,
     deep: bool = False,
-    name: Annotated[str | None, Query(max_length=100), NoNul] = None,
+    name: NameFilter = None,
     types: Annotated[list[str] | None, Query()] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
     with_total: Annotated[bool, Query(alias="withTotal")] = False,
     fields: str | None = None,
     sort: str | None = None,

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, Request
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, NoNul
+from heron.api.schemas import Limit, NoNul, Offset
 from heron.api.v2 import PREFIX
 from heron.db.base import to_ms
 from heron.jobs import engine, queries
@@ -47,8 +47,8 @@ async def list_jobs(
     ctx: Ctx,
     kind: Annotated[str | None, Query(max_length=40), NoNul] = None,
     state: Annotated[str | None, Query(max_length=10), NoNul] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
 ) -> dict[str, Any]:
     with ctx.db.read() as session:
         jobs = queries.list_jobs(session, actor, kind=kind, state=state, limit=limit, offset=offset)

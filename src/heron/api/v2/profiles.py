@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Request
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET
+from heron.api.schemas import Limit, Offset
 from heron.api.v2 import PREFIX, wire
 from heron.errors import NotFound
 from heron.tenancy import groups
@@ -40,8 +40,8 @@ async def list_profiles(
     group_id: Annotated[str | None, Query(alias="groupId", max_length=20)] = None,
     inherit: bool | None = None,
     fields: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
     authorizations: bool | None = None,
 ) -> dict[str, Any]:
     group = None

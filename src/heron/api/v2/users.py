@@ -9,7 +9,16 @@ from pydantic import Field, model_validator
 
 from heron.api.context import Ctx, CurrentActor
 from heron.api.paging import page
-from heron.api.schemas import MAX_OFFSET, ApiModel, NoNul, UpdateModel, id_list
+from heron.api.schemas import (
+    ApiModel,
+    GroupIdsFilter,
+    Limit,
+    NameFilter,
+    NoNul,
+    Offset,
+    UpdateModel,
+    id_list,
+)
 from heron.api.v2 import PREFIX, wire
 from heron.db.base import to_ms
 from heron.tenancy import users
@@ -91,12 +100,12 @@ async def list_users(
     request: Request,
     actor: CurrentActor,
     ctx: Ctx,
-    group_ids: Annotated[list[str] | None, Query(alias="groupIds")] = None,
+    group_ids: GroupIdsFilter = None,
     deep: bool = False,
-    text: Annotated[str | None, Query(max_length=100), NoNul] = None,
+    text: NameFilter = None,
     profile_id: Annotated[str | None, Query(alias="profileId", max_length=32), NoNul] = None,
-    limit: Annotated[int, Query(ge=1, le=100)] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
     fields: str | None = None,
     sort: str | None = None,
     authorizations: bool | None = None,

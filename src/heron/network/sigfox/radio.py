@@ -23,5 +23,9 @@ class Sigfox:
     def device_power_dbm(self, radio_zone: str) -> float | None:
         return _DEVICE_POWER_DBM.get(radio_zone)
 
+    def __reduce__(self) -> str:
+        # Pickled (to the uplink writer process, with every request) as the module's NETWORK.
+        return "NETWORK"
+
 
 NETWORK = Sigfox()
