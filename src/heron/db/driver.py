@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from heron.db.bulk_insert import insert_rows
 
 _CHUNK = 500  # ids per `IN (...)`: below every driver's parameter limit
-_Query = TypeVar("_Query", bound=Select[Any])
+_Query = TypeVar("_Query", bound=Select[*tuple[Any, ...]])
 
 
 def _is_pg(session: Session) -> bool:

@@ -29,10 +29,10 @@ from zoneinfo import ZoneInfo
 
 import aiohttp
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, aliased
 
 from heron.db.base import utcnow
+from heron.db.driver import upsert_insert
 from heron.db.engine import Database
 from heron.delivery import callbacks as callbacks_service
 from heron.delivery.channels import Result
@@ -434,9 +434,8 @@ def _insert_deciding(session: Session, asking: list[_Asking], now: datetime, ded
         }
         for a in asking
     ]
-    dialect = session.get_bind().dialect.name
-    stmt = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(Downlink)
-    session.execute(stmt.on_conflict_do_nothing(index_elements=["message_id"]), rows)
+    stmt = upsert_insert(session, Downlink).on_conflict_do_nothing(index_elements=["message_id"])
+    session.execute(stmt, rows)
     # Hold the downlink callback's outbox row for the decider (unless the outbox has started on it).
     for a in asking:
         if a.mode != "CALLBACK":

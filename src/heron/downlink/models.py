@@ -7,8 +7,7 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from heron.db.base import Base, UtcDateTime
-from heron.messages.models import BigId
+from heron.db.base import Base, BigId, UtcDateTime
 
 DECIDING, NONE, PENDING, SENT, ACKNOWLEDGED, FAILED = "DECIDING", "NONE", "PENDING", "SENT", "ACKNOWLEDGED", "FAILED"
 IS_OPEN = text("state IN ('DECIDING', 'PENDING', 'SENT')")

@@ -6,13 +6,10 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import Date, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from heron.db.base import Base, UtcDateTime
-
-# BIGINT on PostgreSQL; SQLite's rowid alias must be exactly INTEGER.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+from heron.db.base import Base, BigId, UtcDateTime
 
 
 class Event(Base):

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from functools import lru_cache
@@ -34,9 +34,9 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from heron.db.driver import upsert_insert
 from heron.db.keyset import TimePage, TimeWindow, newest_first_page
 from heron.db.upsert import add_counts
 from heron.delivery.enqueue import new_key
@@ -69,10 +69,6 @@ def _ms(t: datetime | None) -> int | None:
     return None if t is None else int(t.timestamp() * 1000)
 
 
-def _insert(session: Session) -> Callable[[Table], Any]:
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
-
-
 @lru_cache(maxsize=256)
 def _zone(name: str) -> ZoneInfo:
     return ZoneInfo(name)
@@ -101,7 +97,7 @@ def _write_events(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert events; an OVERUSAGE already written for its (device, day) is skipped."""
     table = cast(Table, Event.__table__)
     for start in range(0, len(rows), _CHUNK):
-        stmt = _insert(session)(table).values(rows[start : start + _CHUNK])
+        stmt = upsert_insert(session, table).values(rows[start : start + _CHUNK])
         session.execute(stmt.on_conflict_do_nothing(index_elements=["device_id", "kind", "day"]))
 
 
@@ -221,7 +217,7 @@ def watch_keep_alive(session: Session, now: datetime, limit: int = BATCH) -> int
         )
     losses = cast(Table, DeviceLoss.__table__)
     session.execute(
-        _insert(session)(losses).on_conflict_do_nothing(index_elements=["device_id"]),
+        upsert_insert(session, losses).on_conflict_do_nothing(index_elements=["device_id"]),
         [{"device_id": r.id, "since": now} for r in due],
     )
     _write_events(
@@ -308,7 +304,7 @@ def watch_stations(session: Session, now: datetime, offline_after: timedelta, li
         )
         outages = cast(Table, StationOutage.__table__)
         session.execute(
-            _insert(session)(outages).on_conflict_do_nothing(index_elements=["station_id"]),
+            upsert_insert(session, outages).on_conflict_do_nothing(index_elements=["station_id"]),
             [{"station_id": s, "since": now} for s, _ in due],
         )
         events += [_event(STATION_OFFLINE, now, {"lastSeen": _ms(seen)}, station_id=s) for s, seen in due]

@@ -5,15 +5,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from heron.db.base import Base, UtcDateTime
+from heron.db.base import BigId as BigId  # re-exported: delivery.models imports it from here
 
 ACK_REQUIRED = text("ack_required")
-
-# BIGINT on PostgreSQL; SQLite's rowid alias must be exactly INTEGER.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def _arrived_when_heard(context: Any) -> Any:

@@ -29,7 +29,6 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
-    String,
     and_,
     case,
     false,
@@ -37,13 +36,11 @@ from sqlalchemy import (
     literal,
     or_,
     select,
-    type_coerce,
 )
-from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
-from sqlalchemy.sql.functions import FunctionElement
 
 from heron.db.engine import Database
+from heron.db.sqlfuncs import csv_line, iso_utc_ms, unindexed
 from heron.errors import InvalidInput
 from heron.registry.devices import LIFECYCLES, DeviceView
 from heron.registry.models import Contract, Device, DeviceType
@@ -233,7 +230,7 @@ class Plan:
     def where(self, indexed: bool) -> list[ColumnElement[bool]]:
         """The conditions; with `indexed` false no index serves them (but `ranges`), so the
         database walks the order's index instead of gathering and sorting the matches."""
-        column: Callable[[Any], Any] = _same if indexed else _unindexed
+        column: Callable[[Any], Any] = _same if indexed else unindexed
         out = [build(column) for build in self.filters] + list(self.ranges)
         if self.groups is not None:
             out.insert(0, column(Device.group_id).in_(self.groups))
@@ -242,32 +239,6 @@ class Plan:
 
 def _same(column: Any) -> Any:
     return column
-
-
-class _Unindexed(FunctionElement[Any]):
-    """A column no index may serve: `+column` on SQLite (a no-op the planner does not index),
-    the column itself elsewhere (PostgreSQL plans from its statistics)."""
-
-    name = "unindexed"
-    inherit_cache = True
-
-    def __init__(self, column: Any) -> None:
-        super().__init__(column)
-        self.type = column.type
-
-
-@compiles(_Unindexed)
-def _render_unindexed(element: _Unindexed, compiler: Any, **kw: Any) -> str:
-    return str(compiler.process(element.clauses, **kw))
-
-
-@compiles(_Unindexed, "sqlite")
-def _render_unindexed_sqlite(element: _Unindexed, compiler: Any, **kw: Any) -> str:
-    return "+" + str(compiler.process(element.clauses, **kw))
-
-
-def _unindexed(column: Any) -> Any:
-    return _Unindexed(column)
 
 
 def _visible_groups(actor: Actor) -> ColumnElement[bool] | None:
@@ -457,8 +428,9 @@ def list_devices(
 # The database renders each CSV line (RFC 4180 quoting included), so a chunk is fetched as one
 # string per device and joined: no Python per cell, a million devices in seconds. Column names
 # are the API's field names and values the API's (Sigfox codes), but times are ISO 8601 UTC
-# (`_iso`); root keys are not among them. Free text starting with = + - @ (a formula to Excel and LibreOffice) gets a
-# leading apostrophe (OWASP "CSV injection").
+# (`iso_utc_ms`: spreadsheets read them as times; the JSON API's epoch milliseconds are the same
+# instants); root keys are not among them. Free text starting with = + - @ (a formula to Excel and
+# LibreOffice) gets a leading apostrophe (OWASP "CSV injection").
 _FORMULA_STARTS = ["=", "+", "-", "@", "\t", "\r"]
 _GroupName = aliased(Group)  # not `Group`: the group condition's subquery must not correlate with it
 
@@ -470,24 +442,8 @@ def _text(column: Any) -> Any:
     return literal('"').concat(func.replace(guarded, '"', '""')).concat('"')
 
 
-def _line(cells: Sequence[Any], dialect: str) -> Any:
-    """One CSV line from its cells in one call, NULL as an empty cell: SQLite `printf` and
-    PostgreSQL `format` (half the cost of chaining `||` and `coalesce` per cell)."""
-    template = ",".join(["%s"] * len(cells))
-    return type_coerce((func.printf if dialect == "sqlite" else func.format)(template, *cells), String)
-
-
 def _bool(column: Any) -> Any:
     return case((column.is_(True), "true"), (column.is_(False), "false"), else_="")
-
-
-def _iso(column: Any, dialect: str) -> Any:
-    """ISO 8601 UTC to the millisecond (`2026-11-23T19:21:38.123Z`), which spreadsheets read as
-    a time; the JSON API's epoch milliseconds are the same instant. On SQLite a slice of the
-    stored `YYYY-MM-DD HH:MM:SS.ffffff`: parsing it to a number cost a second per million cells."""
-    if dialect == "sqlite":
-        return func.replace(func.substr(column, 1, 23), " ", "T").concat("Z")
-    return func.to_char(func.timezone("UTC", column), 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 
 
 def _state() -> Any:
@@ -501,34 +457,34 @@ def _state() -> Any:
     )
 
 
-EXPORT_COLUMNS: dict[str, Callable[[str], Any]] = {
-    "id": lambda d: Device.identifier,
-    "name": lambda d: _text(Device.name),
-    "network": lambda d: Device.network,
-    "lifecycle": lambda d: Device.lifecycle,
-    "state": lambda d: _state(),
-    "comState": lambda d: Device.com_state,
-    "tokenState": lambda d: case((Device.token_state == TOKEN_OK, "0"), else_="1"),
-    "tokenEnd": lambda d: case((Device.token_state == TOKEN_OK, _iso(Device.token_end_at, d))),
-    "deviceTypeId": lambda d: Device.device_type_id,
-    "deviceTypeName": lambda d: _text(DeviceType.name),
-    "groupId": lambda d: Device.group_id,
-    "groupName": lambda d: _text(_GroupName.name),
-    "contractId": lambda d: Device.contract_id,
-    "contractName": lambda d: _text(Contract.name),
-    "lastCom": lambda d: _iso(Device.last_seen_at, d),
-    "creationTime": lambda d: _iso(Device.created_at, d),
-    "activationTime": lambda d: _iso(Device.activated_at, d),
-    "sequenceNumber": lambda d: Device.sequence_number,
-    "lat": lambda d: Device.lat,
-    "lng": lambda d: Device.lng,
-    "activable": lambda d: _bool(Device.activable),
-    "automaticRenewal": lambda d: _bool(Device.automatic_renewal),
-    "prototype": lambda d: _bool(Device.prototype),
-    "productCertificate": lambda d: _text(Device.product_certificate),
-    "modemCertificate": lambda d: _text(Device.modem_certificate),
-    "devType": lambda d: _text(Device.dev_type),
-    "tags": lambda d: _text(Device.tags),
+EXPORT_COLUMNS: dict[str, Any] = {
+    "id": Device.identifier,
+    "name": _text(Device.name),
+    "network": Device.network,
+    "lifecycle": Device.lifecycle,
+    "state": _state(),
+    "comState": Device.com_state,
+    "tokenState": case((Device.token_state == TOKEN_OK, "0"), else_="1"),
+    "tokenEnd": case((Device.token_state == TOKEN_OK, iso_utc_ms(Device.token_end_at))),
+    "deviceTypeId": Device.device_type_id,
+    "deviceTypeName": _text(DeviceType.name),
+    "groupId": Device.group_id,
+    "groupName": _text(_GroupName.name),
+    "contractId": Device.contract_id,
+    "contractName": _text(Contract.name),
+    "lastCom": iso_utc_ms(Device.last_seen_at),
+    "creationTime": iso_utc_ms(Device.created_at),
+    "activationTime": iso_utc_ms(Device.activated_at),
+    "sequenceNumber": Device.sequence_number,
+    "lat": Device.lat,
+    "lng": Device.lng,
+    "activable": _bool(Device.activable),
+    "automaticRenewal": _bool(Device.automatic_renewal),
+    "prototype": _bool(Device.prototype),
+    "productCertificate": _text(Device.product_certificate),
+    "modemCertificate": _text(Device.modem_certificate),
+    "devType": _text(Device.dev_type),
+    "tags": _text(Device.tags),
 }
 DEFAULT_COLUMNS = (
     "id",
@@ -581,7 +537,7 @@ def export_csv(
     last position, so memory stays constant and no transaction spans the export; a device
     changed meanwhile appears at most once."""
     chunk = chunk or CHUNK
-    line = _line([EXPORT_COLUMNS[c](db.dialect) for c in columns], db.dialect)
+    line = csv_line([EXPORT_COLUMNS[c] for c in columns])
     yield (",".join(columns) + "\r\n").encode()
 
     def chunks() -> Iterator[tuple[bytes, int]]:

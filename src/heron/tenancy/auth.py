@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from heron.db.base import utcnow
+from heron.db.driver import upsert_insert
 from heron.db.engine import Database
 from heron.db.fastpath import FastQuery
 from heron.tenancy.access import Actor, Role
@@ -222,9 +221,8 @@ def _lock_throttle_rows(session: Session, keys: list[str], now: datetime) -> lis
     concurrent failures neither collide on insert nor overwrite each other's counts (PostgreSQL;
     SQLite writers are serialized by BEGIN IMMEDIATE)."""
     keys = sorted(keys)
-    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     session.execute(
-        insert(LoginThrottle)
+        upsert_insert(session, LoginThrottle)
         .values([{"key": k, "failures": 0, "window_start": now} for k in keys])
         .on_conflict_do_nothing(index_elements=["key"])
     )

@@ -47,10 +47,11 @@ from datetime import datetime, timedelta
 from itertools import chain, islice
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, insert, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from heron.db.bulk_insert import insert_rows
+from heron.db.driver import bind_processor, for_update, insert_ids, rows_in, update_many
 from heron.db.upsert import add_counts
 from heron.geolocation import DECLARED_RADIUS_M, SOURCE_DECLARED, SOURCE_NETWORK, Fix, Reading, Stations, locate_heard
 from heron.messages.decoding import decode_payload
@@ -209,7 +210,6 @@ def store_frames(
     result = StoreResult(frames=len(frames))
     if not frames:
         return result
-    is_pg = session.get_bind().dialect.name == "postgresql"
     station_ids = sorted({f.station_id for f in frames})
     zones: dict[int, str] = {}
     links: dict[int, Reading] = {}  # each station's position and gain, for computedLocation
@@ -250,8 +250,7 @@ def store_frames(
         .where(Device.network == network.name, Device.identifier.in_(sorted({f.device for f in frames})))
         .order_by(Device.id)
     )
-    if is_pg:
-        query = query.with_for_update(of=Device)
+    query = for_update(query, session, of=Device)
     deliverable: dict[str, _Device] = {}
     refused: dict[str, str] = {}
     owners: dict[str, tuple[str, int]] = {}  # device id -> (its group's path, its device type)
@@ -414,7 +413,7 @@ def _recent_indexed(
         if cached is not None and cached.id is not None:
             check[cached.id] = key
     if check:
-        counts = dict(_rows(session, "SELECT id, receptions FROM messages WHERE id IN ({})", list(check)))
+        counts = dict(rows_in(session, "SELECT id, receptions FROM messages WHERE id IN ({})", list(check)))
         stale = []
         for message_id, key in check.items():
             count = counts.get(message_id)
@@ -460,17 +459,6 @@ def _remember(
             known.last_seen, known.seq, known.touched = dev.last_seen, dev.seq, now
     for (device_id, seq), opened in new:
         index.devices[device_id].messages[seq] = opened
-
-
-def _rows(session: Session, sql: str, ids: list[int]) -> list[Any]:
-    """A driver-level `... IN (ids)` query, in chunks the drivers accept."""
-    conn = session.connection()
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    out: list[Any] = []
-    for i in range(0, len(ids), 500):
-        chunk = ids[i : i + 500]
-        out.extend(conn.exec_driver_sql(sql.format(", ".join([mark] * len(chunk))), tuple(chunk)).all())
-    return out
 
 
 def _payload_settings(session: Session, device_type_ids: set[int]) -> dict[int, tuple[int, str | None]]:
@@ -540,16 +528,7 @@ def _write_messages(
 ) -> None:
     if not rows:
         return
-    table = cast(Table, Message.__table__)
-    conn = session.connection()
-    if conn.dialect.name == "sqlite":
-        # The write transaction holds SQLite's lock (BEGIN IMMEDIATE): the ids after the
-        # current largest are ours, so one driver-level executemany inserts them all.
-        first = int(conn.exec_driver_sql("SELECT coalesce(max(id), 0) FROM messages").scalar_one()) + 1
-        ids: Sequence[int] = range(first, first + len(rows))
-        insert_rows(session, table, [{"id": i} | row for i, row in zip(ids, rows, strict=True)])
-    else:
-        ids = session.execute(insert(table).returning(table.c.id, sort_by_parameter_order=True), rows).scalars().all()
+    ids = insert_ids(session, cast(Table, Message.__table__), rows)
     flat = []
     for message_id, row, heard, o in zip(ids, rows, receptions, opened, strict=True):
         o.id = message_id
@@ -593,7 +572,7 @@ def _refresh(session: Session, network: Network, opened: list[_Open], links: dic
     # A static device's message keeps its declared location.
     for sql, values in ((head + location, rows), (head, pinned)):
         if values:
-            _update_many(session, sql + " WHERE id = {0}", values)
+            update_many(session, sql + " WHERE id = {0}", values)
 
 
 def _write_times(session: Session, opened: list[_Open]) -> None:
@@ -602,13 +581,8 @@ def _write_times(session: Session, opened: list[_Open]) -> None:
     moved = [o for o in opened if o.moved]
     if not moved:
         return
-    dialect = session.get_bind().dialect
-    process = cast(Table, Message.__table__).c.time.type.dialect_impl(dialect).bind_processor(dialect)
-    _update_many(
-        session,
-        "UPDATE messages SET time = {0} WHERE id = {0}",
-        [(o.time if process is None else process(o.time), o.id) for o in moved],
-    )
+    process = bind_processor(session, cast(Table, Message.__table__).c.time)
+    update_many(session, "UPDATE messages SET time = {0} WHERE id = {0}", [(process(o.time), o.id) for o in moved])
     for o in moved:
         o.moved = False
 
@@ -616,28 +590,20 @@ def _write_times(session: Session, opened: list[_Open]) -> None:
 def _touch_devices(session: Session, changed: list[_Device]) -> None:
     if not changed:
         return
-    column = cast(Table, Device.__table__).c.last_seen_at
-    dialect = session.get_bind().dialect
-    process = column.type.dialect_impl(dialect).bind_processor(dialect)
-    seen: dict[datetime, Any] = {}
+    process = bind_processor(session, cast(Table, Device.__table__).c.last_seen_at)
+    seen: dict[datetime, Any] = {}  # a batch shares its times: each is processed once
     rows = []
     for d in changed:
         t = d.last_seen
-        if t is not None and process is not None:
+        if t is not None:
             if t not in seen:
                 seen[t] = process(t)
             rows.append((seen[t], d.seq, COM_OK, d.id))
         else:
             rows.append((t, d.seq, COM_OK, d.id))
-    _update_many(
+    update_many(
         session, "UPDATE devices SET last_seen_at = {0}, sequence_number = {0}, com_state = {0} WHERE id = {0}", rows
     )
-
-
-def _update_many(session: Session, sql: str, rows: list[tuple[Any, ...]]) -> None:
-    """A driver-level executemany of `sql` ({0} marks a parameter) with ready values."""
-    conn = session.connection()
-    conn.exec_driver_sql(sql.format("?" if conn.dialect.paramstyle == "qmark" else "%s"), rows)
 
 
 def _count_traffic(
@@ -721,7 +687,7 @@ def _relocate(
         return {}
     missing = sorted(set(chain.from_iterable(o.stations for o in opened)) - links.keys())
     if missing:
-        for sid, zone, lat, lng, gain in _rows(
+        for sid, zone, lat, lng, gain in rows_in(
             session, "SELECT id, radio_zone, lat, lng, antenna_gain FROM base_stations WHERE id IN ({})", missing
         ):
             links[sid] = _link(network, zone, lat, lng, gain)
