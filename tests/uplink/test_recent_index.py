@@ -59,7 +59,7 @@ def test_devices_not_heard_within_the_horizon_are_forgotten_at_the_sweep() -> No
 
 
 def test_the_writer_remembers_at_most_the_configured_number_of_devices(tmp_path: Path) -> None:
-    from heron.api.app import _uplinks
+    from heron.runtime.context import _uplinks
     from heron.bootstrap import prepare
     from heron.config import Settings
     from heron.uplink.writer import UplinkWriter
