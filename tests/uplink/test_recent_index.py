@@ -59,9 +59,9 @@ def test_devices_not_heard_within_the_horizon_are_forgotten_at_the_sweep() -> No
 
 
 def test_the_writer_remembers_at_most_the_configured_number_of_devices(tmp_path: Path) -> None:
-    from heron.runtime.context import _uplinks
     from heron.bootstrap import prepare
     from heron.config import Settings
+    from heron.runtime.context import _uplinks
     from heron.uplink.writer import UplinkWriter
 
     settings = Settings(data_dir=tmp_path, uplink_recent_devices=1_234)
