@@ -142,7 +142,7 @@ def _application(db: Database, tenants: Tenants, app_eui: str = APP_EUI, contrac
 def _submit(ctx: AppContext, kind: str, app_eui: str, rows: list[Any], token: str | None = None) -> Job:
     with ctx.db.write() as s:
         call = onboarding.check_call(s, SYSTEM, app_eui=app_eui, token=token)
-        job = onboarding.submit(s, SYSTEM, ctx.keyring, kind=kind, call=call, rows=rows, callback=None)
+        job = onboarding.prepare_submit(SYSTEM, ctx.keyring, kind=kind, call=call, rows=rows, callback=None)(s)
         s.expunge(job)
         return job
 
@@ -164,7 +164,7 @@ def test_a_failing_batch_ends_done_fail_with_the_seed_message_and_keeps_earlier_
     job = _submit(ctx, onboarding.REGISTER, APP_EUI, rows, token=_issue(ctx.db, tenants.customer_a))
     with ctx.db.write() as s:  # a stored row the handler cannot read: an internal error in batch 2
         stored = json.loads(s.scalar(select(JobInput.rows).where(JobInput.job_id == job.id)) or "[]")
-        del stored[onboarding.BATCH_SIZE + 50]["k"]
+        del stored[onboarding.BATCH_SIZE + 50][onboarding.SEALED_APP_KEY]
         s.execute(update(JobInput).where(JobInput.job_id == job.id).values(rows=json.dumps(stored)))
     JobRunner(ctx.db, keyring=ctx.keyring).run_until_idle()
     status = _status(ctx, job.req_id)
