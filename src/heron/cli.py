@@ -345,7 +345,9 @@ def devices_import(
     from heron.jobs import engine
     from heron.jobs.models import Job
     from heron.registry import bulk_jobs, series_input
+    from heron.runtime.job_kinds import register_job_kinds
 
+    register_job_kinds()  # this command runs its job itself
     prepared = prepare(get_settings())
     try:
         try:
