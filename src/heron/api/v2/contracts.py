@@ -129,6 +129,21 @@ async def list_contracts(
     return page(request, ctx, data, has_more=has_more, limit=limit, offset=offset)
 
 
+def _terms(body: ContractCreate | ContractUpdate) -> dict[str, Any]:
+    """The contract's terms, as create and update both take them."""
+    return {
+        "bidir": body.bidir,
+        "max_tokens": body.max_tokens,
+        "max_uplink_frames": body.max_uplink_frames,
+        "max_downlink_frames": body.max_downlink_frames,
+        "token_duration": body.token_duration,
+        "start_ms": body.start_time,
+        "timezone": body.timezone,
+        "geolocation": body.geolocation,
+        "message_retention_days": body.message_retention_days,
+    }
+
+
 @router.post("", status_code=201)
 async def create_contract(body: ContractCreate, actor: CurrentActor, ctx: Ctx) -> dict[str, str]:
     with ctx.db.write() as session:
@@ -138,16 +153,8 @@ async def create_contract(body: ContractCreate, actor: CurrentActor, ctx: Ctx) -
             group_id=parse_id(body.group_id, "groupId", "body"),
             name=body.name,
             external_id=body.contract_id,
-            bidir=body.bidir,
-            max_tokens=body.max_tokens,
-            max_uplink_frames=body.max_uplink_frames,
-            max_downlink_frames=body.max_downlink_frames,
-            token_duration=body.token_duration,
-            start_ms=body.start_time,
+            **_terms(body),
             end_ms=body.end_time,
-            timezone=body.timezone,
-            geolocation=body.geolocation,
-            message_retention_days=body.message_retention_days,
         )
         return {"id": str(view.contract.id)}
 
@@ -169,16 +176,8 @@ async def update_contract(contract_id: str, body: ContractUpdate, actor: Current
             parse_id(contract_id),
             name=body.name,
             external_id=body.contract_id if "contract_id" in given else KEEP,
-            bidir=body.bidir,
-            max_tokens=body.max_tokens,
-            max_uplink_frames=body.max_uplink_frames,
-            max_downlink_frames=body.max_downlink_frames,
-            token_duration=body.token_duration,
-            start_ms=body.start_time,
+            **_terms(body),
             end_ms=body.end_time if "end_time" in given else KEEP,
-            timezone=body.timezone,
-            geolocation=body.geolocation,
-            message_retention_days=body.message_retention_days,
         )
     return Response(status_code=204)
 
