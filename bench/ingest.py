@@ -236,32 +236,36 @@ def _floor(settings: Settings, station_ids: list[int], frames: int = 30_000) -> 
     return frames / elapsed
 
 
-def _rss(data_dir: Path) -> list[tuple[str, int]]:
-    """(command, VmRSS in KiB) of every process `heron serve` runs for `data_dir` (the API
-    process(es), the uplink writer, the worker): they are the ones whose environment names it."""
+def _processes(data_dir: Path) -> dict[str, tuple[int, float]]:
+    """Role -> (VmRSS in KiB, CPU seconds so far) of every process `heron serve` runs for
+    `data_dir` (the API process(es), the uplink writer, the worker): the ones whose environment
+    names it."""
     marker = f"HERON_DATA_DIR={data_dir}".encode()
-    out = []
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             if marker not in (entry / "environ").read_bytes().split(b"\0"):
                 continue
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+            words = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
             status = (entry / "status").read_text().splitlines()
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:  # gone meanwhile, or not ours
             continue
+        role = words[words.index("heron.cli") + 1] if "heron.cli" in words else " ".join(words)[-40:]
         rss = next((int(line.split()[1]) for line in status if line.startswith("VmRSS:")), 0)
-        out.append((command, rss))
-    return sorted(out)
+        cpu = (int(stat[11]) + int(stat[12])) / tick  # utime + stime
+        out[f"{role} ({entry.name})"] = (rss, cpu)
+    return dict(sorted(out.items()))
 
 
-def _show_rss(processes: list[tuple[str, int]]) -> None:
-    print(f"  memory after the run (VmRSS), {len(processes)} processes:")
-    for command, kib in processes:
-        words = command.split()
-        role = " ".join(words[words.index("heron.cli") + 1 :]) if "heron.cli" in words else command[-60:]
-        print(f"    {kib / 1024:7,.0f} MiB  {role or command}")
+def _show_processes(before: dict[str, tuple[int, float]], after: dict[str, tuple[int, float]], seconds: float) -> None:
+    print(f"  {len(after)} processes: CPU during the load (% of one core), VmRSS after it:")
+    for role, (kib, cpu) in after.items():
+        used = cpu - before.get(role, (0, 0.0))[1]
+        print(f"    {100 * used / seconds:5.0f}%  {kib / 1024:7,.0f} MiB  {role}")
 
 
 def main() -> None:
@@ -286,12 +290,13 @@ def main() -> None:
         with heron_server(data_dir, workers=WORKERS, extra_env=env) as base:
             _load(_plan(base, creds, WARM_FIRST, WARM_DEVICES, 3.0))  # warm-up, on devices of its own
             before_m, before_r = _counts(settings)
+            at_start = _processes(data_dir)
             result = _load(_plan(base, creds, FIRST_DEVICE, DEVICES, SECONDS))
+            at_load_end = _processes(data_dir)
             after_m, after_r = _counts(settings)
             at_end = _outbox(settings)
             time.sleep(5)
             later = _outbox(settings)
-            memory = _rss(data_dir)
     finally:
         received = receiver.stop()
     messages, receptions = after_m - before_m, after_r - before_r
@@ -312,7 +317,7 @@ def main() -> None:
     target("sustained ingest (frames/s, 3 receptions each)", rate, 5000, "frames/s", higher_is_better=True)
     _show_outbox("when the load ended", at_end)
     _show_outbox("5 s later", later, received)
-    _show_rss(memory)
+    _show_processes(at_start, at_load_end, seconds)
     floor = _floor(settings, station_ids)
     print(f"  floor: store_frames + enqueue_messages in-process, 1,000 receptions of one station per "
           f"transaction: {floor:,.0f} frames/s; HTTP ingest / floor: {rate / floor:.2f}")  # fmt: skip

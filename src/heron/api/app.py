@@ -42,7 +42,8 @@ from heron.network.sigfox import ingest_http as ingest
 from heron.network.sigfox import ingest_udp
 from heron.network.sigfox import station_http as station_downlinks
 from heron.observability import configure_logging
-from heron.runtime.context import AppContext, build_context, tune_collector
+from heron.runtime.context import AppContext, build_context
+from heron.runtime.processes import tune_collector
 from heron.web import auth as web_auth
 
 

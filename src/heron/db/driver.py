@@ -39,7 +39,9 @@ def rows_in(session: Session, sql: str, ids: Sequence[Any]) -> list[Any]:
 
 def update_many(session: Session, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """A driver-level executemany of `sql` (`{0}` marks a parameter) with ready values (see
-    `bind_processor`)."""
+    `bind_processor`); nothing for no rows."""
+    if not rows:
+        return
     conn = session.connection()
     conn.exec_driver_sql(sql.format(_mark(conn)), list(rows))
 

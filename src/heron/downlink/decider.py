@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -49,6 +48,7 @@ from heron.downlink.models import PENDING as DL_PENDING
 from heron.keys import Keyring
 from heron.messages.models import Message, Reception
 from heron.radio import Network
+from heron.registry.identifiers import is_hex
 from heron.registry.models import Contract, Device, DeviceType
 from heron.runtime.background import BackgroundThread
 from heron.stations.models import BaseStation
@@ -60,7 +60,6 @@ log = logging.getLogger("heron.downlinks")
 
 COLLECT_MARGIN = timedelta(seconds=2)  # a station must have it this long before transmit time
 MODES = {0: "DIRECT", 1: "CALLBACK", 2: "NONE"}
-_HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
 SWEEP_EVERY = timedelta(seconds=5)  # the catch-up sweep for messages opened by nobody
 
 
@@ -322,7 +321,7 @@ class DownlinkDecider(BackgroundThread):
             data = entry.get("downlinkData") if isinstance(entry, dict) else None
             if entry is None:
                 d.downlink.fail(f"downlink callback answer has no entry for device {d.device.identifier}")
-            elif not isinstance(data, str) or not _HEX16.fullmatch(data):
+            elif not isinstance(data, str) or not is_hex(data, 16):
                 d.downlink.fail(f"downlinkData must be 16 hex digits (8 bytes), got {str(data)[:40]!r}")
             else:
                 _queue(d, data.lower())

@@ -16,7 +16,6 @@ LoRaWAN joinEui / profId) to callers holding `device:write`, and the AppKey neve
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,7 +44,7 @@ from heron.registry.bulk import (
     sort_key,
 )
 from heron.registry.eui import Eui64
-from heron.registry.identifiers import SigfoxId, parse_app_key, parse_nak, parse_pac
+from heron.registry.identifiers import SigfoxId, is_hex, parse_app_key, parse_nak, parse_pac
 from heron.registry.models import Contract, Device, DeviceType
 from heron.tenancy import audit
 from heron.tenancy.access import Actor
@@ -90,13 +89,10 @@ class DeviceView:
 
 
 # -- identifiers ----------------------------------------------------------------------------------
-_PATH_ID = re.compile(r"[0-9A-Fa-f]{1,8}|[0-9A-Fa-f]{16}")
-
-
 def parse_ref(ref: str, field: str = "id", where: str = "path") -> tuple[str, str]:
     """(network, identifier) from a path id, taken exactly (no spaces, no `0x`): 16 hex digits
     are a DevEUI, 1 to 8 a Sigfox id (leading zeros allowed)."""
-    if not _PATH_ID.fullmatch(ref):
+    if not (is_hex(ref, range(1, 9)) or is_hex(ref, 16)):
         raise InvalidInput.field(field, "must be a Sigfox id (1 to 8 hex digits) or a DevEUI (16 hex digits)", where)
     if len(ref) == 16:
         return LORAWAN, ref.upper()

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
 from heron.errors import InvalidInput
-
-_HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
+from heron.registry.identifiers import is_hex
 
 
 class Eui64(str):
@@ -16,7 +13,7 @@ class Eui64(str):
 
     @classmethod
     def parse(cls, value: str, field: str, where: str = "body") -> Eui64:
-        if not isinstance(value, str) or not _HEX16.fullmatch(value):
+        if not is_hex(value, 16):
             shown = str(value)[:40]
             raise InvalidInput.field(field, f"must be 16 hex digits (an EUI-64), got {shown!r}", where)
         return cls(value.upper())

@@ -10,6 +10,17 @@ from heron.errors import InvalidInput
 _HEX = re.compile(r"[0-9A-Fa-f]+")
 
 
+def is_hex(value: object, digits: int | range) -> bool:
+    """Whether `value` is a string of hex digits, exactly `digits` of them (or a count in
+    that range): the one check behind every identifier, key and payload format."""
+    if not isinstance(value, str):
+        return False
+    n = len(value)
+    if n != digits if isinstance(digits, int) else n not in digits:
+        return False
+    return n == 0 or _HEX.fullmatch(value) is not None
+
+
 def _hex(value: object, field: str, digits: int, what: str, where: str) -> str:
     text = value.strip() if isinstance(value, str) else ""
     if len(text) != digits or not _HEX.fullmatch(text):

@@ -4,7 +4,6 @@ API processes, `heron worker` and the tools build theirs here."""
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -105,14 +104,3 @@ def _uplinks(settings: Settings, prepared: Prepared) -> Uplinks:
         horizon=timedelta(seconds=settings.dedup_horizon_seconds),
         recent_devices=settings.uplink_recent_devices,
     )
-
-
-def tune_collector() -> None:
-    """Garbage-collector settings for a server process. A request or job batch allocates tens of
-    thousands of short-lived, acyclic dicts and tuples (10,000 parsed rows); with the default
-    700-allocation threshold the collector ran dozens of times per batch, rescanning everything
-    alive. Objects built at startup (modules, the app, SQLAlchemy's mappers) are frozen out of
-    its scans; young garbage is collected every 20,000 allocations."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(20_000, 20, 20)

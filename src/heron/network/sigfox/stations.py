@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import math
-import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -21,7 +20,7 @@ from heron.db.engine import Database
 from heron.db.fastpath import FastQuery
 from heron.errors import Conflict, InvalidInput, NotFound
 from heron.network.sigfox.lqi import RADIO_ZONES
-from heron.registry.identifiers import SigfoxId
+from heron.registry.identifiers import SigfoxId, is_hex
 from heron.stations.models import BaseStation, StationTraffic
 from heron.tenancy import audit
 from heron.tenancy.access import Actor
@@ -132,12 +131,9 @@ def create(
     return StationView(station, group), secret
 
 
-_PATH_ID = re.compile(r"[0-9A-Fa-f]{1,8}")
-
-
 def _load(session: Session, identifier: str) -> StationView:
     # In a path the id is exactly its hex digits (a body may say 0x1E6AB or pad it).
-    if not _PATH_ID.fullmatch(identifier):
+    if not is_hex(identifier, range(1, 9)):
         raise InvalidInput.field(
             "id", f"must be 1 to 8 hex digits (a base station id), got {identifier[:40]!r}", "path"
         )

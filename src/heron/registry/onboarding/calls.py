@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from heron.errors import FieldError, InvalidInput
 from heron.registry import bulk, device_profiles, registration_tokens
 from heron.registry.device_types import current_contracts
+from heron.registry.identifiers import is_hex
 from heron.registry.models import DeviceType
 from heron.tenancy.access import Actor
 from heron.tenancy.models import Group
@@ -27,7 +28,6 @@ APP_KEY_PURPOSE = "devices.app_key"
 JOIN_EUI_PURPOSE = "devices.join_eui"
 PROF_ID_PURPOSE = "devices.prof_id"
 
-EUI64 = re.compile(r"[0-9A-Fa-f]{16}")
 _TAG_SPLIT = re.compile(r"[,;]")
 _LORAWAN = bulk.LORAWAN
 
@@ -54,7 +54,7 @@ class Application:
 
 
 def parse_eui(value: str, parameter: str) -> str:
-    if not EUI64.fullmatch(value):
+    if not is_hex(value, 16):
         raise invalid(parameter, "must be 16 hex digits (an EUI-64)")
     return value.upper()
 

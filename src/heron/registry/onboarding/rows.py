@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable
 from typing import Any
 
 from heron.errors import InvalidInput
 from heron.keys import Keyring
 from heron.registry import bulk
-from heron.registry.onboarding.calls import APP_KEY_PURPOSE, EUI64, parse_tags
+from heron.registry.identifiers import is_hex
+from heron.registry.onboarding.calls import APP_KEY_PURPOSE, parse_tags
 
 # A stored row's keys. One letter each, as the rows of jobs already stored have them (a job's
 # rows are one JSON document of up to 100,000 rows); read and written only through these names.
@@ -19,7 +19,6 @@ ERROR = "e"  # the message a refused row reports
 SEALED_APP_KEY = "k"  # the AppKey, a keyring ciphertext (APP_KEY_PURPOSE)
 DEV_TYPE = "t"  # the row's devType
 
-_HEX32 = re.compile(r"[0-9A-Fa-f]{32}")
 _LORAWAN = bulk.LORAWAN
 
 
@@ -42,7 +41,7 @@ def prepare_rows(
             out.append({ERROR: f"Row {n}: must be a JSON object with a devEui.", EUI: None})
             continue
         raw = row.get("devEui")
-        if not isinstance(raw, str) or not EUI64.fullmatch(raw):
+        if not isinstance(raw, str) or not is_hex(raw, 16):
             shown = json.dumps(raw)[:40] if raw is not None else "missing"
             out.append({ERROR: f"Row {n}: devEui must be 16 hex digits (an EUI-64), got {shown}.", EUI: None})
             continue
@@ -60,7 +59,7 @@ def prepare_rows(
             if key is None:
                 if app_key == "required":
                     problem = f"The AppKey for DevEUI: {eui} is missing (32 hex digits)."
-            elif not isinstance(key, str) or not _HEX32.fullmatch(key):
+            elif not isinstance(key, str) or not is_hex(key, 32):
                 problem = f"The AppKey for DevEUI: {eui} must be 32 hex digits (an AES-128 key)."
             elif seal is not None:
                 good[SEALED_APP_KEY] = seal(key.upper())
