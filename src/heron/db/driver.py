@@ -25,15 +25,26 @@ def _mark(conn: Connection) -> str:
     return "?" if conn.dialect.paramstyle == "qmark" else "%s"
 
 
-def rows_in(session: Session, sql: str, ids: Sequence[Any]) -> list[Any]:
+def rows_in(
+    session: Session, sql: str, ids: Sequence[Any], *, params: Sequence[Any] = (), lock: str | None = None
+) -> list[Any]:
     """A driver-level `... IN ({})` query (`{}` marks where the list goes), in chunks the
-    drivers accept; the rows of every chunk, in order."""
+    drivers accept; the rows of every chunk, in order. `params` bind to the `{mark}`s before the
+    list, the same in every chunk. `lock`: the table (or its alias) whose rows the query locks
+    until commit, FOR UPDATE OF on PostgreSQL (SQLite's single writer already serializes); to
+    lock in one order across chunks, pass `ids` sorted and order the rows by the listed column.
+
+    Below SQLAlchemy's statement building: a hot path's `IN` of hundreds of values cost more in
+    coercing and expanding them than the query itself (measured, 200 device ids: 3.9 ms against
+    1.3 ms)."""
     conn = session.connection()
     mark = _mark(conn)
+    tail = f" FOR UPDATE OF {lock}" if lock is not None and conn.dialect.name == "postgresql" else ""
     out: list[Any] = []
     for i in range(0, len(ids), _CHUNK):
         chunk = tuple(ids[i : i + _CHUNK])
-        out.extend(conn.exec_driver_sql(sql.format(", ".join([mark] * len(chunk))), chunk).all())
+        statement = sql.format(", ".join([mark] * len(chunk)), mark=mark) + tail
+        out.extend(conn.exec_driver_sql(statement, (*params, *chunk)).all())
     return out
 
 
@@ -55,6 +66,14 @@ def bind_processor(session: Session, column: ColumnElement[Any]) -> Callable[[An
     identity when the dialect needs nothing. Get it once per batch, not per row."""
     dialect = session.get_bind().dialect
     process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return _identity if process is None else process
+
+
+def result_processor(session: Session, column: ColumnElement[Any]) -> Callable[[Any], Any]:
+    """What makes a driver's value of `column` what the ORM would read (SQLite's text times as
+    datetimes); the identity when the dialect needs nothing."""
+    dialect = session.get_bind().dialect
+    process = column.type.dialect_impl(dialect).result_processor(dialect, None)
     return _identity if process is None else process
 
 

@@ -36,7 +36,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import ColumnElement, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from heron.db.driver import upsert_insert
+from heron.db.driver import bind_processor, result_processor, rows_in, upsert_insert
 from heron.db.keyset import TimePage, TimeWindow, newest_first_page
 from heron.db.upsert import add_counts
 from heron.delivery.enqueue import new_key
@@ -102,6 +102,19 @@ def _write_events(session: Session, rows: list[dict[str, Any]]) -> None:
 
 
 # -- in the ingest's transaction --------------------------------------------------------------------
+# Its two queries over the batch's devices, at the driver (heron.db.driver.rows_in).
+_LIMITS = (
+    "SELECT d.id, c.id, c.max_uplink_frames, c.timezone, l.since FROM devices d"
+    " LEFT JOIN contracts c ON c.id = d.contract_id LEFT JOIN device_losses l ON l.device_id = d.id"
+    " WHERE d.id IN ({})"
+)
+_OVER_LIMIT = (  # `{days}`: a mark per day
+    "SELECT u.device_id, u.day, u.uplinks FROM uplink_counts u JOIN devices d ON d.id = u.device_id"
+    " JOIN contracts c ON c.id = d.contract_id"
+    " WHERE u.day IN ({days}) AND u.uplinks > c.max_uplink_frames AND u.device_id IN ({})"
+)
+
+
 def after_uplinks(session: Session, messages: Sequence[StoredMessage], now: datetime) -> None:
     """Count the new messages against the contracts' daily limits and close open communication
     losses, in the transaction that stored the messages."""
@@ -110,13 +123,7 @@ def after_uplinks(session: Session, messages: Sequence[StoredMessage], now: date
     ids = sorted({m.device_id for m in messages})
     limits: dict[int, tuple[int, int, str]] = {}
     lost: list[int] = []
-    for device_id, contract_id, max_uplinks, timezone, lost_since in session.execute(
-        select(Device.id, Contract.id, Contract.max_uplink_frames, Contract.timezone, DeviceLoss.since)
-        .select_from(Device)
-        .outerjoin(Contract, Contract.id == Device.contract_id)
-        .outerjoin(DeviceLoss, DeviceLoss.device_id == Device.id)
-        .where(Device.id.in_(ids))
-    ):
+    for device_id, contract_id, max_uplinks, timezone, lost_since in rows_in(session, _LIMITS, ids):
         if contract_id is not None:
             limits[device_id] = (contract_id, max_uplinks, timezone)
         if lost_since is not None:
@@ -149,18 +156,18 @@ def _count_uplinks(
     table = cast(Table, UplinkCount.__table__)
     rows = [{"device_id": d, "day": day, "uplinks": n} for (d, day), n in sorted(added.items())]
     add_counts(session, table, rows, keys=("device_id", "day"), counts=("uplinks",))
-    over = (
-        select(table.c.device_id, table.c.day, table.c.uplinks)
-        .join(Device, Device.id == table.c.device_id)
-        .join(Contract, Contract.id == Device.contract_id)
-        .where(
-            table.c.device_id.in_(sorted({d for d, _ in added})),
-            table.c.day.in_(sorted({day for _, day in added})),
-            table.c.uplinks > Contract.max_uplink_frames,
-        )
+    days = sorted({day for _, day in added})
+    day_param = bind_processor(session, table.c.day)
+    day_of = result_processor(session, table.c.day)
+    over = rows_in(
+        session,
+        _OVER_LIMIT.format("{}", mark="{mark}", days=", ".join(["{mark}"] * len(days))),
+        sorted({d for d, _ in added}),
+        params=[day_param(day) for day in days],
     )
     events = []
-    for device_id, day, total in session.execute(over):
+    for device_id, stored_day, total in over:
+        day = day_of(stored_day)
         n = added.get((device_id, day))
         if n is None or device_id not in limits:
             continue

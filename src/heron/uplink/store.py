@@ -51,7 +51,7 @@ from sqlalchemy import Table, select, update
 from sqlalchemy.orm import Session
 
 from heron.db.bulk_insert import insert_rows
-from heron.db.driver import bind_processor, for_update, insert_ids, rows_in, update_many
+from heron.db.driver import bind_processor, insert_ids, result_processor, rows_in, update_many
 from heron.db.upsert import add_counts
 from heron.geolocation import DECLARED_RADIUS_M, SOURCE_DECLARED, SOURCE_NETWORK, Fix, Reading, Stations, locate_heard
 from heron.messages.decoding import decode_payload
@@ -63,6 +63,22 @@ from heron.stations.models import BaseStation, StationTraffic, UndeliveredFrames
 from heron.tenancy.models import Group
 
 STALE_REPEAT = timedelta(hours=1)
+# The batch's hot queries, at the driver (heron.db.driver.rows_in). Devices in identifier order:
+# the order their rows are locked in on PostgreSQL, the same for every writer.
+_DEVICES = (
+    "SELECT d.id, d.identifier, d.device_type_id, d.lifecycle, d.token_state, d.sequence_number,"
+    " d.last_seen_at, d.suspended, d.lat, d.lng, d.com_state, g.path"
+    " FROM devices d JOIN groups g ON g.id = d.group_id"
+    " WHERE d.network = {mark} AND d.identifier IN ({}) ORDER BY d.identifier"
+)
+_RECENT = (
+    "SELECT id, device_id, seq_number, arrived_at, time, loc_source FROM messages"
+    " WHERE arrived_at >= {mark} AND device_id IN ({})"
+)
+_STATIONS_HEARD = (
+    "SELECT r.message_id, r.station_id, r.rssi, s.radio_zone"
+    " FROM receptions r JOIN base_stations s ON s.id = r.station_id WHERE r.message_id IN ({})"
+)
 COM_OK = 1  # api.md comState
 UNKNOWN, NO_TOKEN, SUSPENDED = "UNKNOWN", "NO_TOKEN", "SUSPENDED"
 _NOWHERE: tuple[str, int | None] = ("~", None)  # the scope of a station gone meanwhile: no group path starts with it
@@ -233,32 +249,12 @@ def store_frames(
         links[sid] = _link(network, zone, lat, lng, gain)
         scopes[sid] = (path, bound_type)
 
-    query = (
-        select(
-            Device.id,
-            Device.identifier,
-            Device.device_type_id,
-            Device.lifecycle,
-            Device.token_state,
-            Device.sequence_number,
-            Device.last_seen_at,
-            Device.suspended,
-            Device.lat,
-            Device.lng,
-            Device.com_state,
-            Group.path,
-        )
-        .join(Group, Group.id == Device.group_id)
-        .where(Device.network == network.name, Device.identifier.in_(sorted({f.device for f in frames})))
-        .order_by(Device.id)
-    )
-    query = for_update(query, session, of=Device)
+    last_seen_of = result_processor(session, Device.__table__.c.last_seen_at)
+    found = rows_in(session, _DEVICES, sorted({f.device for f in frames}), params=(network.name,), lock="d")
     deliverable: dict[str, _Device] = {}
     refused: dict[str, str] = {}
     owners: dict[str, tuple[str, int]] = {}  # device id -> (its group's path, its device type)
-    for d_id, ident, dt_id, lifecycle, token_state, seq, last_seen, suspended, lat, lng, com, path in session.execute(
-        query
-    ):
+    for d_id, ident, dt_id, lifecycle, token_state, seq, last_seen, suspended, lat, lng, com, path in found:
         owners[ident] = (path, dt_id)
         if lifecycle == DELETED:
             refused[ident] = UNKNOWN
@@ -268,7 +264,9 @@ def store_frames(
             refused[ident] = SUSPENDED
         else:
             declared = (lat, lng) if lat is not None and lng is not None else None
-            deliverable[ident] = _Device(d_id, dt_id, seq, last_seen, declared=declared, com_ok=com == COM_OK)
+            deliverable[ident] = _Device(
+                d_id, dt_id, seq, last_seen_of(last_seen), declared=declared, com_ok=com == COM_OK
+            )
 
     traffic: Counter[int] = Counter()
     undelivered: Counter[tuple[int, str, str]] = Counter()
@@ -500,26 +498,18 @@ def _recent(session: Session, device_ids: list[int], since: datetime) -> dict[tu
     """Messages of these devices younger than the horizon, with the stations that heard them."""
     if not device_ids:
         return {}
-    rows = list(
-        session.execute(
-            select(
-                Message.id, Message.device_id, Message.seq_number, Message.arrived_at, Message.time, Message.loc_source
-            ).where(Message.device_id.in_(device_ids), Message.arrived_at >= since)
-        )
-    )
+    since_param = bind_processor(session, Message.__table__.c.arrived_at)(since)
+    rows = rows_in(session, _RECENT, device_ids, params=(since_param,))
     if not rows:
         return {}
-    out = {(d, s): _Open(m, a, t, {}, pinned=src == SOURCE_DECLARED) for m, d, s, a, t, src in rows}
+    time_of = result_processor(session, Message.__table__.c.time)
+    out = {(d, s): _Open(m, time_of(a), time_of(t), {}, pinned=src == SOURCE_DECLARED) for m, d, s, a, t, src in rows}
     _load_stations(session, {o.id: o for o in out.values()})
     return out
 
 
 def _load_stations(session: Session, by_message: dict[int | None, _Open]) -> None:
-    for message_id, station_id, rssi, zone in session.execute(
-        select(Reception.message_id, Reception.station_id, Reception.rssi, BaseStation.radio_zone)
-        .join(BaseStation, BaseStation.id == Reception.station_id)
-        .where(Reception.message_id.in_(list(by_message)))
-    ):
+    for message_id, station_id, rssi, zone in rows_in(session, _STATIONS_HEARD, list(by_message)):
         by_message[message_id].stations[station_id] = (rssi, zone)
 
 
