@@ -101,20 +101,19 @@ _resolved: dict[tuple[str, int, tuple[IPNetwork, ...]], tuple[float, _Answer]] =
 async def _checked_address(
     loop: asyncio.AbstractEventLoop, host: str, port: int, allow: tuple[IPNetwork, ...]
 ) -> IPAddress:
-    """`pick_address`, without a thread hop for an IP literal and reusing a name's checked answer
-    for a few seconds (the connection still goes to the address that was checked)."""
-    try:
-        literal = ipaddress.ip_address(host)
-    except ValueError:
-        literal = None
-    if literal is not None:
-        return pick_address(host, port, allow)  # no DNS: the check is a few comparisons
+    """`pick_address`, reusing a host's checked answer for a few seconds (the connection still
+    goes to the address that was checked), without a thread hop for an IP literal. A literal is
+    cached too: its check walks the special ranges, a quarter of a local delivery's time
+    (measured in the worker under the 500 messages/s latency bench)."""
     key = (host, port, allow)
     now = time.monotonic()
     cached = _resolved.get(key)
     if cached is None or cached[0] < now:
         try:
-            answer: _Answer = await loop.run_in_executor(None, pick_address, host, port, allow)
+            if _is_literal(host):  # no DNS: no thread
+                answer: _Answer = pick_address(host, port, allow)
+            else:
+                answer = await loop.run_in_executor(None, pick_address, host, port, allow)
         except (ForbiddenDestination, Unresolved) as exc:
             answer = exc
         if len(_resolved) > 10_000:
@@ -123,3 +122,11 @@ async def _checked_address(
     if isinstance(cached[1], ForbiddenDestination | Unresolved):
         raise cached[1]
     return cached[1]
+
+
+def _is_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
