@@ -47,7 +47,7 @@ from datetime import datetime, timedelta
 from itertools import chain, islice
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
 
 from heron.db.bulk_insert import insert_rows
@@ -58,9 +58,8 @@ from heron.messages.decoding import decode_payload
 from heron.messages.models import Message, Reception
 from heron.radio import Network
 from heron.registry.bulk import DELETED, TOKEN_OK
-from heron.registry.models import Device, DeviceType
+from heron.registry.models import Device
 from heron.stations.models import BaseStation, StationTraffic, UndeliveredFrames
-from heron.tenancy.models import Group
 
 STALE_REPEAT = timedelta(hours=1)
 # The batch's hot queries, at the driver (heron.db.driver.rows_in). Devices in identifier order:
@@ -70,6 +69,10 @@ _DEVICES = (
     " d.last_seen_at, d.suspended, d.lat, d.lng, d.com_state, g.path"
     " FROM devices d JOIN groups g ON g.id = d.group_id"
     " WHERE d.network = {mark} AND d.identifier IN ({}) ORDER BY d.identifier"
+)
+_STATIONS = (
+    "SELECT s.id, s.radio_zone, s.lat, s.lng, s.antenna_gain, g.path, s.device_type_id"
+    " FROM base_stations s JOIN groups g ON g.id = s.group_id WHERE s.id IN ({})"
 )
 _RECENT = (
     "SELECT id, device_id, seq_number, arrived_at, time, loc_source FROM messages"
@@ -232,19 +235,7 @@ def store_frames(
     links: dict[int, Reading] = {}  # each station's position and gain, for computedLocation
     # What each station may deliver: its group's subtree (or its one device type's: a bridge's).
     scopes: dict[int, tuple[str, int | None]] = {}
-    for sid, zone, lat, lng, gain, path, bound_type in session.execute(
-        select(
-            BaseStation.id,
-            BaseStation.radio_zone,
-            BaseStation.lat,
-            BaseStation.lng,
-            BaseStation.antenna_gain,
-            Group.path,
-            BaseStation.device_type_id,
-        )
-        .join(Group, Group.id == BaseStation.group_id)
-        .where(BaseStation.id.in_(station_ids))
-    ):
+    for sid, zone, lat, lng, gain, path, bound_type in rows_in(session, _STATIONS, station_ids):
         zones[sid] = zone
         links[sid] = _link(network, zone, lat, lng, gain)
         scopes[sid] = (path, bound_type)
@@ -466,10 +457,8 @@ def _remember(
 def _payload_settings(session: Session, device_type_ids: set[int]) -> dict[int, tuple[int, str | None]]:
     if not device_type_ids:
         return {}
-    rows = session.execute(
-        select(DeviceType.id, DeviceType.payload_type, DeviceType.payload_config).where(
-            DeviceType.id.in_(sorted(device_type_ids))
-        )
+    rows = rows_in(
+        session, "SELECT id, payload_type, payload_config FROM device_types WHERE id IN ({})", sorted(device_type_ids)
     )
     return {dt_id: (kind, config) for dt_id, kind, config in rows}
 
@@ -641,9 +630,11 @@ def _count_traffic(
         counts=("frames",),
         replace=("reason",),
     )
-    table = cast(Table, BaseStation.__table__)
-    session.connection().execute(
-        update(table).where(table.c.id.in_(sorted(traffic))).values(last_seen_at=now, state="ONLINE")
+    stamp = bind_processor(session, BaseStation.__table__.c.last_seen_at)(now)
+    update_many(
+        session,
+        "UPDATE base_stations SET last_seen_at = {0}, state = 'ONLINE' WHERE id = {0}",
+        [(stamp, station_id) for station_id in sorted(traffic)],
     )
 
 
