@@ -4,6 +4,7 @@ a customer's server (one row per (message, callback), job callback or event)."""
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
@@ -11,7 +12,17 @@ from sqlalchemy.orm import Mapped, mapped_column
 from heron.db.base import Base, UtcDateTime
 from heron.messages.models import BigId
 
-PENDING, DONE, FAILED = "PENDING", "DONE", "FAILED"
+
+class DeliveryState(StrEnum):
+    """A delivery's stored `state`: PENDING until sent (or retried after its backoff), then DONE,
+    or FAILED for good."""
+
+    PENDING = "PENDING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+
+
+PENDING, DONE, FAILED = DeliveryState
 IS_PENDING = text("state = 'PENDING'")
 NOT_DONE = text("state <> 'DONE'")
 IS_DUPLICATE = text("duplicate_of IS NOT NULL")

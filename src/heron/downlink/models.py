@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from heron.db.base import Base, BigId, UtcDateTime
 
-DECIDING, NONE, PENDING, SENT, ACKNOWLEDGED, FAILED = "DECIDING", "NONE", "PENDING", "SENT", "ACKNOWLEDGED", "FAILED"
+
+class DownlinkState(StrEnum):
+    """A downlink's stored `state`: DECIDING until its dedup window closes, then NONE (none to
+    send) or PENDING, SENT to a station, ACKNOWLEDGED by it, or FAILED."""
+
+    DECIDING = "DECIDING"
+    NONE = "NONE"
+    PENDING = "PENDING"
+    SENT = "SENT"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    FAILED = "FAILED"
+
+
+DECIDING, NONE, PENDING, SENT, ACKNOWLEDGED, FAILED = DownlinkState
 IS_OPEN = text("state IN ('DECIDING', 'PENDING', 'SENT')")
 # The open downlinks in a query, as the partial index ix_downlinks_open states it: SQLite uses a
 # partial index only for a query that spells out its condition (`state = 'DECIDING'` alone

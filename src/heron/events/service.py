@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from enum import StrEnum
 from functools import lru_cache
 from typing import Any, cast
 from zoneinfo import ZoneInfo
@@ -50,12 +51,19 @@ from heron.stations.models import BaseStation
 from heron.tenancy.access import Actor
 from heron.uplink.store import StoredMessage
 
-COMMUNICATION_LOST = "COMMUNICATION_LOST"
-COMMUNICATION_RESTORED = "COMMUNICATION_RESTORED"
-OVERUSAGE = "OVERUSAGE"
-TOKEN_EXPIRED = "TOKEN_EXPIRED"  # noqa: S105 (an event kind, not a secret)
-STATION_OFFLINE = "STATION_OFFLINE"
-STATION_ONLINE = "STATION_ONLINE"
+
+class EventKind(StrEnum):
+    """An event's stored `kind` (api.md)."""
+
+    COMMUNICATION_LOST = "COMMUNICATION_LOST"
+    COMMUNICATION_RESTORED = "COMMUNICATION_RESTORED"
+    OVERUSAGE = "OVERUSAGE"
+    TOKEN_EXPIRED = "TOKEN_EXPIRED"  # noqa: S105 (an event kind, not a secret)
+    STATION_OFFLINE = "STATION_OFFLINE"
+    STATION_ONLINE = "STATION_ONLINE"
+
+
+COMMUNICATION_LOST, COMMUNICATION_RESTORED, OVERUSAGE, TOKEN_EXPIRED, STATION_OFFLINE, STATION_ONLINE = EventKind
 
 COM_OK, COM_KO = 1, 3  # api.md comState
 BATCH = 5000

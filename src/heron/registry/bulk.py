@@ -18,6 +18,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, func, or_, select, update
@@ -29,8 +30,29 @@ from heron.registry.models import Contract, ContractAllocation, Device
 from heron.tenancy.owned import check_name
 
 SIGFOX, LORAWAN = "SIGFOX", "LORAWAN"
-REGISTERED, ACTIVE, DEACTIVATED, DELETED = "REGISTERED", "ACTIVE", "DEACTIVATED", "DELETED"
-TOKEN_NONE, TOKEN_OK, TOKEN_OFF = "NONE", "OK", "OFF_CONTRACT"
+
+
+class Lifecycle(StrEnum):
+    """A device's stored `lifecycle` (api.md: REGISTERED until its token, ACTIVE, then
+    DEACTIVATED or DELETED)."""
+
+    REGISTERED = "REGISTERED"
+    ACTIVE = "ACTIVE"
+    DEACTIVATED = "DEACTIVATED"
+    DELETED = "DELETED"
+
+
+class TokenState(StrEnum):
+    """A device's stored `token_state`."""
+
+    NONE = "NONE"
+    OK = "OK"
+    OFF_CONTRACT = "OFF_CONTRACT"
+
+
+# The states by their short names, as the registry's code reads them.
+REGISTERED, ACTIVE, DEACTIVATED, DELETED = Lifecycle
+TOKEN_NONE, TOKEN_OK, TOKEN_OFF = TokenState
 _CHUNK = 5000  # identifiers per IN list: well under every driver's parameter limit
 _CERT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.:-")
 

@@ -42,6 +42,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 from heron.db.engine import Database
 from heron.db.sqlfuncs import csv_line, iso_utc_ms, unindexed
 from heron.errors import InvalidInput
+from heron.registry.bulk import DELETED, TOKEN_OK
 from heron.registry.devices import LIFECYCLES, DeviceView
 from heron.registry.models import Contract, Device, DeviceType
 from heron.tenancy.access import Actor, in_any_subtree
@@ -51,7 +52,6 @@ from heron.tenancy.owned import from_ms, in_groups
 # Sigfox v2 enums (api.md): comState is stored as is; token.state is 0 while a token is held, else 1.
 COM_STATES = {"NO": 0, "OK": 1, "WARN": 2, "KO": 3, "NA": 4, "NOT_SEEN": 5}
 TOKEN_STATES = {"OK": 0, "OFF_CONTRACT": 1, "NA_FOR_API": 2, "INVALID_TOKEN": 3}
-DELETED, TOKEN_OK = "DELETED", "OK"  # the stored lifecycle and token_state values (registry.devices)
 SORTS = ("id", "-id", "name", "-name", "lastCom", "-lastCom")
 SMALL = 10_000  # at most this many matches: read them through the per-group index and sort them
 
