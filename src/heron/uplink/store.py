@@ -590,7 +590,6 @@ def _touch_devices(session: Session, changed: list[_Device]) -> None:
             rows.append((t, d.seq, d.id))
         else:
             restored.append((t, d.seq, COM_OK, d.id))
-            d.com_ok = True
     update_many(session, "UPDATE devices SET last_seen_at = {0}, sequence_number = {0} WHERE id = {0}", rows)
     update_many(
         session,
